@@ -1,0 +1,13 @@
+"""hypergradient: gradient-based hyperparameter optimization and meta-learning on PyTorch."""
+
+from . import estimators, optim
+from .estimators import REGISTRY, Estimator, Hypergradient, estimate
+from .functional import FunctionalModel
+from .hparams import Hyper, HyperParameters
+from .problem import Cost, DivergenceError, InnerProblem, State
+
+__version__ = "0.1.0"
+
+__all__ = ["Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "HyperParameters",
+           "Hypergradient", "InnerProblem", "REGISTRY", "State", "estimate", "estimators", "optim",
+           "__version__"]

@@ -1,0 +1,113 @@
+"""One interface for every hypergradient estimator, one result type, and the registry by name.
+
+An estimator is called as ``estimator(problem, hparams, T=..., state=...)`` and returns a
+:class:`Hypergradient`: the hypergradient dL_val/dλ in λ's structure, split into the direct term
+∂L_val/∂λ (g^FO) and the indirect term α_T Σ_t (Π_{s>t} A_s) B_t (g^SO) (ALGORITHMS.md §0), with the
+cost it spent and an info dict. Estimators never write ``.grad``; :meth:`Hypergradient.to_grad`
+does that when asked.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from ..problem import Cost, InnerProblem, State
+
+__all__ = ["Hypergradient", "Estimator", "REGISTRY", "register", "get", "estimate"]
+
+
+@dataclass
+class Hypergradient:
+    value: dict      # dL_val/dλ, keyed like λ (raw leaves)
+    direct: dict     # ∂L_val/∂λ at fixed weights (g^FO)
+    indirect: dict   # the part through the inner loop (g^SO)
+    cost: Cost       # primitives spent
+    info: dict = field(default_factory=dict)  # method-specific diagnostics (val loss, final state, ...)
+
+    def flat(self) -> torch.Tensor:
+        """All entries concatenated in λ's key order (for cosine similarities and norms)."""
+        return torch.cat([v.reshape(-1) for v in self.value.values()])
+
+    def to_grad(self, hparams: Mapping[str, torch.Tensor], accumulate: bool = False) -> None:
+        """Write the hypergradient into ``hparams[k].grad`` (for a ``torch.optim`` outer optimizer)."""
+        for k, v in self.value.items():
+            p = hparams[k]
+            if accumulate and p.grad is not None:
+                p.grad = p.grad + v.detach()
+            else:
+                p.grad = v.detach().clone()
+
+
+class Estimator:
+    """Base class. Subclasses set the class attributes and implement :meth:`estimate`."""
+
+    name: str = ""
+    exact: bool = False          # equals dL_val/dλ up to floating point
+    online: bool = False         # gives a hypergradient at every inner step (see `online_step`)
+    memory: str = ""             # how held memory grows: "O(T·activations)", "O(|w|)", ...
+    optimizer_hparams: bool = True   # can it differentiate optimizer hyperparameters (lr, momentum)?
+
+    def __init__(self, **options):
+        self.options = options
+
+    def estimate(self, problem: InnerProblem, lam: dict, T: int, state: State) -> tuple[dict, dict, dict]:
+        """Return (direct, indirect, info)."""
+        raise NotImplementedError
+
+    def __call__(self, problem: InnerProblem, hparams: Mapping[str, torch.Tensor], *, T: int | None = None,
+                 state: State | None = None) -> Hypergradient:
+        T = problem.horizon_or(T)
+        problem.hparams.validate(hparams)
+        if not self.optimizer_hparams:
+            learned = [k for k in hparams if k.startswith("optim.")]
+            if learned:
+                raise ValueError(f"{self.name} cannot differentiate optimizer hyperparameters {learned}: it "
+                                 "assumes the inner problem is solved (or uses a virtual step), so the "
+                                 "optimizer's own hyperparameters do not enter; use rmd, fmd or one_step")
+        lam = {k: v.detach() for k, v in hparams.items()}
+        unused = problem.unused_hparams(lam)
+        if unused:
+            warnings.warn(f"{self.name}: nothing depends on the hyperparameters {unused}; their "
+                          "hypergradient is zero (check model_hparams / your losses)", stacklevel=2)
+        state = problem.init_state() if state is None else state
+        before = problem.cost.copy()
+        direct, indirect, info = self.estimate(problem, lam, T, state)
+        value = {k: direct[k] + indirect[k] for k in lam}
+        check(value, self.name)
+        return Hypergradient(value, direct, indirect, problem.cost - before, info)
+
+
+def check(value: Mapping[str, torch.Tensor], name: str) -> None:
+    """NaN/inf hypergradients are an error that names the likely cause."""
+    bad = [k for k, v in value.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise FloatingPointError(f"{name} produced non-finite hypergradients for {bad}: the inner loop is "
+                                 "probably unstable (lower the learning rate or the horizon) or a "
+                                 "hyperparameter left its valid range (use positive='softplus')")
+
+
+REGISTRY: dict[str, type[Estimator]] = {}
+
+
+def register(cls: type[Estimator]) -> type[Estimator]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"estimator {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str, **options) -> Estimator:
+    try:
+        return REGISTRY[name](**options)
+    except KeyError:
+        raise ValueError(f"unknown estimator {name!r}; known: {sorted(REGISTRY)}") from None
+
+
+def estimate(name: str, problem: InnerProblem, hparams, *, T: int | None = None, state: State | None = None,
+             **options) -> Hypergradient:
+    """``estimate("rmd", problem, lam, T=50)``: one call for every registered estimator."""
+    return get(name, **options)(problem, hparams, T=T, state=state)

@@ -1,0 +1,138 @@
+"""Any ``nn.Module`` as a pure function of (params, buffers).
+
+The user's module is never modified: we keep a private skeleton (a deep copy whose tensors live on
+the ``meta`` device, so it costs no memory) and run it with ``torch.func.functional_call``. Tied
+weights appear once in :attr:`FunctionalModel.names` and are tied again on every call. BatchNorm
+running statistics are carried as explicit state: every call gets fresh copies of the buffers and
+returns the updated ones, so nothing is written back to the user's module. Randomness (dropout) is
+made replayable by running the forward under an explicit seed, which the recompute and checkpoint
+policies of reverse mode need to replay a step exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["FunctionalModel", "Forward", "select", "seeded"]
+
+
+def select(names: Sequence[str], which) -> list[str]:
+    """Names matched by ``which``: a predicate ``name -> bool``, a glob pattern, or an iterable of
+    names / prefixes (``"body"`` matches ``"body.0.weight"``)."""
+    if which is None:
+        return []
+    if callable(which):
+        return [n for n in names if which(n)]
+    if isinstance(which, str):
+        which = [which]
+    pats = list(which)
+    out = []
+    for n in names:
+        for p in pats:
+            if n == p or n.startswith(p + ".") or fnmatch.fnmatchcase(n, p):
+                out.append(n)
+                break
+    unknown = [p for p in pats if not any(n == p or n.startswith(p + ".") or fnmatch.fnmatchcase(n, p)
+                                          for n in names)]
+    if unknown:
+        raise ValueError(f"no parameter of the model matches {unknown}; parameter names are {list(names)}")
+    return out
+
+
+class seeded:
+    """Context manager: run the enclosed code with the global RNG of ``device`` seeded by ``seed``
+    and restore the previous RNG state afterwards (replayable dropout). ``seed=None`` is a no-op."""
+
+    def __init__(self, seed: int | None, device: torch.device):
+        self.seed, self.cuda = seed, device.type == "cuda"
+
+    def __enter__(self):
+        if self.seed is None:
+            return
+        self._cpu = torch.get_rng_state()
+        torch.default_generator.manual_seed(self.seed)
+        if self.cuda:
+            self._gpu = torch.cuda.get_rng_state()
+            torch.cuda.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        if self.seed is None:
+            return
+        torch.set_rng_state(self._cpu)
+        if self.cuda:
+            torch.cuda.set_rng_state(self._gpu)
+
+
+class FunctionalModel:
+    """A stateless view of ``module``.
+
+    Attributes:
+        names: parameter names (tied parameters once), in ``named_parameters`` order.
+        buffer_names: buffer names.
+    """
+
+    def __init__(self, module: nn.Module):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
+        self.names = tuple(n for n, _ in module.named_parameters())
+        self.buffer_names = tuple(n for n, _ in module.named_buffers())
+        self.shapes = {n: p.shape for n, p in module.named_parameters()}
+        for n, p in module.named_parameters():
+            if not (p.is_floating_point()):
+                raise TypeError(f"parameter {n!r} has dtype {p.dtype}; only real floating-point "
+                                "parameters can be differentiated (cast the module with .double() or .float())")
+        skeleton = copy.deepcopy(module)
+        try:
+            skeleton = skeleton.to("meta")
+        except Exception:  # pragma: no cover - exotic modules keep a real copy
+            pass
+        self._skeleton = skeleton
+        self._training = skeleton.training
+        self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+    def parameters(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Detached copies of ``module``'s parameters (the initial point), keyed by name."""
+        return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+    def buffers(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return {n: b.detach().clone() for n, b in module.named_buffers()}
+
+    def __call__(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                 args: tuple, kwargs: dict | None = None, *, training: bool = True):
+        """Run the module; returns ``(output, new_buffers)``. ``buffers`` is not modified."""
+        if training != self._training:
+            self._skeleton.train(training)
+            self._training = training
+        new_buffers = {n: b.clone() for n, b in buffers.items()}
+        out = torch.func.functional_call(self._skeleton, ({**params, **new_buffers}), args, kwargs or {},
+                                         tie_weights=True, strict=False)
+        return out, new_buffers
+
+
+class Forward:
+    """What a loss function receives as ``f``: call ``f(x)`` to run the model at the current weights.
+
+    ``f.params`` are the inner weights w (name -> tensor) for regularizers, ``f.hparams`` the model
+    parts that are hyperparameters. The buffers after the last call are ``f.buffers``.
+    """
+
+    __slots__ = ("_fm", "params", "hparams", "buffers", "training", "_seed", "_device", "_calls")
+
+    def __init__(self, fm: FunctionalModel, params: Mapping[str, torch.Tensor],
+                 hparams: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                 training: bool, seed: int | None, device: torch.device):
+        self._fm, self.params, self.hparams, self.buffers = fm, params, hparams, buffers
+        self.training, self._seed, self._device, self._calls = training, seed, device, 0
+
+    def __call__(self, *args, **kwargs):
+        seed = None if self._seed is None else self._seed + 7919 * self._calls
+        self._calls += 1
+        with seeded(seed, self._device):
+            out, self.buffers = self._fm({**self.params, **self.hparams}, self.buffers, args, kwargs,
+                                         training=self.training)
+        return out

@@ -1,0 +1,294 @@
+"""Hyperparameters λ as explicit tensors: optimizer hyperparameters in four granularities, with an
+optional per-step schedule and a positivity reparametrization, plus free loss hyperparameters and
+hyperparameter modules (loss-weighting networks, data transforms).
+
+λ is a flat ``dict[str, Tensor]`` of *raw* leaves; every estimator returns its hypergradient in the
+same structure, taken with respect to the raw values. Keys:
+
+    ``optim.lr``               scalar (one value for all parameter tensors)
+    ``optim.lr[body.0.weight]`` per-tensor (shape ()) or element-wise (shape of the parameter)
+    ``model.body.0.weight``    a part of the model that is a hyperparameter (ANIL's body)
+    ``loss.l2``                a free tensor used by the losses
+    ``loss.mwn.0.weight``      a parameter of a hyperparameter module used by the losses
+
+Schedules (non-greedy paper, Section 4, "sharing"): with ``schedule=K`` a hyperparameter holds K
+values along a leading axis and step t = 1..T uses value ``floor(K (t−1) / T)``, so the schedule is a
+function of the fraction of training; with ``block=B`` it holds one value per B contiguous steps and
+must have ``ceil(T / B)`` of them. The hypergradient of a shared value is the exact derivative, i.e.
+the *sum* over its window; the paper reports the mean (Appendix, "Strictly speaking...") — use
+:meth:`HyperParameters.window_lengths` to divide.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import FunctionalModel
+from .optim import Optimizer
+
+__all__ = ["Hyper", "HyperParameters", "HyperView"]
+
+GRANULARITIES = ("scalar", "tensor", "element")
+TRANSFORMS = {
+    None: (lambda r: r, lambda x: x),
+    "softplus": (F.softplus, lambda x: x + torch.log(-torch.expm1(-x))),
+    "exp": (torch.exp, torch.log),
+}
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A learnable hyperparameter.
+
+    Args:
+        init: initial value (in the constrained space): a float, a tensor, or for ``"tensor"`` /
+            ``"element"`` granularity a mapping from parameter name to value.
+        granularity: ``"scalar"`` | ``"tensor"`` (one per parameter tensor) | ``"element"`` (Meta-SGD).
+        schedule: K values stretched over the horizon (step t uses ``floor(K (t−1)/T)``).
+        block: alternatively, one value per ``block`` contiguous steps.
+        positive: ``None`` | ``"softplus"`` | ``"exp"``; λ holds the raw value r and the
+            hyperparameter is softplus(r) or exp(r); hypergradients are taken w.r.t. r.
+    """
+
+    init: object = 0.0
+    granularity: str = "scalar"
+    schedule: int | None = None
+    block: int | None = None
+    positive: str | None = None
+
+    def __post_init__(self):
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.positive not in TRANSFORMS:
+            raise ValueError(f"positive must be None, 'softplus' or 'exp', got {self.positive!r}")
+        if self.schedule is not None and self.block is not None:
+            raise ValueError("give either schedule=K (stretched over the horizon) or block=B, not both")
+        for k in ("schedule", "block"):
+            v = getattr(self, k)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{k} must be a positive int, got {v!r}")
+
+
+def _check_dtype(name: str, x) -> None:
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
+        raise TypeError(f"hyperparameter {name!r} has dtype {x.dtype}; hyperparameters must be real "
+                        "floating point (e.g. torch.tensor(0.1, dtype=torch.float64))")
+    if isinstance(x, complex):
+        raise TypeError(f"hyperparameter {name!r} is complex; use a real float")
+
+
+class HyperView:
+    """What loss functions receive as ``hp``: ``hp["l2"]`` is the (transformed) value of the loss
+    hyperparameter ``l2``; ``hp["mwn"](x)`` runs the hyperparameter module ``mwn`` at its λ."""
+
+    __slots__ = ("_values", "_modules", "_lam")
+
+    def __init__(self, values, modules, lam):
+        self._values, self._modules, self._lam = values, modules, lam
+
+    def __getitem__(self, name):
+        if name in self._values:
+            return self._values[name]
+        if name in self._modules:
+            fm, keys = self._modules[name]
+            params = {n: self._lam[k] for n, k in keys.items()}
+            return lambda *a, **kw: fm(params, {}, a, kw, training=True)[0]
+        raise KeyError(f"no loss hyperparameter {name!r}; known: {sorted(self._values) + sorted(self._modules)}")
+
+    def __contains__(self, name):
+        return name in self._values or name in self._modules
+
+    def keys(self):
+        return list(self._values) + list(self._modules)
+
+
+class HyperParameters:
+    """Specification of λ for one inner problem; builds the raw leaves and resolves them per step.
+
+    Args:
+        optimizer: the inner optimizer; ``optim`` may only name its ``hparam_names``.
+        optim: name -> float (a constant) or :class:`Hyper` (learned).
+        param_names / param_shapes: the inner weights w (targets of optimizer hyperparameters).
+        model: name -> tensor for the model parts that are hyperparameters.
+        loss: name -> tensor, float or :class:`Hyper` (scalar or any shape, optional ``positive``).
+        modules: name -> nn.Module whose parameters are hyperparameters used by the losses.
+        horizon: T, needed by schedules.
+    """
+
+    def __init__(self, optimizer: Optimizer, optim: Mapping, param_names, param_shapes, *,
+                 model: Mapping[str, torch.Tensor] | None = None, loss: Mapping | None = None,
+                 modules: Mapping[str, nn.Module] | None = None, horizon: int | None = None,
+                 dtype=torch.float32, device=None):
+        self.optimizer, self.horizon = optimizer, horizon
+        self.param_names, self.param_shapes = tuple(param_names), dict(param_shapes)
+        self.dtype, self.device = dtype, device
+        optim = dict(optim or {})
+        unknown = set(optim) - set(optimizer.hparam_names)
+        if unknown:
+            raise ValueError(f"{type(optimizer).__name__} has no hyperparameter {sorted(unknown)}; "
+                             f"it has {list(optimizer.hparam_names)} (options such as nesterov go to "
+                             "the optimizer's constructor)")
+        self.specs: dict[str, Hyper] = {}
+        self.constants: dict[str, float] = {}
+        for name in optimizer.hparam_names:
+            v = optim.get(name, optimizer.defaults[name])
+            _check_dtype(f"optim.{name}", v)
+            if isinstance(v, Hyper):
+                self.specs[name] = v
+            elif isinstance(v, torch.Tensor):
+                raise TypeError(f"optim.{name}: wrap a learnable tensor as Hyper(init=...), or pass a float "
+                                "for a constant")
+            else:
+                self.constants[name] = float(v)
+        self.model = dict(model or {})
+        self.loss_specs: dict[str, Hyper] = {}
+        for name, v in dict(loss or {}).items():
+            _check_dtype(f"loss.{name}", v.init if isinstance(v, Hyper) else v)
+            h = v if isinstance(v, Hyper) else Hyper(init=v)
+            if h.schedule or h.block or h.granularity != "scalar":
+                raise ValueError(f"loss.{name}: schedules and granularities apply to optimizer "
+                                 "hyperparameters; give a loss hyperparameter its shape through init")
+            self.loss_specs[name] = h
+        self.modules: dict[str, tuple[FunctionalModel, dict[str, str], nn.Module]] = {}
+        for name, m in dict(modules or {}).items():
+            fm = FunctionalModel(m)
+            self.modules[name] = (fm, {n: f"loss.{name}.{n}" for n in fm.names}, m)
+        self._check_schedules()
+
+    # ---- building λ -------------------------------------------------------------------------------
+    def _blocks(self, h: Hyper) -> int | None:
+        if h.schedule is not None:
+            return h.schedule
+        if h.block is not None:
+            if self.horizon is None:
+                raise ValueError("block schedules need the horizon T (InnerProblem(horizon=T))")
+            return math.ceil(self.horizon / h.block)
+        return None
+
+    def _check_schedules(self):
+        for name, h in self.specs.items():
+            if (h.schedule or h.block) and self.horizon is None:
+                raise ValueError(f"optim.{name} has a schedule; give the inner problem a horizon T")
+            k = self._blocks(h)
+            if k is not None and isinstance(h.init, torch.Tensor) and h.init.dim() >= 1 \
+                    and h.granularity == "scalar" and h.init.shape[0] != k:
+                extra = f" (block={h.block} over T={self.horizon} needs ceil(T/block) = {k})" if h.block else ""
+                raise ValueError(f"optim.{name}: the schedule has {h.init.shape[0]} values but {k} are "
+                                 f"needed{extra}; some steps would have no value")
+
+    def _tensor(self, x, shape=()):
+        t = torch.as_tensor(x, dtype=self.dtype, device=self.device).clone()
+        return t.expand(shape).clone() if t.shape != torch.Size(shape) else t
+
+    def _raw(self, name: str, h: Hyper, init, shape) -> torch.Tensor:
+        k = self._blocks(h)
+        full = shape if k is None else (k, *shape)
+        x = torch.as_tensor(init, dtype=self.dtype, device=self.device)
+        if x.shape != torch.Size(full):
+            if k is not None and x.shape == torch.Size(shape):
+                x = x.expand(full)
+            elif x.dim() == 0:
+                x = x.expand(full)
+            else:
+                raise ValueError(f"{name}: initial value has shape {tuple(x.shape)} but {tuple(full)} is "
+                                 f"needed (granularity {h.granularity!r}" + (f", {k} schedule values" if k else "") + ")")
+        if h.positive is not None and not bool((x > 0).all()):
+            raise ValueError(f"{name}: positive={h.positive!r} needs an initial value > 0")
+        return TRANSFORMS[h.positive][1](x.clone())
+
+    def init(self) -> dict[str, torch.Tensor]:
+        """Fresh raw leaves of λ (``requires_grad=True``)."""
+        lam: dict[str, torch.Tensor] = {}
+        for name, h in self.specs.items():
+            if h.granularity == "scalar":
+                lam[f"optim.{name}"] = self._raw(f"optim.{name}", h, h.init, ())
+                continue
+            per = h.init if isinstance(h.init, Mapping) else None
+            if per is not None:
+                missing = set(self.param_names) - set(per)
+                extra = set(per) - set(self.param_names)
+                if missing or extra:
+                    raise ValueError(f"optim.{name}: per-parameter initial values must name exactly the inner "
+                                     f"weights; missing {sorted(missing)}, unknown {sorted(extra)}")
+            for p in self.param_names:
+                shape = () if h.granularity == "tensor" else tuple(self.param_shapes[p])
+                init = per[p] if per is not None else h.init
+                _check_dtype(f"optim.{name}[{p}]", init)
+                lam[f"optim.{name}[{p}]"] = self._raw(f"optim.{name}[{p}]", h, init, shape)
+        for n, v in self.model.items():
+            lam[f"model.{n}"] = v.detach().clone()
+        for n, h in self.loss_specs.items():
+            x = torch.as_tensor(h.init, dtype=self.dtype, device=self.device)
+            lam[f"loss.{n}"] = self._raw(f"loss.{n}", Hyper(init=x, positive=h.positive), x, tuple(x.shape))
+        for name, (fm, keys, m) in self.modules.items():
+            for n, p in m.named_parameters():
+                lam[keys[n]] = p.detach().clone().to(self.dtype)
+        return {k: v.requires_grad_() for k, v in lam.items()}
+
+    def window_lengths(self, key: str) -> torch.Tensor | None:
+        """Number of inner steps that share each schedule value of ``key`` (None if unscheduled)."""
+        name = key[len("optim."):].split("[")[0] if key.startswith("optim.") else None
+        h = self.specs.get(name) if name else None
+        k = self._blocks(h) if h else None
+        if k is None:
+            return None
+        idx = torch.tensor([self.index(h, t) for t in range(1, self.horizon + 1)])
+        return torch.bincount(idx, minlength=k)
+
+    def validate(self, lam: Mapping[str, torch.Tensor]) -> None:
+        """Raise if ``lam`` does not have the structure that :meth:`init` builds."""
+        ref = self.init()
+        missing, extra = set(ref) - set(lam), set(lam) - set(ref)
+        if missing or extra:
+            raise ValueError(f"hyperparameters do not match the problem: missing {sorted(missing)}, "
+                             f"unknown {sorted(extra)}; build them with problem.init_hparams()")
+        for k, v in lam.items():
+            _check_dtype(k, v)
+            if v.shape != ref[k].shape:
+                raise ValueError(f"{k} has shape {tuple(v.shape)}, expected {tuple(ref[k].shape)}")
+
+    # ---- per step ---------------------------------------------------------------------------------
+    def index(self, h: Hyper, t: int) -> int:
+        if h.schedule is not None:
+            return (h.schedule * (t - 1)) // self.horizon
+        return (t - 1) // h.block
+
+    def resolve_optim(self, lam: Mapping[str, torch.Tensor], t: int) -> dict[str, tuple]:
+        """Optimizer hyperparameter values at step t, one entry per inner weight tensor."""
+        n = len(self.param_names)
+        out = {name: (v,) * n for name, v in self.constants.items()}
+        for name, h in self.specs.items():
+            f = TRANSFORMS[h.positive][0]
+            sched = h.schedule is not None or h.block is not None
+            i = self.index(h, t) if sched else None
+            if h.granularity == "scalar":
+                r = lam[f"optim.{name}"]
+                out[name] = (f(r[i] if sched else r),) * n
+            else:
+                vals = []
+                for p in self.param_names:
+                    r = lam[f"optim.{name}[{p}]"]
+                    vals.append(f(r[i] if sched else r))
+                out[name] = tuple(vals)
+        return out
+
+    def model_values(self, lam) -> dict[str, torch.Tensor]:
+        return {n: lam[f"model.{n}"] for n in self.model}
+
+    def view(self, lam) -> HyperView:
+        vals = {n: TRANSFORMS[h.positive][0](lam[f"loss.{n}"]) for n, h in self.loss_specs.items()}
+        return HyperView(vals, {k: (fm, keys) for k, (fm, keys, _) in self.modules.items()}, lam)
+
+    def value(self, lam, key: str) -> torch.Tensor:
+        """The constrained value of one raw leaf (applies its positivity transform)."""
+        if key.startswith("optim."):
+            return TRANSFORMS[self.specs[key[6:].split("[")[0]].positive][0](lam[key])
+        if key.startswith("loss.") and key[5:] in self.loss_specs:
+            return TRANSFORMS[self.loss_specs[key[5:]].positive][0](lam[key])
+        return lam[key]

@@ -1,0 +1,49 @@
+"""Adagrad (``torch.optim.Adagrad``).
+
+For each parameter tensor, with lr α, learning-rate decay κ, weight decay μ, ε::
+
+    g_t = ∇L(w_{t-1}) + μ w_{t-1}
+    α_t = α / (1 + (t − 1) κ)
+    S_t = S_{t-1} + g_t²                       (S_0 = initial_accumulator_value)
+    w_t = w_{t-1} − α_t g_t / (√S_t + ε)
+
+(Duchi, Hazan & Singer 2011.)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .base import Optimizer, is_zero, safe_sqrt
+
+
+class AdagradState(NamedTuple):
+    sum: tuple  # S_t, accumulated squared gradients
+
+
+class Adagrad(Optimizer):
+    name = "adagrad"
+    torch_class = "Adagrad"
+    hparam_names = ("lr", "lr_decay", "weight_decay", "eps")
+    defaults = {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "eps": 1e-10}
+
+    @classmethod
+    def static_defaults(cls):
+        return {"initial_accumulator_value": 0.0}
+
+    def init(self, params):
+        return AdagradState(tuple(torch.full_like(p, self.initial_accumulator_value) for p in params))
+
+    def update(self, grads, state, params, hp, t):
+        lr, decay, wd, eps = hp["lr"], hp["lr_decay"], hp["weight_decay"], hp["eps"]
+        out_p, out_s = [], []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if not is_zero(wd[i]):
+                g = g + wd[i] * p
+            clr = lr[i] / (1 + (t - 1) * decay[i])
+            s = state.sum[i] + g * g
+            out_p.append(p - clr * (g / (safe_sqrt(s) + eps[i])))
+            out_s.append(s)
+        return tuple(out_p), AdagradState(tuple(out_s))

@@ -1,0 +1,63 @@
+"""RMSprop, centered and with momentum (``torch.optim.RMSprop``).
+
+For each parameter tensor, with smoothing a (``alpha``), ε, weight decay μ, momentum β, lr α::
+
+    g_t = ∇L(w_{t-1}) + μ w_{t-1}
+    s_t = a s_{t-1} + (1 − a) g_t²
+    centered:  ḡ_t = a ḡ_{t-1} + (1 − a) g_t,   d_t = √(s_t − ḡ_t²) + ε;   else d_t = √s_t + ε
+    momentum:  b_t = β b_{t-1} + g_t / d_t,      w_t = w_{t-1} − α b_t;     else w_t = w_{t-1} − α g_t / d_t
+
+(Hinton's lecture 6e; Graves 2013 for the centered form.)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .base import Optimizer, is_zero, safe_sqrt, zeros_like_all
+
+
+class RMSpropState(NamedTuple):
+    square_avg: tuple       # s_t
+    grad_avg: tuple         # ḡ_t (centered only; empty otherwise)
+    momentum_buffer: tuple  # b_t (stays zero while momentum is the constant 0)
+
+
+class RMSprop(Optimizer):
+    name = "rmsprop"
+    torch_class = "RMSprop"
+    hparam_names = ("lr", "alpha", "eps", "weight_decay", "momentum")
+    defaults = {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0}
+
+    @classmethod
+    def static_defaults(cls):
+        return {"centered": False}
+
+    def init(self, params):
+        return RMSpropState(zeros_like_all(params), zeros_like_all(params) if self.centered else (),
+                            zeros_like_all(params))
+
+    def update(self, grads, state, params, hp, t):
+        lr, a, eps, wd, mom = hp["lr"], hp["alpha"], hp["eps"], hp["weight_decay"], hp["momentum"]
+        out_p, out_s, out_ga, out_b = [], [], [], []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if not is_zero(wd[i]):
+                g = g + wd[i] * p
+            s = a[i] * state.square_avg[i] + (1 - a[i]) * (g * g)
+            if self.centered:
+                ga = a[i] * state.grad_avg[i] + (1 - a[i]) * g
+                d = safe_sqrt(s - ga * ga) + eps[i]
+            else:
+                d = safe_sqrt(s) + eps[i]
+            if is_zero(mom[i]):
+                b = state.momentum_buffer[i]
+                p = p - lr[i] * (g / d)
+            else:
+                b = mom[i] * state.momentum_buffer[i] + g / d
+                p = p - lr[i] * b
+            out_p.append(p)
+            out_s.append(s)
+            if self.centered:
+                out_ga.append(ga)
+            out_b.append(b)
+        return tuple(out_p), RMSpropState(tuple(out_s), tuple(out_ga), tuple(out_b))

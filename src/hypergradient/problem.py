@@ -1,0 +1,373 @@
+"""The inner problem and the one-step map Φ, with the primitives every estimator uses.
+
+Inner dynamics ``s_t = Φ(s_{t-1}, λ; D_t)`` where the state s = (w, optimizer state) (ALGORITHMS.md
+§0). Estimators touch Φ only through:
+
+* :meth:`InnerProblem.step`      — s_t from s_{t-1} (optionally keeping autograd's graph);
+* :meth:`InnerProblem.vjp`       — (ᾱ A_t, ᾱ B_t): one reverse-mode product with ∂Φ/∂s and ∂Φ/∂λ;
+* :meth:`InnerProblem.jvp`       — A_t z + B_t ζ: one forward-mode product (columns batchable);
+* :meth:`InnerProblem.hvp`       — ∂²L_train/∂w² v;
+* :meth:`InnerProblem.val_grad`  — ∂L_val/∂w and ∂L_val/∂λ (the direct term).
+
+:attr:`InnerProblem.cost` counts every primitive spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from . import optim as _optim
+from .functional import Forward, FunctionalModel, select
+from .hparams import Hyper, HyperParameters
+
+__all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
+
+
+class DivergenceError(FloatingPointError):
+    """The inner loop produced a non-finite training loss."""
+
+
+@dataclass
+class Cost:
+    """How many primitives were spent (the papers compare estimators by exactly this)."""
+
+    steps: int = 0      # applications of Φ
+    vjps: int = 0       # reverse products with ∂Φ/∂(s, λ)
+    jvps: int = 0       # forward products (a batched call with N columns counts N)
+    hvps: int = 0       # Hessian-vector products of the training loss
+    val_grads: int = 0  # validation-loss gradients
+
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def copy(self) -> "Cost":
+        return Cost(**vars(self))
+
+
+class State(NamedTuple):
+    """s_t: inner weights, optimizer state, buffers (not differentiated) and the step index t."""
+
+    params: tuple   # w_t, aligned with InnerProblem.names
+    opt: tuple      # optimizer state (a NamedTuple of tuples of tensors)
+    buffers: dict   # BatchNorm running statistics etc., carried explicitly
+    t: int          # number of inner steps taken
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The differentiable part, flattened: w then every optimizer-state tensor."""
+        return list(self.params) + [x for field in self.opt for x in field]
+
+    def with_tensors(self, flat: Sequence[torch.Tensor]) -> "State":
+        n = len(self.params)
+        params, rest = tuple(flat[:n]), list(flat[n:])
+        fields_ = []
+        for field in self.opt:
+            fields_.append(tuple(rest[:len(field)]))
+            rest = rest[len(field):]
+        return State(params, type(self.opt)(*fields_), self.buffers, self.t)
+
+    def detach(self, requires_grad: bool = False) -> "State":
+        flat = [x.detach().requires_grad_(requires_grad) for x in self.tensors()]
+        return self.with_tensors(flat)
+
+    def nbytes(self) -> int:
+        return sum(x.numel() * x.element_size() for x in self.tensors()) + \
+            sum(b.numel() * b.element_size() for b in self.buffers.values())
+
+
+def _stream(data, what: str) -> Callable[[int], object]:
+    """Turn a batch source into ``t -> batch``: a callable is used as is, a sequence is cycled
+    (``[batch]`` is full-batch training), an iterator is cached so that steps can be replayed."""
+    if callable(data):
+        return data
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if len(data) == 0:
+            raise ValueError(f"{what} is empty")
+        if isinstance(data, tuple) and all(isinstance(x, torch.Tensor) for x in data):
+            return lambda t: data  # a single batch given as a tuple of tensors
+        return lambda t: data[(t - 1) % len(data)]
+    if hasattr(data, "__next__"):
+        cache: list = []
+
+        def get(t):
+            while len(cache) < t:
+                cache.append(next(data))
+            return cache[t - 1]
+        return get
+    if isinstance(data, (torch.Tensor, Mapping)):
+        return lambda t: data
+    raise TypeError(f"{what} must be a callable t -> batch, a sequence of batches, an iterator or a "
+                    f"single batch; got {type(data).__name__}")
+
+
+def _seed(base: int, t: int, tag: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{base}:{t}:{tag}".encode(), digest_size=6).digest(), "little")
+
+
+class InnerProblem:
+    """Everything an estimator needs: model, losses, optimizer, hyperparameters and data.
+
+    Args:
+        model: any ``nn.Module`` (never modified).
+        train_loss: ``train_loss(f, batch, hp) -> scalar``; ``f(x)`` runs the model at the current
+            weights (``f.params`` are the inner weights), ``hp[name]`` gives a loss hyperparameter.
+        val_loss: same signature, evaluated on validation batches.
+        optimizer: a name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``) or an
+            :class:`hypergradient.optim.Optimizer`; ``optimizer_options`` go to its constructor.
+        hparams: optimizer hyperparameters: name -> float (constant) or :class:`Hyper` (learned).
+        model_hparams: which model parameters are hyperparameters λ (names, prefixes, glob patterns or
+            a predicate); the rest are the inner weights w.
+        loss_hparams: free hyperparameters of the losses: name -> tensor / float / Hyper.
+        hparam_modules: modules whose parameters are hyperparameters (e.g. Meta-Weight-Net).
+        train_batches: ``t -> batch``, a sequence of batches (cycled) or an iterator (cached).
+        val_batches: a batch, or ``t -> batch``.
+        horizon: T, the default number of inner steps (needed by schedules).
+        val_mode: ``"train"`` or ``"eval"``: the module mode (BatchNorm, dropout) for the
+            validation loss. The paper's reference code uses train mode; we make it explicit.
+        seed: base of the per-step seeds that make dropout replayable.
+        check_finite: raise :class:`DivergenceError` when a training loss is not finite.
+    """
+
+    def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer="sgd", *,
+                 hparams: Mapping | None = None, model_hparams=None, loss_hparams: Mapping | None = None,
+                 hparam_modules: Mapping[str, nn.Module] | None = None, train_batches=None, val_batches=None,
+                 horizon: int | None = None, val_mode: str = "train", seed: int = 0,
+                 optimizer_options: Mapping | None = None, check_finite: bool = True):
+        if not callable(train_loss) or not callable(val_loss):
+            raise TypeError("train_loss and val_loss must be callables (f, batch, hp) -> scalar tensor")
+        if val_mode not in ("train", "eval"):
+            raise ValueError(f"val_mode must be 'train' or 'eval', got {val_mode!r}")
+        if train_batches is None or val_batches is None:
+            raise ValueError("give train_batches (t -> batch, or a sequence) and val_batches")
+        if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
+            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        self.fmodel = FunctionalModel(model)
+        all_params = self.fmodel.parameters(model)
+        lam_names = select(self.fmodel.names, model_hparams)
+        self.names = tuple(n for n in self.fmodel.names if n not in lam_names)
+        if not self.names:
+            raise ValueError("every model parameter was selected as a hyperparameter; nothing is left "
+                             "for the inner loop to train (narrow model_hparams)")
+        self._w0 = tuple(all_params[n] for n in self.names)
+        self._buffers0 = self.fmodel.buffers(model)
+        self.dtype = self._w0[0].dtype
+        self.device = self._w0[0].device
+        self.optimizer = _optim.get(optimizer, **dict(optimizer_options or {}))
+        self.hparams = HyperParameters(
+            self.optimizer, hparams or {}, self.names, {n: all_params[n].shape for n in self.names},
+            model={n: all_params[n] for n in lam_names}, loss=loss_hparams, modules=hparam_modules,
+            horizon=horizon, dtype=self.dtype, device=self.device)
+        self.train_loss, self.val_loss = train_loss, val_loss
+        self._train = _stream(train_batches, "train_batches")
+        self._val = val_batches if callable(val_batches) else (lambda t: val_batches)
+        self.horizon, self.val_mode, self.seed, self.check_finite = horizon, val_mode, seed, check_finite
+        self.cost = Cost()
+        self._unused: dict[tuple, list[str]] = {}
+
+    # ---- set-up -------------------------------------------------------------------------------------
+    def init_hparams(self) -> dict[str, torch.Tensor]:
+        """Fresh raw leaves of λ (see :mod:`hypergradient.hparams` for the keys)."""
+        return self.hparams.init()
+
+    def init_state(self, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | None = None) -> State:
+        """s_0: the module's weights (or ``params``), a fresh optimizer state, the module's buffers."""
+        if params is None:
+            w = tuple(p.clone() for p in self._w0)
+        elif isinstance(params, Mapping):
+            missing = set(self.names) - set(params)
+            if missing:
+                raise ValueError(f"initial weights miss {sorted(missing)}")
+            w = tuple(params[n].detach().clone() for n in self.names)
+            for n, a, b in zip(self.names, w, self._w0):
+                if a.shape != b.shape:
+                    raise ValueError(f"initial weight {n!r} has shape {tuple(a.shape)}, expected {tuple(b.shape)}")
+        else:
+            w = tuple(p.detach().clone() for p in params)
+        return State(w, self.optimizer.init(w), dict(self._buffers0), 0)
+
+    def params_dict(self, state: State) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, state.params))
+
+    def horizon_or(self, T: int | None) -> int:
+        T = T if T is not None else self.horizon
+        if T is None:
+            raise ValueError("give the number of inner steps T (or InnerProblem(horizon=T))")
+        if self.horizon is not None and T != self.horizon and any(
+                h.schedule or h.block for h in self.hparams.specs.values()):
+            raise ValueError(f"schedules were built for horizon {self.horizon}; T={T} differs")
+        return T
+
+    # ---- losses -------------------------------------------------------------------------------------
+    def _forward(self, params, lam, buffers, training, seed) -> Forward:
+        return Forward(self.fmodel, dict(zip(self.names, params)), self.hparams.model_values(lam), buffers,
+                       training, seed, self.device)
+
+    def train_loss_at(self, state: State, lam, t: int, batch=None):
+        """L_train at state's weights on the batch of step t; returns (loss, new buffers)."""
+        f = self._forward(state.params, lam, state.buffers, True, _seed(self.seed, t, "train"))
+        loss = self.train_loss(f, self._train(t) if batch is None else batch, self.hparams.view(lam))
+        return loss, f.buffers
+
+    def val_loss_at(self, state: State, lam, t: int | None = None):
+        t = state.t if t is None else t
+        f = self._forward(state.params, lam, state.buffers, self.val_mode == "train", _seed(self.seed, t, "val"))
+        return self.val_loss(f, self._val(t), self.hparams.view(lam))
+
+    # ---- Φ ------------------------------------------------------------------------------------------
+    def step(self, state: State, lam, *, create_graph: bool = False, batch=None) -> State:
+        """Φ: s_t = Φ(s_{t-1}, λ; D_t). With ``create_graph`` the result stays differentiable with
+        respect to ``state`` and ``lam``; otherwise it is detached."""
+        self.cost.steps += 1
+        return self._phi(state, lam, create_graph, batch)
+
+    def _phi(self, state: State, lam, create_graph: bool, batch=None) -> State:
+        t = state.t + 1
+        params = tuple(p if p.requires_grad else p.detach().requires_grad_() for p in state.params)
+        with torch.enable_grad():
+            loss, buffers = self.train_loss_at(state._replace(params=params), lam, t, batch)
+            if self.check_finite and not math.isfinite(loss.item()):
+                raise DivergenceError(f"the inner loop diverged at step {t} (training loss {loss.item()}); "
+                                      "lower the learning rate or clip the hyperparameters")
+            if not loss.requires_grad:
+                raise ValueError("the training loss does not depend on the inner weights; train_loss must "
+                                 "call f(x) (or use f.params)")
+            grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True,
+                                        materialize_grads=True)
+        hp = self.hparams.resolve_optim(lam, t)
+        if create_graph:
+            new_p, new_opt = self.optimizer.update(grads, state.opt, params, hp, t)
+        else:
+            with torch.no_grad():
+                new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, hp, t)
+        return State(tuple(new_p), new_opt, buffers, t)
+
+    # ---- primitives ---------------------------------------------------------------------------------
+    def vjp(self, state: State, lam, cotangent: Sequence, *, wrt_lam: bool = True):
+        """(ᾱ ∂Φ/∂s, ᾱ ∂Φ/∂λ) at s = ``state`` for ᾱ = ``cotangent`` (aligned with
+        ``State.tensors()`` of the next state; ``None`` entries are zero). Recomputes the step."""
+        self.cost.vjps += 1
+        s = state.detach(requires_grad=True)
+        lam_d = {k: v.detach().requires_grad_(wrt_lam) for k, v in lam.items()}
+        with torch.enable_grad():
+            nxt = self._phi(s, lam_d, True)
+            outs, cots = [], []
+            for o, c in zip(nxt.tensors(), cotangent):
+                if c is not None and o.requires_grad:
+                    outs.append(o)
+                    cots.append(c)
+            inputs = s.tensors() + (list(lam_d.values()) if wrt_lam else [])
+            if not outs:
+                g = [torch.zeros_like(x) for x in inputs]
+            else:
+                g = torch.autograd.grad(outs, inputs, cots, allow_unused=True, materialize_grads=True)
+        n = len(s.tensors())
+        return list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
+
+    def jvp(self, state: State, lam, tangent_state: Sequence | None, tangent_lam: Mapping | None,
+            *, batched: bool = False):
+        """(s_t, A_t z + B_t ζ): the next state and its tangent for z = ``tangent_state`` (aligned with
+        ``State.tensors()``, ``None`` = 0) and ζ = ``tangent_lam`` (a dict over λ's keys, missing = 0).
+        With ``batched`` every tangent carries a leading axis of N columns (vmapped double backward).
+        """
+        s = state.detach(requires_grad=True)
+        lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+        flat_s = s.tensors()
+        tz = list(tangent_state) if tangent_state is not None else [None] * len(flat_s)
+        tl = dict(tangent_lam or {})
+        inputs, tangents = [], []
+        for x, v in zip(flat_s, tz):
+            if v is not None:
+                inputs.append(x)
+                tangents.append(v)
+        for k, v in tl.items():
+            inputs.append(lam_d[k])
+            tangents.append(v)
+        ncol = tangents[0].shape[0] if (batched and tangents) else None
+        self.cost.jvps += ncol or 1
+        with torch.enable_grad():
+            nxt = self._phi(s, lam_d, True)
+            outs = nxt.tensors()
+            live = [i for i, o in enumerate(outs) if o.requires_grad]
+            out_tan = [None] * len(outs)
+            if live and inputs:
+                u = [torch.zeros_like(outs[i], requires_grad=True) for i in live]
+                g = torch.autograd.grad([outs[i] for i in live], inputs, u, create_graph=True, allow_unused=True)
+                pairs = [(gi, vi) for gi, vi in zip(g, tangents) if gi is not None and gi.requires_grad]
+                if pairs:
+                    jv = torch.autograd.grad([p[0] for p in pairs], u, [p[1] for p in pairs],
+                                             is_grads_batched=batched, allow_unused=True)
+                    for i, j in zip(live, jv):
+                        out_tan[i] = j
+        shape = (lambda o: (ncol, *o.shape)) if batched else (lambda o: o.shape)
+        out_tan = [j if j is not None else torch.zeros(shape(o), dtype=o.dtype, device=o.device)
+                   for j, o in zip(out_tan, outs)]
+        return nxt.detach(), [j.detach() for j in out_tan]
+
+    def hvp(self, state: State, lam, v: Sequence[torch.Tensor], t: int | None = None) -> list[torch.Tensor]:
+        """∂²L_train/∂w² v at state's weights, on the batch of step t (default: the next step)."""
+        self.cost.hvps += 1
+        t = state.t + 1 if t is None else t
+        params = tuple(p.detach().requires_grad_() for p in state.params)
+        with torch.enable_grad():
+            loss, _ = self.train_loss_at(state._replace(params=params), lam, t)
+            g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True, materialize_grads=True)
+            pairs = [(gi, vi) for gi, vi in zip(g, v) if gi.requires_grad]
+            hv = torch.autograd.grad([p[0] for p in pairs], params, [p[1] for p in pairs],
+                                     allow_unused=True, materialize_grads=True) if pairs else \
+                [torch.zeros_like(p) for p in params]
+        return list(hv)
+
+    def val_grad(self, state: State, lam, t: int | None = None, *, wrt_lam: bool = True):
+        """(L_val, ∂L_val/∂w, ∂L_val/∂λ) at state's weights: the adjoint α and the direct term."""
+        self.cost.val_grads += 1
+        params = tuple(p.detach().requires_grad_() for p in state.params)
+        lam_d = {k: v.detach().requires_grad_(wrt_lam) for k, v in lam.items()}
+        with torch.enable_grad():
+            loss = self.val_loss_at(state._replace(params=params), lam_d, t)
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                raise ValueError("val_loss must return a scalar tensor")
+            if not loss.requires_grad:
+                raise ValueError("the validation loss depends neither on the inner weights nor on the "
+                                 "hyperparameters, so every hypergradient is zero; val_loss must call f(x) "
+                                 "or use hp")
+            inputs = list(params) + (list(lam_d.values()) if wrt_lam else [])
+            g = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+        n = len(params)
+        return loss.detach(), list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
+
+    def unused_hparams(self, lam) -> list[str]:
+        """Keys of λ that neither Φ (over two steps) nor L_val reaches in autograd's graph; cached per
+        key set, not counted in :attr:`cost`."""
+        key = tuple(lam)
+        if key not in self._unused:
+            lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+            with torch.enable_grad():
+                s0 = self.init_state()
+                s1 = self._phi(s0, lam_d, True)
+                s2 = self._phi(s1, lam_d, True)
+                outs = [o.sum() for o in s1.tensors() + s2.tensors() if o.requires_grad]
+                outs.append(self.val_loss_at(s0, lam_d))
+                outs = [o for o in outs if o.requires_grad]
+                g = torch.autograd.grad(outs, list(lam_d.values()), allow_unused=True) if outs else \
+                    [None] * len(lam_d)
+            self._unused[key] = [k for k, gi in zip(lam_d, g) if gi is None]
+        return self._unused[key]
+
+    def run(self, state: State, lam, T: int, *, create_graph: bool = False, keep: Callable[[int], bool] | None = None):
+        """Apply Φ T times from ``state``; returns (final state, {t: s_t for kept t})."""
+        kept = {}
+        if keep is not None and keep(state.t):
+            kept[state.t] = state
+        for _ in range(T):
+            state = self.step(state, lam, create_graph=create_graph)
+            if keep is not None and keep(state.t):
+                kept[state.t] = state
+        return state, kept
