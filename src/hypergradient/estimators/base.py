@@ -55,8 +55,20 @@ class Estimator:
         self.options = options
 
     def estimate(self, problem: InnerProblem, lam: dict, T: int, state: State) -> tuple[dict, dict, dict]:
-        """Return (direct, indirect, info)."""
+        """Offline: run T inner steps from ``state`` and return (direct, indirect, info)."""
         raise NotImplementedError
+
+    # ---- online use (estimators with ``online = True``) ---------------------------------------------
+    # The online driver calls ``carry = est.online_init(problem, lam, state)`` once per inner
+    # optimization, then per inner step ``state, hg, carry = est.online_step(problem, lam, state, carry)``:
+    # the estimator takes the inner step s_{t-1} -> s_t itself (it may need quantities from that step)
+    # and returns the hypergradient at t (a Hypergradient whose cost is that step's cost); the driver then
+    # updates λ. ``carry`` is the estimator's own memory (FMD's tangent, HyperDistill's w*, ...).
+    def online_init(self, problem: InnerProblem, lam: dict, state: State):
+        raise NotImplementedError(f"{self.name} is offline only")
+
+    def online_step(self, problem: InnerProblem, lam: dict, state: State, carry):
+        raise NotImplementedError(f"{self.name} is offline only")
 
     def __call__(self, problem: InnerProblem, hparams: Mapping[str, torch.Tensor], *, T: int | None = None,
                  state: State | None = None) -> Hypergradient:
