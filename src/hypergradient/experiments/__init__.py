@@ -1,0 +1,1 @@
+"""Experiments, datasets and reproductions (top layer: nothing in the library imports this)."""

@@ -1,0 +1,84 @@
+"""The main job: learn per-layer learning rates and weight decay of an MLP on digits by exact RMD.
+
+Inner problem: SGD with momentum 0.9 on a 64-64-64-10 MLP, T unrolled minibatch steps; λ = one learning
+rate and one weight decay per parameter tensor (positive via exp). Outer loop: Adam on λ with the exact
+reverse-mode hypergradient of the validation cross-entropy. Reports validation and test accuracy with
+the initial and the learned hyperparameters (each evaluated by retraining from the same init).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import Hyper, InnerProblem, estimate
+from .data import digits, minibatches
+
+
+def _ce(f, batch, hp):
+    return F.cross_entropy(f(batch[0]), batch[1])
+
+
+def _accuracy(problem, state, X, y):
+    with torch.no_grad():
+        f = problem._forward(state.params, {}, state.buffers, False, None)
+        return (f(X).argmax(-1) == y).float().mean().item()
+
+
+def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_decay: float = 1e-3):
+    torch.manual_seed(seed)
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = digits(seed)
+    model = nn.Sequential(nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
+    problem = InnerProblem(
+        model, _ce, _ce, "sgd",
+        hparams={"lr": Hyper(lr, "tensor", positive="exp"), "momentum": 0.9,
+                 "weight_decay": Hyper(weight_decay, "tensor", positive="exp")},
+        train_batches=minibatches(Xtr, ytr, 100, T, seed), val_batches=(Xva, yva), horizon=T, seed=seed)
+    return problem, (Xva, yva), (Xte, yte)
+
+
+def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0, quiet: bool = False,
+        json_path: str | None = None) -> dict:
+    problem, val, test = build(T, seed)
+    lam = problem.init_hparams()
+    lam0 = {k: v.detach().clone() for k, v in lam.items()}
+    outer = torch.optim.Adam(list(lam.values()), lr=hyper_lr)
+    t0 = time.perf_counter()
+    bar = tqdm(range(outer_steps), desc="outer steps (exact RMD)", disable=quiet)
+    history = []
+    for _ in bar:
+        hg = estimate("rmd", problem, lam, T=T)
+        outer.zero_grad()
+        hg.to_grad(lam)
+        outer.step()
+        history.append(hg.info["val_loss"].item())
+        bar.set_postfix(val_loss=f"{history[-1]:.4f}")
+    seconds = time.perf_counter() - t0
+
+    def evaluate(l):
+        s, _ = problem.run(problem.init_state(), l, T)
+        return _accuracy(problem, s, *val), _accuracy(problem, s, *test), problem.val_loss_at(s, l).item()
+
+    before, after = evaluate(lam0), evaluate(lam)
+    hp = {k: problem.hparams.value(lam, k).item() for k in lam}
+    result = {"T": T, "outer_steps": outer_steps, "seconds": seconds,
+              "initial": dict(zip(("val_acc", "test_acc", "val_loss"), before)),
+              "learned": dict(zip(("val_acc", "test_acc", "val_loss"), after)),
+              "hyperparameters": hp, "val_loss_history": history}
+    if not quiet:
+        print(f"\nexact RMD through T={T} steps, {outer_steps} outer steps in {seconds:.1f}s\n")
+        print(f"{'hyperparameters':<16}{'val acc':>10}{'test acc':>10}{'val loss':>10}")
+        for name, r in (("initial", before), ("learned", after)):
+            print(f"{name:<16}{r[0]:>10.3f}{r[1]:>10.3f}{r[2]:>10.4f}")
+        print("\nlearned values:")
+        for k, v in hp.items():
+            print(f"  {k:<34}{v:.4g}")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return result
