@@ -216,6 +216,10 @@ class InnerProblem:
         loss = self.train_loss(f, self._train(t) if batch is None else batch, self.hparams.view(lam))
         return loss, f.buffers
 
+    def train_batch(self, t: int):
+        """D_t: the training batch that step t uses (t = 1, 2, ...) unless ``batch=`` is given."""
+        return self._train(t)
+
     def val_loss_at(self, state: State, lam, t: int | None = None):
         t = state.t if t is None else t
         f = self._forward(state.params, lam, state.buffers, self.val_mode == "train", _seed(self.seed, t, "val"))
@@ -250,14 +254,15 @@ class InnerProblem:
         return State(tuple(new_p), new_opt, buffers, t)
 
     # ---- primitives ---------------------------------------------------------------------------------
-    def vjp(self, state: State, lam, cotangent: Sequence, *, wrt_lam: bool = True):
+    def vjp(self, state: State, lam, cotangent: Sequence, *, wrt_lam: bool = True, batch=None):
         """(ᾱ ∂Φ/∂s, ᾱ ∂Φ/∂λ) at s = ``state`` for ᾱ = ``cotangent`` (aligned with
-        ``State.tensors()`` of the next state; ``None`` entries are zero). Recomputes the step."""
+        ``State.tensors()`` of the next state; ``None`` entries are zero). Recomputes the step, on
+        ``batch`` when given (else on the batch of step ``state.t + 1``)."""
         self.cost.vjps += 1
         s = state.detach(requires_grad=True)
         lam_d = {k: v.detach().requires_grad_(wrt_lam) for k, v in lam.items()}
         with torch.enable_grad():
-            nxt = self._phi(s, lam_d, True)
+            nxt = self._phi(s, lam_d, True, batch)
             outs, cots = [], []
             for o, c in zip(nxt.tensors(), cotangent):
                 if c is not None and o.requires_grad:
