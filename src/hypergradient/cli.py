@@ -13,6 +13,36 @@ def _demo(args):
     return 0
 
 
+def _list(args):
+    import json
+    from .estimators import REGISTRY
+    from .optim import OPTIMIZERS
+    est = [{"name": n, "kind": "estimator", "exact": c.exact, "online": c.online,
+            "offline": True, "optimizer_hparams": c.optimizer_hparams, "memory": c.memory,
+            "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in sorted(REGISTRY.items())]
+    opt = [{"name": n, "kind": "optimizer", "reproduces": f"torch.optim.{c.torch_class}",
+            "hyperparameters": list(c.hparam_names), "options": c.options()} for n, c in sorted(OPTIMIZERS.items())]
+    if args.json:
+        print(json.dumps({"estimators": est, "optimizers": opt}, indent=2))
+        return 0
+    print(f"{'estimator':<15}{'exact':<7}{'online':<8}{'lr/mom':<8}{'memory':<40}summary")
+    for e in est:
+        print(f"{e['name']:<15}{'yes' if e['exact'] else 'no':<7}{'yes' if e['online'] else 'no':<8}"
+              f"{'yes' if e['optimizer_hparams'] else 'no':<8}{e['memory'][:38]:<40}{e['summary']}")
+    print(f"\n{'optimizer':<15}{'reproduces':<22}{'learnable hyperparameters':<46}options")
+    for o in opt:
+        print(f"{o['name']:<15}{o['reproduces']:<22}{', '.join(o['hyperparameters']):<46}{', '.join(o['options'])}")
+    print("\nhyperparameter kinds: scalar, per-tensor, element-wise, per-step schedule (shared blocks); "
+          "loss hyperparameters, hyperparameter modules, model parts (model_hparams)")
+    return 0
+
+
+def _verify(args):
+    from .experiments import verify
+    torch_threads(args.threads)
+    return verify.main(args.json)
+
+
 def torch_threads(n):
     import torch
     if n:
@@ -30,6 +60,13 @@ def main(argv=None) -> int:
     d.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     d.add_argument("--json", help="also write the results to this file")
     d.set_defaults(func=_demo)
+    l = sub.add_parser("list", help="every registered estimator and optimizer, with what it supports")
+    l.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    l.set_defaults(func=_list)
+    v = sub.add_parser("verify", help="run every estimator on float64 reference problems; non-zero exit if off")
+    v.add_argument("--json", help="also write the table to this file")
+    v.add_argument("--threads", type=int, default=0)
+    v.set_defaults(func=_verify)
     args = p.parse_args(argv)
     return args.func(args)
 

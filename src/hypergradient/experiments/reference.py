@@ -1,0 +1,119 @@
+"""Small float64 reference problems with known answers (used by ``hypergradient verify``).
+
+* :func:`mlp` — a tanh MLP trained by SGD with momentum on minibatches; λ = per-tensor learning rates
+  (optional) and one L2 coefficient per parameter tensor. Checked against central finite differences.
+* :func:`ridge` — ridge regression trained by gradient descent to convergence; λ = log of the ridge
+  coefficient ρ = e^r. At the fixed point w* = (XᵀX/n + ρI)⁻¹ Xᵀy/n, so
+  dL_val/dr = −ρ ∇L_val(w*)ᵀ (XᵀX/n + ρI)⁻¹ w*   (the closed form the IFT methods must match).
+* :func:`linear` — a training loss linear in w, so plain SGD moves w along a straight line
+  (w_t = w_0 − t η c(λ)); DrMAD's interpolation is then exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import Hyper, InnerProblem
+
+DT = torch.float64
+
+
+def _l2(f, batch, hp):
+    return F.cross_entropy(f(batch[0]), batch[1]) + sum(c * (p * p).sum() for c, p in zip(hp["l2"], f.params.values()))
+
+
+def _ce(f, batch, hp):
+    return F.cross_entropy(f(batch[0]), batch[1])
+
+
+def mlp(learn_lr: bool = True, T: int = 10, seed: int = 0) -> InnerProblem:
+    g = torch.Generator().manual_seed(seed)
+    X, Xv = torch.randn(32, 5, generator=g, dtype=DT), torch.randn(16, 5, generator=g, dtype=DT)
+    y, yv = torch.randint(0, 3, (32,), generator=g), torch.randint(0, 3, (16,), generator=g)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
+    lr = Hyper(0.3, "tensor", positive="exp") if learn_lr else 0.3
+    return InnerProblem(model, _l2, _ce, "sgd", hparams={"lr": lr, "momentum": 0.5},
+                        loss_hparams={"l2": Hyper(torch.full((4,), 1e-2, dtype=DT), positive="exp")},
+                        train_batches=[(X[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)],
+                        val_batches=(Xv, yv), horizon=T)
+
+
+class _Linear(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(d, dtype=DT))
+
+    def forward(self, X):
+        return X @ self.w
+
+
+def _ridge_data(seed=0, n=40, d=6):
+    g = torch.Generator().manual_seed(seed)
+    X, Xv = torch.randn(n, d, generator=g, dtype=DT), torch.randn(n, d, generator=g, dtype=DT)
+    wt = torch.randn(d, generator=g, dtype=DT)
+    return X, X @ wt + 0.5 * torch.randn(n, generator=g, dtype=DT), Xv, Xv @ wt
+
+
+def ridge(T: int = 400, rho: float = 0.1, seed: int = 0) -> InnerProblem:
+    X, y, Xv, yv = _ridge_data(seed)
+
+    def train(f, batch, hp):
+        return 0.5 * ((f(batch[0]) - batch[1]) ** 2).mean() + 0.5 * hp["rho"] * (f.params["w"] ** 2).sum()
+
+    def val(f, batch, hp):
+        return 0.5 * ((f(batch[0]) - batch[1]) ** 2).mean()
+
+    return InnerProblem(_Linear(X.shape[1]), train, val, "sgd", hparams={"lr": 0.3},
+                        loss_hparams={"rho": Hyper(rho, positive="exp")},
+                        train_batches=[(X, y)], val_batches=(Xv, yv), horizon=T)
+
+
+def ridge_closed_form(rho: float = 0.1, seed: int = 0) -> torch.Tensor:
+    """dL_val/dr at the ridge fixed point, r = log ρ."""
+    X, y, Xv, yv = _ridge_data(seed)
+    n, d = X.shape
+    A = X.T @ X / n + rho * torch.eye(d, dtype=DT)
+    w = torch.linalg.solve(A, X.T @ y / n)
+    gval = Xv.T @ (Xv @ w - yv) / n
+    return -rho * gval @ torch.linalg.solve(A, w)
+
+
+def linear(T: int = 20, seed: int = 0) -> InnerProblem:
+    g = torch.Generator().manual_seed(seed)
+    c, target = torch.randn(6, generator=g, dtype=DT), torch.randn(6, generator=g, dtype=DT)
+    one = torch.ones(1, 6, dtype=DT)
+
+    def train(f, batch, hp):                     # ⟨λ ⊙ c, w⟩: gradient λ ⊙ c, constant in w
+        return (hp["scale"] * c * f.params["w"]).sum() + 0.0 * f(one).sum()
+
+    def val(f, batch, hp):
+        return 0.5 * ((f.params["w"] - target) ** 2).sum() + 0.0 * f(one).sum()
+
+    return InnerProblem(_Linear(6), train, val, "sgd", hparams={"lr": 0.05},
+                        loss_hparams={"scale": Hyper(torch.ones(6, dtype=DT))},
+                        train_batches=[None], val_batches=None or (one,), horizon=T)
+
+
+def finite_differences(problem: InnerProblem, lam, T: int | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Central differences of L_val(w_T(λ), λ) over every entry of λ, flattened in λ's key order."""
+    T = problem.horizon_or(T)
+
+    def L(l):
+        s, _ = problem.run(problem.init_state(), l, T)
+        return problem.val_loss_at(s, l).item()
+
+    out = []
+    base = {k: v.detach().clone() for k, v in lam.items()}
+    for k, v in base.items():
+        g = torch.zeros(v.numel(), dtype=v.dtype)
+        for i in range(v.numel()):
+            hi = {kk: vv.clone() for kk, vv in base.items()}
+            lo = {kk: vv.clone() for kk, vv in base.items()}
+            hi[k].view(-1)[i] += eps
+            lo[k].view(-1)[i] -= eps
+            g[i] = (L(hi) - L(lo)) / (2 * eps)
+        out.append(g)
+    return torch.cat(out)
