@@ -44,7 +44,8 @@ class Replay:
 
 
 def reverse_sweep(problem: InnerProblem, lam, state_at, T: int, K: int, adjoint: list):
-    """Σ_{t=T-K+1..T} ᾱ_t B_t by K VJPs from step T down; ``state_at(t)`` returns s_t."""
+    """Σ_{t=T-K+1..T} ᾱ_t B_t by K VJPs from step T down; ``state_at(t)`` returns s_t (T and t are
+    absolute step indices, as in ``State.t``)."""
     g = {k: torch.zeros_like(v) for k, v in lam.items()}
     cot = adjoint
     for t in range(T, T - K, -1):
@@ -73,12 +74,13 @@ def unrolled(problem: InnerProblem, lam, state: State, T: int, K: int):
 
 def stored(problem: InnerProblem, lam, state: State, T: int, K: int, every: int):
     """The ``recompute`` (every = 1) and ``checkpoint`` policies over the last K steps."""
-    first = T - K  # states s_first .. s_{T-1} are needed on the way back
-    state, kept = problem.run(state, lam, T, keep=lambda t: t >= first and t < T and (t - first) % every == 0)
+    end = state.t + T  # absolute index of the last step (the start state may have t > 0)
+    first = end - K    # states s_first .. s_{end-1} are needed on the way back
+    state, kept = problem.run(state, lam, T, keep=lambda t: first <= t < end and (t - first) % every == 0)
     loss, alpha, direct = problem.val_grad(state, lam)
     replay = Replay(problem, lam, kept, every)
     nstate = len(state.tensors())
-    indirect = reverse_sweep(problem, lam, replay, T, K, alpha + [None] * (nstate - len(alpha)))
+    indirect = reverse_sweep(problem, lam, replay, end, K, alpha + [None] * (nstate - len(alpha)))
     held = sum(s.nbytes() for s in kept.values()) + min(every, K) * state.nbytes()
     return direct, indirect, loss, state, held
 

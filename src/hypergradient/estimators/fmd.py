@@ -1,0 +1,217 @@
+"""Forward-mode hypergradient (FMD; Franceschi et al. 2017, Forward-HG): carry the tangent forward.
+
+With s = (w, optimizer state), A_t = ∂Φ/∂s and B_t = ∂Φ/∂λ at step t (HyperDistill paper Eq. 3 read
+from left to right; ALGORITHMS.md §2)::
+
+    Z_0 = 0,   Z_t = A_t Z_{t-1} + B_t,   dL_val/dλ = ∂L_val/∂λ + α_T Z_T,   α_T = ∂L_val/∂w_T
+
+Z_t = ds_t/dλ has one column per scalar entry of λ (N columns). Generic path: one batched JVP of Φ
+per step (:meth:`InnerProblem.jvp`, the N columns vmapped), for any optimizer, schedules included.
+Memory O(N·|s|), constant in T; cost N JVPs per step. Online: α_t Z_t is a valid hypergradient at
+every t (when λ moves between steps, Z carries the past as in real-time recurrent learning).
+
+Closed form for SGD with momentum and coupled weight decay (non-greedy paper, Appendix A), in
+PyTorch's convention g_t = ∇L(w_{t-1}) + μ w_{t-1}, v_t = β v_{t-1} + g_t, w_t = w_{t-1} − α v_t,
+with C = dv/dλ and H_t the training Hessian at w_{t-1}::
+
+    C_t = β C_{t-1} + H_t Z_{t-1} + μ Z_{t-1} + β' v_{t-1} + μ' w_{t-1}
+    Z_t = Z_{t-1} − α C_t − α' v_t
+
+where α', β', μ' are the derivatives of step t's lr, momentum and weight decay with respect to each
+column (a schedule's active value and a positivity transform included). It spends one batched HVP per
+step instead of a batched JVP of the whole step. Used with ``closed_form=True``, or automatically
+(``None``) for SGD without Nesterov or dampening when λ holds only lr / momentum / weight_decay.
+Clipping trap (ALGORITHMS.md §2): our optimizers do not clip gradients; the generic path is a JVP of
+the whole map Φ, so a clip mask M inside Φ would still give the exact M·H·z.
+
+    >>> hg = estimate("fmd", problem, lam, T=1000)          # lam with a few entries
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..optim import SGD
+from ..optim.base import is_zero
+from ..problem import DivergenceError, State
+from ._online import detached, result
+from .base import Estimator, register
+
+FAST = ("lr", "momentum", "weight_decay")
+
+
+def columns(lam) -> dict:
+    """ζ: the identity over λ's N scalar entries, as a dict of (N, *shape) tangents."""
+    v0 = next(iter(lam.values()))
+    n = sum(v.numel() for v in lam.values())
+    eye, out, o = torch.eye(n, dtype=v0.dtype, device=v0.device), {}, 0
+    for k, v in lam.items():
+        out[k] = eye[:, o:o + v.numel()].reshape(n, *v.shape)
+        o += v.numel()
+    return out
+
+
+def contract(alpha, Z, lam) -> dict:
+    """α · Z over the weights, split back into λ's structure."""
+    col = sum((z * a).reshape(z.shape[0], -1).sum(1) for a, z in zip(alpha, Z))
+    out, o = {}, 0
+    for k, v in lam.items():
+        out[k] = col[o:o + v.numel()].reshape(v.shape)
+        o += v.numel()
+    return out
+
+
+def closed_form_blocker(problem, lam) -> str | None:
+    """Why the SGD closed form does not apply (None when it does)."""
+    opt, hp = problem.optimizer, problem.hparams
+    if type(opt) is not SGD:
+        return f"the inner optimizer is {type(opt).__name__}, not SGD"
+    if opt.nesterov:
+        return "Nesterov momentum is not covered"
+    if "dampening" in hp.specs or hp.constants.get("dampening", 0.0) != 0:
+        return "dampening must be the constant 0"
+    other = [k for k in lam if not (k.startswith("optim.") and k[6:].split("[")[0] in FAST)]
+    if other:
+        return f"λ holds {other}; the closed form covers only optimizer lr / momentum / weight_decay"
+    return None
+
+
+def _bcast(d, w):
+    """A (N, *hp shape) derivative broadcast against a (N, *w.shape) tangent."""
+    return d if d.dim() - 1 == w.dim() else d.reshape(d.shape[0], *([1] * w.dim()))
+
+
+def _hp_tangents(problem, lam, cols, t, cache):
+    """{name: [per parameter: (N, ...) derivative of the step-t value w.r.t. each column, or None]};
+    a batched JVP of the (cheap) map λ ↦ step-t hyperparameter values, by double backward."""
+    hps = problem.hparams
+    key = tuple(hps.index(h, t) if (h.schedule or h.block) else -1 for h in hps.specs.values())
+    if cache is not None and key in cache:
+        return cache[key]
+    lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+    tan: dict[int, torch.Tensor] = {}
+    with torch.enable_grad():
+        vals = hps.resolve_optim(lam_d, t)
+        xs = list({id(x): x for name in FAST for x in vals[name]
+                   if isinstance(x, torch.Tensor) and x.requires_grad}.values())
+        if xs:
+            us = [torch.zeros_like(x, requires_grad=True) for x in xs]
+            g = torch.autograd.grad(xs, list(lam_d.values()), us, create_graph=True, allow_unused=True)
+            pairs = [(gi, cols[k]) for gi, k in zip(g, lam_d) if gi is not None and gi.requires_grad]
+            jv = torch.autograd.grad([p[0] for p in pairs], us, [p[1] for p in pairs], is_grads_batched=True,
+                                     allow_unused=True)
+            tan = {id(x): j for x, j in zip(xs, jv) if j is not None}
+    out = {name: [tan.get(id(x)) if isinstance(x, torch.Tensor) else None for x in vals[name]] for name in FAST}
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def sgd_step(problem, lam, state: State, carry: dict) -> State:
+    """One SGD step and the closed-form update of (Z, C) over the weights; counts 1 step, N HVPs."""
+    t, Z, C, N = state.t + 1, carry["Z"], carry["C"], carry["N"]
+    params = tuple(p.detach().requires_grad_() for p in state.params)
+    with torch.enable_grad():
+        loss, buffers = problem.train_loss_at(state._replace(params=params), lam, t)
+        if problem.check_finite and not math.isfinite(loss.item()):
+            raise DivergenceError(f"the inner loop diverged at step {t} (training loss {loss.item()})")
+        grads = torch.autograd.grad(loss, params, create_graph=Z is not None, allow_unused=True,
+                                    materialize_grads=True)
+        hz = [None] * len(params)
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        if Z is not None and live:
+            out = torch.autograd.grad([grads[i] for i in live], params, [Z[i] for i in live],
+                                      is_grads_batched=True, allow_unused=True)
+            hz = list(out)
+    problem.cost.steps += 1
+    problem.cost.hvps += N if Z is not None else 0
+    grads = tuple(g.detach() for g in grads)
+    hp = problem.hparams.resolve_optim(lam, t)
+    with torch.no_grad():
+        new_p, new_opt = problem.optimizer.update(grads, state.opt, state.params, hp, t)
+        d = _hp_tangents(problem, lam, carry["cols"], t, carry["cache"])
+        newZ, newC = [], []
+        for i, w in enumerate(state.params):
+            lr, mom, wd = hp["lr"][i], hp["momentum"][i], hp["weight_decay"][i]
+            dlr, dmom, dwd = d["lr"][i], d["momentum"][i], d["weight_decay"][i]
+            c = torch.zeros((N, *w.shape), dtype=w.dtype, device=w.device)
+            if Z is not None:
+                if hz[i] is not None:
+                    c = c + hz[i]
+                if not is_zero(wd):
+                    c = c + wd * Z[i]
+            if dwd is not None:
+                c = c + _bcast(dwd, w) * w
+            active = not is_zero(mom)  # the same test SGD.update makes
+            if active and t > 1:
+                if C is not None:
+                    c = c + mom * C[i]
+                if dmom is not None:
+                    c = c + _bcast(dmom, w) * state.opt.momentum_buffer[i]
+            u = new_opt.momentum_buffer[i] if active else (grads[i] if is_zero(wd) else grads[i] + wd * w)
+            z = (Z[i] if Z is not None else 0) - lr * c
+            if dlr is not None:
+                z = z - _bcast(dlr, w) * u
+            newZ.append(z)
+            newC.append(c)
+    carry["Z"], carry["C"] = newZ, newC
+    return State(tuple(new_p), new_opt, buffers, t)
+
+
+def generic_step(problem, lam, state: State, carry: dict) -> State:
+    """One step and Z ← A Z + B over the full state by one batched JVP of Φ (N JVPs)."""
+    state, carry["Z"] = problem.jvp(state, lam, carry["Z"], carry["cols"], batched=True)
+    return state
+
+
+@register
+class FMD(Estimator):
+    """Exact forward mode; ``closed_form``: None (automatic for SGD with lr / momentum / weight decay),
+    True (require it) or False (always the generic batched JVP)."""
+
+    name = "fmd"
+    exact = True
+    online = True
+    memory = "O(N·|s|), constant in T"
+
+    def __init__(self, closed_form: bool | None = None):
+        if closed_form not in (None, True, False):
+            raise ValueError(f"closed_form must be None, True or False, got {closed_form!r}")
+        super().__init__(closed_form=closed_form)
+        self.closed_form = closed_form
+
+    def _carry(self, problem, lam, offline: bool) -> dict:
+        why = closed_form_blocker(problem, lam)
+        if self.closed_form and why:
+            raise ValueError(f"fmd closed_form=True does not apply: {why}; use closed_form=None")
+        fast = why is None and self.closed_form is not False
+        cols = columns(lam)
+        return {"Z": None, "C": None, "cols": cols, "N": next(iter(cols.values())).shape[0],
+                "step": sgd_step if fast else generic_step, "cache": {} if offline else None}
+
+    def _held(self, carry, state) -> int:
+        held = [z for z in (carry["Z"] or []) + (carry["C"] or []) + list(carry["cols"].values())]
+        return state.nbytes() + sum(x.numel() * x.element_size() for x in held)
+
+    def estimate(self, problem, lam, T, state):
+        carry = self._carry(problem, lam, offline=True)
+        for _ in range(T):
+            state = carry["step"](problem, lam, state, carry)
+        loss, alpha, direct = problem.val_grad(state, lam)
+        indirect = contract(alpha, carry["Z"], lam) if carry["Z"] is not None else \
+            {k: torch.zeros_like(v) for k, v in lam.items()}
+        return direct, indirect, {"val_loss": loss, "state": state, "stored_bytes": self._held(carry, state),
+                                  "closed_form": carry["step"] is sgd_step}
+
+    def online_init(self, problem, lam, state):
+        return self._carry(problem, detached(lam), offline=False)
+
+    def online_step(self, problem, lam, state, carry):
+        lam, before = detached(lam), problem.cost.copy()
+        state = carry["step"](problem, lam, state, carry)
+        loss, alpha, direct = problem.val_grad(state, lam)
+        indirect = contract(alpha, carry["Z"], lam)
+        info = {"val_loss": loss, "stored_bytes": self._held(carry, state)}
+        return state, result(problem, before, direct, indirect, info, self.name), carry

@@ -1,0 +1,47 @@
+"""One-step lookahead (T1–T2; Luketina et al. 2016): unroll only the last inner step.
+
+Treat s_{T-1} (weights and optimizer state) as constant, so ``dw_T/dλ ≈ B_T`` (HyperDistill paper
+§3.2, "Short-horizon approximations"; ALGORITHMS.md §5):
+
+    g = ∂L_val(w_T, λ)/∂λ + α_T B_T,    α_T = ∂L_val/∂w_T,  B_T = ∂Φ(s_{T-1}, λ; D_T)/∂λ
+
+One VJP of Φ at s_{T-1} per hypergradient. Equals truncated RMD with K = 1. Online: at every step t
+the same formula with T = t.
+
+    >>> hg = estimate("one_step", problem, lam, T=50)
+"""
+
+from __future__ import annotations
+
+from ._online import detached, padded, result
+from .base import Estimator, register
+
+
+def lookahead(problem, lam, prev):
+    """(s_t, L_val, direct, α_t B_t) for the step from ``prev`` = s_{t-1}."""
+    state = problem.step(prev, lam)
+    loss, alpha, direct = problem.val_grad(state, lam)
+    _, indirect = problem.vjp(prev, lam, padded(alpha, state))
+    return state, loss, direct, indirect
+
+
+@register
+class OneStep(Estimator):
+    """g = g^FO_T + α_T B_T; memory O(|s|); one step, one VJP, one validation gradient beyond T − 1 steps."""
+
+    name = "one_step"
+    online = True
+    memory = "O(|s|)"
+
+    def estimate(self, problem, lam, T, state):
+        prev, _ = problem.run(state, lam, T - 1)
+        state, loss, direct, indirect = lookahead(problem, lam, prev)
+        return direct, indirect, {"val_loss": loss, "state": state}
+
+    def online_init(self, problem, lam, state):
+        return None
+
+    def online_step(self, problem, lam, state, carry):
+        lam, before = detached(lam), problem.cost.copy()
+        state, loss, direct, indirect = lookahead(problem, lam, state)
+        return state, result(problem, before, direct, indirect, {"val_loss": loss}, self.name), carry
