@@ -10,3 +10,6 @@ from .rmd import RMD, TruncatedRMD
 
 __all__ = ["REGISTRY", "Estimator", "Hypergradient", "estimate", "get", "register", "RMD", "TruncatedRMD",
            "FMD", "DrMAD", "IFTNeumann", "IFTCG", "IFTExact", "OneStep", "FirstOrder"]
+from .hyperdistill import HyperDistill  # noqa: E402
+from .evograd import EvoGrad  # noqa: E402
+__all__ += ["HyperDistill", "EvoGrad"]

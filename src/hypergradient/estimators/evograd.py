@@ -1,0 +1,159 @@
+"""EvoGrad (Bohdal, Yang & Hospedales, NeurIPS 2021): a first-order hypergradient through a virtual
+evolutionary step.
+
+With the current weights θ detached, draw K candidates and weigh them by their training losses:
+
+    θ_k = θ + ε_k,   ε_k = σ·sign(N(0, I))  (``noise="sign"``)  or  σ·N(0, I)  (``"gaussian"``)
+    ℓ_k = L_train(θ_k, λ; D_t)              (graph to λ only)
+    w = softmax(−ℓ/τ),   θ* = Σ_k w_k θ_k                                       (Eqs. 3–4)
+    g = ∇_λ L_val(θ*, λ) = ∂L_val/∂λ + ⟨∂L_val/∂θ*, ∂θ*/∂λ⟩                      (Eq. 5)
+
+and in closed form ``∂L_val/∂θ* · ∂θ*/∂λ = −(1/τ) Σ_k w_k ⟨∇_θ L_val(θ*), θ_k − θ*⟩ ∇_λ ℓ_k``. No
+second derivatives: K training forward passes, one backward pass through them, one validation
+gradient. For small σ the expectation is the 1-step hypergradient with virtual learning rate
+σ²(1 − 1/K)/τ (ALGORITHMS.md §7). Like implicit differentiation it cannot learn the optimizer's
+own hyperparameters (the virtual step is not the optimizer's step): asking for them is an error.
+
+The candidate forward passes run in training mode on the same per-step seed (common random numbers
+for dropout); the BatchNorm buffers they return are discarded, so the real model's running
+statistics never see the candidates. ``when="before"`` estimates at s_{t−1} and then takes the
+model's own step s_{t−1} → s_t (the Meta-Weight-Net / T1–T2 flow); ``when="after"`` takes the step
+first and estimates at s_t. Both use the step's batch D_t and the validation batch of step t.
+
+Defaults K = 2, σ = 1e-3, τ = 0.05 (paper, §4.2 and Appendix B). The offline call runs T online
+steps at fixed λ and returns the last hypergradient (``info["sum"]`` holds Σ_t g_t).
+
+    >>> hg = estimate("evograd", problem, lam, T=1, K=2, sigma=1e-3, tau=0.05, when="before")
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..problem import InnerProblem, State
+from ._online import detached, result
+from .base import Estimator, register
+
+__all__ = ["EvoGrad", "perturbations", "evolve"]
+
+NOISE = ("sign", "gaussian")
+WHEN = ("before", "after")
+
+
+def perturbations(params: Sequence[torch.Tensor], K: int, sigma: float, noise: str,
+                  generator: torch.Generator) -> list[list[torch.Tensor]]:
+    """ε_1 … ε_K, each aligned with ``params``: σ·sign(N(0, I)) or σ·N(0, I), drawn from ``generator``
+    (a CPU generator; the noise is moved to each parameter's device)."""
+    out = []
+    for _ in range(K):
+        eps = []
+        for p in params:
+            z = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+            eps.append(sigma * (torch.sign(z) if noise == "sign" else z))
+        out.append(eps)
+    return out
+
+
+def evolve(candidates: Sequence[Sequence[torch.Tensor]], losses: torch.Tensor, tau: float):
+    """(θ*, w): w = softmax(−ℓ/τ) over the K candidates and θ* = Σ_k w_k θ_k (Eqs. 3–4)."""
+    w = torch.softmax(-losses / tau, dim=0)
+    star = [sum(w[k] * c[i] for k, c in enumerate(candidates)) for i in range(len(candidates[0]))]
+    return star, w
+
+
+@register
+class EvoGrad(Estimator):
+    """First-order hypergradient through a virtual evolutionary step; memory O(K·|w|).
+
+    Args:
+        K: population size (≥ 2; with K = 1 the weights are constant and g is the direct term).
+        sigma: σ, the perturbation scale.
+        tau: τ, the softmax temperature.
+        noise: ``"sign"`` (σ·sign(N(0, I)), the paper's experiments) or ``"gaussian"`` (the 1-D toy).
+        when: ``"before"`` or ``"after"`` the model's own step.
+        seed: seed of the estimator's generator for the perturbations (kept across calls;
+            :meth:`reset` restarts it).
+    """
+
+    name = "evograd"
+    online = True
+    optimizer_hparams = False
+    memory = "O(K·|w|)"
+
+    def __init__(self, K: int = 2, sigma: float = 1e-3, tau: float = 0.05, noise: str = "sign",
+                 when: str = "after", seed: int = 0):
+        if not isinstance(K, int) or K < 1:
+            raise ValueError(f"K (population size) must be a positive int, got {K!r}")
+        if not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise ValueError(f"sigma must be a positive float, got {sigma!r}")
+        if not isinstance(tau, (int, float)) or not tau > 0:
+            raise ValueError(f"tau (temperature) must be a positive float, got {tau!r}")
+        if noise not in NOISE:
+            raise ValueError(f"noise must be one of {NOISE}, got {noise!r}")
+        if when not in WHEN:
+            raise ValueError(f"when must be one of {WHEN}, got {when!r}")
+        super().__init__(K=K, sigma=sigma, tau=tau, noise=noise, when=when, seed=seed)
+        self.K, self.sigma, self.tau, self.noise, self.when, self.seed = K, float(sigma), float(tau), noise, when, seed
+        self.reset()
+
+    def reset(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def hypergradient(self, problem: InnerProblem, lam, state: State, t: int, batch=None):
+        """(direct, indirect, info) at θ = ``state``'s weights, candidates on the batch of step t."""
+        theta = [p.detach() for p in state.params]
+        eps = perturbations(theta, self.K, self.sigma, self.noise, self.generator)
+        cands = [[p + e for p, e in zip(theta, ek)] for ek in eps]
+        lam_g = {k: v.detach().requires_grad_() for k, v in lam.items()}
+        with torch.enable_grad():
+            losses = torch.stack([problem.train_loss_at(state._replace(params=tuple(c)), lam_g, t, batch)[0]
+                                  for c in cands])        # the returned buffers are discarded
+            star, w = evolve(cands, losses, self.tau)
+            loss, alpha, direct = problem.val_grad(state._replace(params=tuple(x.detach() for x in star)), lam, t)
+            outs = [(x, a) for x, a in zip(star, alpha) if x.requires_grad]
+            keys = list(lam_g)
+            g = torch.autograd.grad([x for x, _ in outs], [lam_g[k] for k in keys], [a for _, a in outs],
+                                    allow_unused=True, materialize_grads=True) if outs else \
+                [torch.zeros_like(lam_g[k]) for k in keys]
+        indirect = dict(zip(keys, g))
+        info = {"val_loss": loss, "weights": w.detach(), "train_losses": losses.detach(), "forwards": self.K}
+        return direct, indirect, info
+
+    def _check(self, lam):
+        learned = [k for k in lam if k.startswith("optim.")]
+        if learned:
+            raise ValueError(f"evograd cannot differentiate optimizer hyperparameters {learned}: its virtual "
+                             "step is evolutionary, not the optimizer's, so lr / momentum do not enter; use "
+                             "rmd, fmd, one_step or hyperdistill, or make them constants")
+
+    def _step(self, problem, lam, state):
+        before = problem.cost.copy()
+        t = state.t + 1
+        if self.when == "before":
+            direct, indirect, info = self.hypergradient(problem, lam, state, t)
+            state = problem.step(state, lam)
+        else:
+            state = problem.step(state, lam)
+            direct, indirect, info = self.hypergradient(problem, lam, state, t, problem.train_batch(t))
+        info["t"] = t
+        return state, result(problem, before, direct, indirect, info, self.name)
+
+    def estimate(self, problem, lam, T, state):
+        total = {k: torch.zeros_like(v) for k, v in lam.items()}
+        hg = None
+        for _ in range(T):
+            state, hg = self._step(problem, lam, state)
+            total = {k: total[k] + hg.value[k] for k in total}
+        info = dict(hg.info)
+        info.update(state=state, sum=total)
+        return hg.direct, hg.indirect, info
+
+    def online_init(self, problem, lam, state):
+        self._check(lam)
+        return None
+
+    def online_step(self, problem, lam, state, carry):
+        state, hg = self._step(problem, detached(lam), state)
+        return state, hg, carry

@@ -1,0 +1,378 @@
+"""HyperDistill (Lee et al., ICLR 2022, Algorithms 3 and 4): the whole second-order term distilled
+into one VJP per inner step, at a distilled weight point w*_t and a distilled dataset D*_t.
+
+Per inner step t = 1, 2, … of an inner optimization (k counts the steps since ``online_init``):
+
+    S_k = Σ_{i<k} γ^i = (1 − γ^k)/(1 − γ)                                 (S_k = k when γ = 1)
+    p_k = (γ − γ^k)/(1 − γ^k) = γ S_{k−1}/S_k
+    s*_1 = s_{t−1};   s*_k = p_k s*_{k−1} + (1 − p_k) s_{t−1}                              (Eq. 13)
+    D*_1 = D_t;       D*_k = SS(D*_{k−1}, p_k) ∪ SS(D_t, 1 − p_k)                          (Eq. 14)
+    s_t = Φ(s_{t−1}, λ; D_t)
+    α_t = ∂L_val(w_t, λ)/∂w_t;   v_t = α_t ∂Φ(s*_k, λ; D*_k)/∂λ     (one VJP, w.r.t. λ only)
+    g_t = ∂L_val(w_t, λ)/∂λ + θ S_k v_t                                                  (Eq. 15)
+
+Eq. 13's recursion is the explicit weighted average Eq. 12, w*_k = Σ_i γ^{k−i} w_{i−1} / S_k.
+SS(D, p) keeps a uniformly random subset of round(|D| p) examples (batches are tensors, or tuples /
+lists / dicts of tensors, with a leading batch dimension), drawn with the estimator's own
+``torch.Generator``.
+
+θ comes from LinearEstimation (Algorithm 4, Eqs. 16–18, :func:`linear_estimation`): from the
+episode's initial state run T steps keeping s_0 and s_T only, walk back with DrMAD, and at backward
+step s = T − t + 1 pair the partial DrMAD sum g^SO_s (a valid indirect term over the last s steps,
+Eq. 16) with the distilled VJP v_s = α_T ∂Φ(s*_s, λ; D*_s)/∂λ, where
+``q_s = (1 − γ^{s−1})/(1 − γ^s)``, ``s*_1 = ŝ_{T−1}``, ``s*_s = q_s s*_{s−1} + (1 − q_s) ŝ_{T−s}``,
+``D*_1 = D_T``, ``D*_s = SS(D*_{s−1}, q_s) ∪ SS(D_{T−s+1}, 1 − q_s)`` (Eqs. 17–18). Then
+``x_s = ‖v_s‖ S_s``, ``y_s = ⟨v_s/‖v_s‖, g^SO_s⟩`` and ``θ = xᵀy / xᵀx``. It is refreshed at the
+1st, 51st, 101st, … inner optimization (``period=50``).
+
+Choices where the paper is silent (ALGORITHMS.md §6):
+
+* the state s = (w, optimizer state): the momentum buffer / Adam moments are distilled exactly like
+  w (``distill_opt_state=True``; False uses the current optimizer state s_{t−1}.opt instead). The
+  distilled step runs with step index t (schedules, bias corrections) and the current buffers;
+* Eq. 17 uses the DrMAD-interpolated states ŝ in place of the unstored s_{T−s} (constant memory);
+* the distilled VJP in Eq. 17's loop is taken as step T (the last step of every shifted horizon);
+* "round off" is round half up; ``rounding="stochastic"`` rounds |D| p up with probability equal
+  to its fractional part instead, so that small batches keep taking in new examples when p → γ;
+* when ∂L_val/∂λ is identically zero (no path from λ to L_val in autograd's graph, the
+  Meta-Weight-Net case) the paper sets π* = 1; we read that as "the scale θ S_k is 1", i.e.
+  g_t = v_t (``zero_direct="unit"``); ``"normalized"`` gives the literal π* f_t = v_t/‖v_t‖ and
+  ``"fit"`` keeps θ S_k. LinearEstimation is skipped when the scale is not used.
+
+Cost per inner step: one step, one validation gradient and one VJP (as 1-step lookahead), plus
+memory for s* and D*. LinearEstimation: T steps, one validation gradient, 2T VJPs; its cost is
+added to the first online hypergradient of the inner optimization that triggered it.
+
+The offline call (``estimate("hyperdistill", problem, lam, T=T)``) estimates θ over T steps (unless
+``theta`` is given), runs the online recursion for T steps with λ fixed, and returns the *last*
+hypergradient g_T, the distilled approximation of dL_val(w_T)/dλ that RMD computes exactly;
+``info["sum"]`` holds Σ_t g_t (what T online updates at fixed λ would apply) and ``info["theta"]`` θ.
+
+    >>> est = get("hyperdistill", gamma=0.99)
+    >>> carry = est.online_init(problem, lam, state)
+    >>> state, hg, carry = est.online_step(problem, lam, state, carry)   # then update λ with hg.value
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from ..problem import Cost, InnerProblem, State
+from ._online import detached, padded, result
+from .base import Estimator, register
+from .drmad import Interpolated
+
+__all__ = ["HyperDistill", "geometric_sum", "forward_weight", "backward_weight", "subsample",
+           "distill_batch", "linear_estimation"]
+
+ROUNDING = ("nearest", "stochastic")
+ZERO_DIRECT = ("unit", "normalized", "fit")
+
+
+# ---- the weights of Eqs. 12, 13, 15, 17 -------------------------------------------------------------
+def geometric_sum(gamma: float, k: int) -> float:
+    """S_k = Σ_{i<k} γ^i = (1 − γ^k)/(1 − γ) (= k at γ = 1; S_0 = 0)."""
+    if gamma == 1.0:
+        return float(k)
+    return (1.0 - gamma ** k) / (1.0 - gamma)
+
+
+def forward_weight(gamma: float, k: int) -> float:
+    """p_k = (γ − γ^k)/(1 − γ^k) = γ S_{k−1}/S_k, the weight kept on w*_{k−1} (Eq. 13); p_1 = 0."""
+    return gamma * geometric_sum(gamma, k - 1) / geometric_sum(gamma, k)
+
+
+def backward_weight(gamma: float, s: int) -> float:
+    """q_s = (1 − γ^{s−1})/(1 − γ^s) = S_{s−1}/S_s, the weight kept on w*_{s−1} (Eq. 17); q_1 = 0."""
+    return geometric_sum(gamma, s - 1) / geometric_sum(gamma, s)
+
+
+def _mix(p: float, old: list, new: list) -> list:
+    """p·old + (1 − p)·new, returning ``new`` itself when p = 0 (exact 1-step equivalence)."""
+    if p == 0.0:
+        return list(new)
+    return [p * a + (1.0 - p) * b for a, b in zip(old, new)]
+
+
+# ---- distilled datasets (Eqs. 14 and 18) ------------------------------------------------------------
+def _leaves(batch) -> list[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, Mapping):
+        items = list(batch.values())
+    elif isinstance(batch, (tuple, list)):
+        items = list(batch)
+    else:
+        items = [batch]
+    bad = [type(x).__name__ for x in items if not isinstance(x, torch.Tensor)]
+    if bad or not items:
+        raise TypeError("HyperDistill subsamples training batches: give batches as a tensor or a tuple / "
+                        f"list / dict of tensors with a leading batch dimension (found {bad or 'nothing'})")
+    return items
+
+
+def _size(batch) -> int:
+    leaves = _leaves(batch)
+    n = {x.shape[0] if x.dim() else None for x in leaves}
+    if len(n) != 1 or None in n:
+        raise ValueError("every tensor of a training batch needs the same leading batch dimension to be "
+                         f"subsampled; found sizes {sorted(map(str, n))}")
+    return n.pop()
+
+
+def _map(batch, fn):
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, Mapping):
+        return {k: fn(v) for k, v in batch.items()}
+    out = [fn(x) for x in batch]
+    return tuple(out) if isinstance(batch, tuple) else out
+
+
+def _cat(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.cat([a, b])
+    if isinstance(a, Mapping):
+        return {k: torch.cat([a[k], b[k]]) for k in a}
+    out = [torch.cat([x, y]) for x, y in zip(a, b)]
+    return tuple(out) if isinstance(a, tuple) else out
+
+
+def _count(x: float, rounding: str, generator: torch.Generator) -> int:
+    if rounding == "nearest":
+        return int(math.floor(x + 0.5))
+    lo = math.floor(x)
+    frac = x - lo
+    return lo + int(frac > 0 and torch.rand((), generator=generator, dtype=torch.float64).item() < frac)
+
+
+def subsample(batch, p: float, generator: torch.Generator, rounding: str = "nearest"):
+    """SS(D, p): a uniformly random subset of round(|D| p) examples (in their original order), the
+    batch itself when that is all of it, ``None`` when it is empty."""
+    n = _size(batch)
+    m = min(n, max(0, _count(n * p, rounding, generator)))
+    if m == n:
+        return batch
+    if m == 0:
+        return None
+    idx = torch.randperm(n, generator=generator)[:m].sort().values
+    return _map(batch, lambda x: x[idx.to(x.device)])
+
+
+def distill_batch(old, new, p: float, generator: torch.Generator, rounding: str = "nearest"):
+    """D* = SS(old, p) ∪ SS(new, 1 − p) (Eqs. 14 and 18); ``new`` itself when p = 0."""
+    if p == 0.0:
+        return new
+    a = subsample(old, p, generator, rounding)
+    b = subsample(new, 1.0 - p, generator, rounding)
+    if a is None:
+        return new if b is None else b
+    return a if b is None else _cat(a, b)
+
+
+# ---- LinearEstimation (Algorithm 4) -----------------------------------------------------------------
+def _dot(a: Mapping, b: Mapping) -> torch.Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)
+
+
+def linear_estimation(problem: InnerProblem, lam, state: State, T: int, gamma: float, *,
+                      generator: torch.Generator, rounding: str = "nearest", distill_opt_state: bool = True):
+    """θ = xᵀy / xᵀx from one DrMAD backward pass (Algorithm 4); returns (θ, info).
+
+    Memory O(|s|): only s_0, s_T, the interpolated state, s* and D* are held. ``info`` has the
+    samples ``x`` and ``y`` (tensors of length T, s = 1..T), the fitted ``theta`` and ``cost``.
+    θ = 1 (``info["degenerate"] = True``) when every v_s is zero.
+    """
+    before = problem.cost.copy()
+    first = state.detach()
+    last, _ = problem.run(first, lam, T)
+    _, alpha, _ = problem.val_grad(last, lam, wrt_lam=False)
+    aT = padded(alpha, last)
+    interpolated = Interpolated(first, last)                          # DrMAD's ŝ (Algorithm 2, line 5)
+    cot = aT
+    gso = {k: torch.zeros_like(v) for k, v in lam.items()}
+    xs, ys, xy, xx = [], [], 0.0, 0.0
+    star, dstar = None, None
+    for t in range(T, 0, -1):
+        shat = interpolated(first.t + t - 1)                          # ŝ_{t−1}
+        hat = shat.tensors()
+        cot, gl = problem.vjp(shat, lam, cot)                         # g^SO += α B̂_t; α ← α Â_t (Eq. 16)
+        gso = {k: gso[k] + gl[k] for k in gso}
+        s = T - t + 1
+        batch = problem.train_batch(first.t + t)                      # D_{T−s+1}
+        if s == 1:
+            star, dstar = hat, batch
+        else:                                                         # Eqs. 17, 18 on interpolated states
+            q = backward_weight(gamma, s)
+            star = _mix(q, star, hat) if distill_opt_state else \
+                _mix(q, star, hat[:len(first.params)]) + hat[len(first.params):]
+            dstar = distill_batch(dstar, batch, q, generator, rounding)
+        dist = last.with_tensors(star)._replace(t=last.t - 1)         # the distilled step is step T
+        _, v = problem.vjp(dist, lam, aT, batch=dstar)
+        S = geometric_sum(gamma, s)
+        nv = math.sqrt(float(_dot(v, v)))
+        proj = float(_dot(v, gso))
+        xs.append(nv * S)
+        ys.append(proj / nv if nv > 0 else 0.0)
+        xy += S * proj
+        xx += (S * nv) ** 2
+    degenerate = xx == 0.0
+    theta = 1.0 if degenerate else xy / xx
+    return theta, {"theta": theta, "x": torch.tensor(xs, dtype=torch.float64),
+                   "y": torch.tensor(ys, dtype=torch.float64), "degenerate": degenerate,
+                   "cost": problem.cost - before, "T": T}
+
+
+def direct_is_zero(problem: InnerProblem, lam, state: State) -> bool:
+    """True when no path leads from λ to L_val in autograd's graph (∂L_val/∂λ ≡ 0, e.g. Meta-Weight-Net).
+    One validation forward pass, not counted in ``problem.cost``."""
+    lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+    with torch.enable_grad():
+        loss = problem.val_loss_at(state.detach(), lam_d, state.t + 1)
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            return True
+        g = torch.autograd.grad(loss, list(lam_d.values()), allow_unused=True)
+    return all(x is None for x in g)
+
+
+# ---- the estimator ----------------------------------------------------------------------------------
+@dataclass
+class HyperDistillCarry:
+    """HyperDistill's memory within one inner optimization."""
+
+    theta: float                 # the linear estimator's parameter for this inner optimization
+    mode: str                    # "fit" (g = g^FO + θ S_k v), "unit" (g = v) or "normalized" (g = v/‖v‖)
+    k: int = 0                   # inner steps taken since online_init
+    star: list | None = None     # s*_k flattened like State.tensors() (w* then the optimizer state)
+    dstar: object = None         # D*_k
+    pending: Cost = field(default_factory=Cost)  # LinearEstimation's cost, charged to the next step
+    estimation: dict | None = None               # LinearEstimation's info when it ran at this init
+
+
+@register
+class HyperDistill(Estimator):
+    """Online hypergradient from one distilled VJP per step (Algorithms 3–4); memory O(|s| + |D|).
+
+    Args:
+        gamma: γ ∈ [0, 1], the decay of the Hessian-identity approximation (paper: tuned over
+            {0.9, 0.99, 0.999, 0.9999}); γ = 0 with θ = 1 is 1-step lookahead.
+        theta: a fixed θ; ``None`` fits it by LinearEstimation.
+        period: refresh θ at the 1st, (period+1)-th, … call of ``online_init`` (paper: 50).
+        T_estimate: LinearEstimation's horizon in online use (default: ``problem.horizon``).
+        seed: seed of the generator that draws the subsamples of Eqs. 14 and 18.
+        rounding: ``"nearest"`` (round half up) or ``"stochastic"`` for the subsample sizes.
+        distill_opt_state: distill the optimizer state like w (else use the current one).
+        zero_direct: what to do when ∂L_val/∂λ ≡ 0: ``"unit"`` | ``"normalized"`` | ``"fit"``.
+
+    Across inner optimizations the instance keeps ``theta``, the count ``episodes`` and the
+    subsampling ``generator``; :meth:`reset` restores them.
+    """
+
+    name = "hyperdistill"
+    online = True
+    memory = "O(|s| + |D|): s*, D*; LinearEstimation O(|s|)"
+
+    def __init__(self, gamma: float = 0.99, theta: float | None = None, period: int = 50,
+                 T_estimate: int | None = None, seed: int = 0, rounding: str = "nearest",
+                 distill_opt_state: bool = True, zero_direct: str = "unit"):
+        if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be a float in [0, 1], got {gamma!r}")
+        if theta is not None and not (isinstance(theta, (int, float)) and math.isfinite(theta)):
+            raise ValueError(f"theta must be a finite float or None (fit by LinearEstimation), got {theta!r}")
+        if not isinstance(period, int) or period < 1:
+            raise ValueError(f"period must be a positive int (inner optimizations between fits), got {period!r}")
+        if T_estimate is not None and (not isinstance(T_estimate, int) or T_estimate < 1):
+            raise ValueError(f"T_estimate must be a positive int, got {T_estimate!r}")
+        if rounding not in ROUNDING:
+            raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
+        if zero_direct not in ZERO_DIRECT:
+            raise ValueError(f"zero_direct must be one of {ZERO_DIRECT}, got {zero_direct!r}")
+        super().__init__(gamma=gamma, theta=theta, period=period, T_estimate=T_estimate, seed=seed,
+                         rounding=rounding, distill_opt_state=distill_opt_state, zero_direct=zero_direct)
+        self.gamma, self.fixed_theta, self.period, self.T_estimate = float(gamma), theta, period, T_estimate
+        self.seed, self.rounding, self.distill_opt_state, self.zero_direct = seed, rounding, distill_opt_state, zero_direct
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget θ, the inner-optimization count and the subsampling generator's position."""
+        self.theta = None if self.fixed_theta is None else float(self.fixed_theta)
+        self.episodes = 0
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    # ---- shared by the online and offline paths -----------------------------------------------------
+    def _init(self, problem, lam, state, T: int | None, refit: bool) -> HyperDistillCarry:
+        before = problem.cost.copy()
+        mode = "fit"
+        if self.zero_direct != "fit" and direct_is_zero(problem, lam, state):
+            mode = self.zero_direct
+        estimation = None
+        if mode == "fit" and self.fixed_theta is None and (refit or self.theta is None):
+            if T is None:
+                raise ValueError("hyperdistill needs a horizon for LinearEstimation: give "
+                                 "InnerProblem(horizon=T), T_estimate=T, or a fixed theta")
+            self.theta, estimation = linear_estimation(
+                problem, lam, state, T, self.gamma, generator=self.generator, rounding=self.rounding,
+                distill_opt_state=self.distill_opt_state)
+        theta = 1.0 if self.theta is None else self.theta
+        return HyperDistillCarry(theta, mode, pending=problem.cost - before, estimation=estimation)
+
+    def _step(self, problem, lam, state: State, carry: HyperDistillCarry):
+        before = problem.cost.copy()
+        k = carry.k + 1
+        t = state.t + 1
+        batch = problem.train_batch(t)
+        cur = state.tensors()
+        n = len(state.params)
+        if k == 1:                                                    # s*_1 = s_{t−1}, D*_1 = D_t
+            p, star, dstar = 0.0, cur, batch
+        else:                                                         # Eqs. 13, 14
+            p = forward_weight(self.gamma, k)
+            star = _mix(p, carry.star, cur) if self.distill_opt_state else \
+                _mix(p, carry.star[:n], cur[:n]) + cur[n:]
+            dstar = distill_batch(carry.dstar, batch, p, self.generator, self.rounding)
+        nxt = problem.step(state, lam)
+        loss, alpha, direct = problem.val_grad(nxt, lam)
+        _, v = problem.vjp(state.with_tensors(star), lam, padded(alpha, nxt), batch=dstar)
+        if carry.mode == "fit":
+            scale = carry.theta * geometric_sum(self.gamma, k)       # Eq. 15
+        elif carry.mode == "unit":
+            scale = 1.0
+        else:
+            norm = math.sqrt(float(_dot(v, v)))
+            scale = 1.0 / norm if norm > 0 else 0.0
+        indirect = {key: scale * x for key, x in v.items()}
+        carry.k, carry.star, carry.dstar = k, star, dstar
+        info = {"val_loss": loss, "t": t, "p": p, "scale": scale, "theta": carry.theta, "mode": carry.mode,
+                "distilled_size": _size(dstar)}
+        if carry.estimation is not None:
+            info["linear_estimation"], carry.estimation = carry.estimation, None
+        hg = result(problem, before, direct, indirect, info, self.name)
+        hg.cost, carry.pending = hg.cost + carry.pending, Cost()
+        return nxt, hg
+
+    # ---- offline ------------------------------------------------------------------------------------
+    def estimate(self, problem, lam, T, state):
+        carry = self._init(problem, lam, state, T, refit=True)
+        total = {k: torch.zeros_like(v) for k, v in lam.items()}
+        hg = None
+        for _ in range(T):
+            state, hg = self._step(problem, lam, state, carry)
+            total = {k: total[k] + hg.value[k] for k in total}
+        info = dict(hg.info)
+        info.update(state=state, sum=total, theta=carry.theta)
+        return hg.direct, hg.indirect, info
+
+    # ---- online -------------------------------------------------------------------------------------
+    def online_init(self, problem, lam, state):
+        lam = detached(lam)
+        refit = self.episodes % self.period == 0
+        self.episodes += 1
+        return self._init(problem, lam, state, self.T_estimate or problem.horizon, refit)
+
+    def online_step(self, problem, lam, state, carry):
+        state, hg = self._step(problem, detached(lam), state, carry)
+        return state, hg, carry
