@@ -160,6 +160,7 @@ class HyperParameters:
             fm = FunctionalModel(m)
             self.modules[name] = (fm, {n: f"loss.{name}.{n}" for n in fm.names}, m)
         self._check_schedules()
+        self.init()  # build λ once now, so a bad initial value (shape, dtype, sign) fails before any work
 
     # ---- building λ -------------------------------------------------------------------------------
     def _blocks(self, h: Hyper) -> int | None:
@@ -187,6 +188,7 @@ class HyperParameters:
         return t.expand(shape).clone() if t.shape != torch.Size(shape) else t
 
     def _raw(self, name: str, h: Hyper, init, shape) -> torch.Tensor:
+        _check_dtype(name, init)
         k = self._blocks(h)
         full = shape if k is None else (k, *shape)
         x = torch.as_tensor(init, dtype=self.dtype, device=self.device)

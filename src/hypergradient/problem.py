@@ -108,6 +108,16 @@ def _stream(data, what: str) -> Callable[[int], object]:
                     f"single batch; got {type(data).__name__}")
 
 
+def _check_val_loss(loss) -> None:
+    """L_val must be a scalar that depends on w or λ (else every hypergradient is zero)."""
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise ValueError("val_loss must return a scalar tensor")
+    if not loss.requires_grad:
+        raise ValueError("the validation loss depends neither on the inner weights nor on the "
+                         "hyperparameters, so every hypergradient is zero; val_loss must call f(x) "
+                         "or use hp")
+
+
 def _seed(base: int, t: int, tag: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{base}:{t}:{tag}".encode(), digest_size=6).digest(), "little")
 
@@ -131,7 +141,9 @@ class InnerProblem:
         val_batches: a batch, or ``t -> batch``.
         horizon: T, the default number of inner steps (needed by schedules).
         val_mode: ``"train"`` or ``"eval"``: the module mode (BatchNorm, dropout) for the
-            validation loss. The paper's reference code uses train mode; we make it explicit.
+            validation loss. The paper's reference code uses train mode; we make it explicit. In eval
+            mode BatchNorm's running statistics enter L_val as constants (they are carried without a
+            graph), so the hypergradient leaves out their dependence on λ.
         seed: base of the per-step seeds that make dropout replayable.
         check_finite: raise :class:`DivergenceError` when a training loss is not finite.
     """
@@ -337,12 +349,7 @@ class InnerProblem:
         lam_d = {k: v.detach().requires_grad_(wrt_lam) for k, v in lam.items()}
         with torch.enable_grad():
             loss = self.val_loss_at(state._replace(params=params), lam_d, t)
-            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                raise ValueError("val_loss must return a scalar tensor")
-            if not loss.requires_grad:
-                raise ValueError("the validation loss depends neither on the inner weights nor on the "
-                                 "hyperparameters, so every hypergradient is zero; val_loss must call f(x) "
-                                 "or use hp")
+            _check_val_loss(loss)
             inputs = list(params) + (list(lam_d.values()) if wrt_lam else [])
             g = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
         n = len(params)
@@ -350,7 +357,9 @@ class InnerProblem:
 
     def unused_hparams(self, lam) -> list[str]:
         """Keys of λ that neither Φ (over two steps) nor L_val reaches in autograd's graph; cached per
-        key set, not counted in :attr:`cost`."""
+        key set, not counted in :attr:`cost`. Being the estimators' pre-flight probe, it also raises
+        ``ValueError`` for a validation loss that is not a scalar or that depends on neither w nor λ,
+        before any inner loop runs."""
         key = tuple(lam)
         if key not in self._unused:
             lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
@@ -359,7 +368,9 @@ class InnerProblem:
                 s1 = self._phi(s0, lam_d, True)
                 s2 = self._phi(s1, lam_d, True)
                 outs = [o.sum() for o in s1.tensors() + s2.tensors() if o.requires_grad]
-                outs.append(self.val_loss_at(s0, lam_d))
+                val = self.val_loss_at(s0.detach(requires_grad=True), lam_d)
+                _check_val_loss(val)
+                outs.append(val)
                 outs = [o for o in outs if o.requires_grad]
                 g = torch.autograd.grad(outs, list(lam_d.values()), allow_unused=True) if outs else \
                     [None] * len(lam_d)
