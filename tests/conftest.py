@@ -63,6 +63,11 @@ def ce(f, batch, hp):
     return F.cross_entropy(f(x), y)
 
 
+def ce_l2(f, batch, hp):
+    """Cross-entropy plus an L2 penalty whose coefficient is the loss hyperparameter ``l2``."""
+    return ce(f, batch, hp) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())
+
+
 def make_problem(optimizer="sgd", hparams: Mapping | None = None, *, model: nn.Module | None = None,
                  T: int = 6, options: Mapping | None = None, train_loss: Callable = ce,
                  val_loss: Callable = ce, data_seed: int = 0, **kw) -> hg.InnerProblem:

@@ -24,18 +24,11 @@ from hypergradient import Hyper
 from hypergradient.diagnostics import SavedTensorMeter
 from hypergradient.estimators import REGISTRY, get
 
-from conftest import AGREE_RTOL, assert_fd_close, ce, fd_grad, make_problem, rel_err, val_after
+from conftest import AGREE_RTOL, assert_fd_close, ce, ce_l2, fd_grad, make_problem, rel_err, val_after
 
 T = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one intra-op thread is faster and immune to a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 # name -> the tests below that check it beyond the generic contract (extend when registering one)
 COVERED: dict[str, tuple[str, ...]] = {
@@ -66,10 +59,6 @@ def test_registry_is_covered():
 
 
 # ---- problems ------------------------------------------------------------------------------------------
-def ce_l2(f, batch, hp):
-    return ce(f, batch, hp) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())
-
-
 PROBLEMS = {
     # loss hyperparameter + scheduled lr: forward mode takes its generic batched-JVP path
     "sgd": lambda: make_problem("sgd", dict(lr=Hyper(0.3, schedule=2), momentum=Hyper(0.8),

@@ -16,12 +16,6 @@ from hypergradient.estimators import Estimator, Hypergradient
 from conftest import make_problem
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def regression_problem(T: int = 15, l2: float = 1.0):

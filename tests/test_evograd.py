@@ -13,19 +13,9 @@ from hypergradient import Hyper
 from hypergradient.estimators import get
 from hypergradient.estimators.evograd import evolve, perturbations
 
-from conftest import ce, make_problem
+from conftest import ce_l2, make_problem
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def ce_l2(f, batch, hp):
-    return ce(f, batch, hp) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())
 
 
 def weighted_ce(f, batch, hp):

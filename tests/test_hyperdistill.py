@@ -15,21 +15,11 @@ from hypergradient.estimators import get
 from hypergradient.estimators.hyperdistill import (backward_weight, distill_batch, forward_weight, geometric_sum,
                                                    linear_estimation, subsample)
 
-from conftest import ce, make_problem, rel_err
+from conftest import ce_l2, make_problem, rel_err
 
 T = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def ce_l2(f, batch, hp):
-    return ce(f, batch, hp) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())
 
 
 def online(est, problem, lam, steps, state=None):

@@ -14,12 +14,6 @@ from hypergradient.experiments.metalearners import ANIL, MetaSGD, MetaWeightNet,
 from hypergradient.experiments.tasks import SinusoidTasks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def tasks():

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import optim as _optim
 from .functional import Forward, FunctionalModel, select
-from .hparams import Hyper, HyperParameters
+from .hparams import HyperParameters
 
 __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 

@@ -48,7 +48,6 @@ class _Ctx:
 
 def _reduction(name: str, c: _Ctx):
     """(description, measured value, passed) of the method's defining reduction."""
-    T = c.T
     if name == "rmd":
         errs = [_rel(estimate("rmd", c.mlp, c.lam, storage=s).flat(), c.rmd.flat())
                 for s in ("recompute", "checkpoint")]
@@ -148,7 +147,7 @@ def main(json_path: str | None = None) -> int:
         print(f"{r['method']:<15}{'yes' if r['exact'] else 'no':>6}{r['steps']:>6}{r['vjps']:>6}{r['jvps']:>6}"
               f"{r['hvps']:>6}{fd:>12}{r['cos_to_rmd']:>10.4f}  {r['reduction']:<38}"
               f"{r['reduction_value']:>10.1e}  {'yes' if r['ok'] else 'NO'}")
-    print(f"\nfloat64; MLP 5-8-3 (tanh), SGD momentum 0.5, T=10, lambda = per-tensor lr + L2 coefficient "
+    print(f"\nfloat64; MLP 5-8-3 (tanh), SGD momentum 0.5, T=10, lambda = per-tensor lr + per-tensor L2 coefficients "
           f"(IFT/EvoGrad: L2 only; exact IFT checked on ridge). {time.perf_counter() - t0:.1f}s")
     if json_path:
         with open(json_path, "w") as fh:
