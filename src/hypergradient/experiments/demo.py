@@ -32,7 +32,7 @@ def _accuracy(problem, state, X, y):
 
 def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_decay: float = 1e-3):
     torch.manual_seed(seed)
-    (Xtr, ytr), (Xva, yva), (Xte, yte) = digits(seed)
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = digits(seed, dtype=torch.get_default_dtype())
     model = nn.Sequential(nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
     problem = InnerProblem(
         model, _ce, _ce, "sgd",
