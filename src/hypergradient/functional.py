@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -93,6 +93,7 @@ class FunctionalModel:
             pass
         self._skeleton = skeleton
         self._training = skeleton.training
+        self._tied = _tied_names(module)  # from the user's module: moving to meta can untie a shared Parameter
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
     def parameters(self, module: nn.Module) -> dict[str, torch.Tensor]:
@@ -109,9 +110,39 @@ class FunctionalModel:
             self._skeleton.train(training)
             self._training = training
         new_buffers = {n: b.clone() for n, b in buffers.items()}
-        out = torch.func.functional_call(self._skeleton, ({**params, **new_buffers}), args, kwargs or {},
-                                         tie_weights=True, strict=False)
+        tensors = {**params, **new_buffers}
+        if self._tied:
+            tensors = _untie(self._tied, tensors)
+        # tie_weights=False: the ties were resolved above from a map computed once (functional_call
+        # would rebuild it from the module on every call, a large part of a small model's step)
+        out = torch.func.functional_call(self._skeleton, tensors, args, kwargs or {},
+                                         tie_weights=False, strict=False)
         return out, new_buffers
+
+
+def _tied_names(module: nn.Module) -> dict[str, frozenset]:
+    """{name: all names of that tensor} for every parameter or buffer reachable under several names
+    (what ``functional_call(tie_weights=True)`` recomputes on every call)."""
+    by_tensor: dict = {}
+    for name, x in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        by_tensor.setdefault(x, set()).add(name)
+    return {n: frozenset(names) for names in by_tensor.values() if len(names) > 1 for n in names}
+
+
+def _untie(tied: Mapping[str, frozenset], tensors: dict) -> dict:
+    """Give every alias of a tied tensor the value passed for it, exactly as
+    ``torch.nn.utils.stateless._untie_named_tensors_map`` does (same error on conflicting values)."""
+    given = [n for n in tensors if n in tied]
+    for n in given:
+        names = tied[n]
+        if len(names.intersection(given)) > 1 and len({tensors[m] for m in names if m in tensors}) != 1:
+            raise ValueError(f"functional_call got multiple values for keys {sorted(names)}, which are tied. "
+                             "Consider using tie_weights=False")
+    out = dict(tensors)
+    for n in given:
+        for m in tied[n]:
+            out[m] = tensors[n]
+    return out
 
 
 class Forward:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .base import Optimizer, is_zero, zeros_like_all
+import torch
+
+from .base import Optimizer, fmul, foreach_ok, is_zero, same_zero, zeros_like_all
 
 
 class SGDState(NamedTuple):
@@ -38,6 +40,10 @@ class SGD(Optimizer):
 
     def update(self, grads, state, params, hp, t):
         lr, mom, damp, wd = hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"]
+        if foreach_ok((params, grads, state.momentum_buffer), (lr, mom, damp, wd)):
+            out = self._update_foreach(grads, state, params, lr, mom, damp, wd, t)
+            if out is not None:
+                return out
         new_p, new_v = [], []
         for i, (p, g) in enumerate(zip(params, grads)):
             if not is_zero(wd[i]):
@@ -56,3 +62,26 @@ class SGD(Optimizer):
             new_p.append(p - lr[i] * u)
             new_v.append(v)
         return tuple(new_p), SGDState(tuple(new_v))
+
+    def _update_foreach(self, grads, state, params, lr, mom, damp, wd, t):
+        """The loop above with one ``torch._foreach_*`` call per operation (same arithmetic, same
+        order, bitwise the same result); None when the per-tensor branches would differ."""
+        wd_zero, mom_zero, damp_zero = same_zero(wd), same_zero(mom), same_zero(damp)
+        if wd_zero is None or mom_zero is None or damp_zero is None:
+            return None
+        g = list(grads)
+        if not wd_zero:
+            g = torch._foreach_add(g, fmul(params, wd))
+        if mom_zero and not self.nesterov:
+            v = list(state.momentum_buffer)
+            u = g
+        else:
+            if t == 1:
+                v = g
+            elif damp_zero:
+                v = torch._foreach_add(fmul(state.momentum_buffer, mom), g)
+            else:
+                v = torch._foreach_add(fmul(state.momentum_buffer, mom), fmul(g, [1 - d for d in damp]))
+            u = torch._foreach_add(g, fmul(v, mom)) if self.nesterov else v
+        new_p = torch._foreach_sub(list(params), fmul(u, lr))
+        return tuple(new_p), SGDState(tuple(v))
