@@ -18,7 +18,8 @@ from hypergradient.estimators import get
 from hypergradient.experiments import sinusoid as S
 from hypergradient.experiments.tasks import SinusoidTasks
 
-METHODS = ["FO", "1-step", "DrMAD", "N.IFT", "HyperDistill", "RMD"]
+METHODS = ["FO", "1-step", "DrMAD", "N.IFT", "HyperDistill", "RMD"]          # the estimators
+ALL = METHODS + ["Reptile only"]                                       # + the λ-fixed baseline
 
 
 def test_batched_meta_test_equals_the_library_meta_test():
@@ -88,12 +89,12 @@ def test_quick_reproduction_structure_and_resume(tmp_path, monkeypatch, capsys):
 
     # Table 4: every method, mean ± CI, next to the paper's numbers
     t4 = res["table4"]
-    assert list(t4) == METHODS
-    for m in METHODS:
+    assert list(t4) == ALL
+    for m in ALL:
         row = t4[m]
         assert math.isfinite(row["mean"]) and row["mean"] > 0 and len(row["per_seed"]) == 1
         assert row["ci95"] == 0.0                                 # one seed
-        assert (row["paper"] is None) == (m == "RMD")
+        assert (row["paper"] is None) == (m in ("RMD", "Reptile only"))
     assert t4["HyperDistill"]["paper"] == [0.327, 0.052] and t4["DrMAD"]["paper"] == [1.086, 0.176]
     assert t4["HyperDistill"]["options"]["gamma"] in cfg["gammas"]
     assert [t4["N.IFT"]["options"]["N"], t4["N.IFT"]["options"]["K"]] in cfg["nift_grid"]
@@ -124,12 +125,13 @@ def test_quick_reproduction_structure_and_resume(tmp_path, monkeypatch, capsys):
 
     # files: table, plots, one JSON per finished run
     md = open(os.path.join(out, "table.md")).read()
-    for m in METHODS:
+    for m in ALL:
         assert f"| {m} |" in md
     for name in ("curves.png", "cosine.png"):
         assert os.path.getsize(os.path.join(out, name)) > 1000
     seeds = os.listdir(os.path.join(out, "seeds"))
-    assert {f"{m}_seed0.json" for m in METHODS} <= set(seeds)
+    assert {f"{m.replace(' ', '_')}_seed0.json" for m in ALL} <= set(seeds)
+    assert "Reptile only" not in res["costs"] and "Reptile only" not in res["cosine_own"]
     assert len(res["curves"]["FO"]["meta_val_mse"][0]) == cfg["iterations"] + 1
 
     # resume: a second run finds every seed on disk and trains nothing

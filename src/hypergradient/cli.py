@@ -43,6 +43,13 @@ def _verify(args):
     return verify.main(args.json)
 
 
+def _reproduce(args):
+    if args.experiment == "sinusoid":
+        from .experiments import sinusoid
+        sinusoid.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
+    return 0
+
+
 def torch_threads(n):
     import torch
     if n:
@@ -67,6 +74,14 @@ def main(argv=None) -> int:
     v.add_argument("--json", help="also write the table to this file")
     v.add_argument("--threads", type=int, default=0)
     v.set_defaults(func=_verify)
+    r = sub.add_parser("reproduce", help="reproduce a paper's experiment (results.json, table.md, plots)")
+    r.add_argument("experiment", choices=["sinusoid"], help="sinusoid: HyperDistill App. G (Tables 3-4, Fig. 3)")
+    r.add_argument("--quick", action="store_true", help="a smoke-test size (minutes; the numbers mean nothing)")
+    r.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 5; 1 with --quick)")
+    r.add_argument("--out", default=None, help="output directory (default results/sinusoid, or "
+                   "runs/sinusoid-quick with --quick); finished seeds found there are not run again")
+    r.add_argument("--workers", type=int, default=None, help="worker processes (default 2, 1 with --quick)")
+    r.set_defaults(func=_reproduce)
     args = p.parse_args(argv)
     return args.func(args)
 
