@@ -67,3 +67,15 @@ def test_bad_options_raise(solver):
         solver(matvec, b, maxiter=3, ridge=-1.0)
     with pytest.raises(ValueError, match="ridge"):
         dense(matvec, b, ridge=-1.0)
+
+
+def test_dense_refuses_large_systems_before_any_matvec():
+    A, b, matvec = system()
+    n = sum(x.numel() for x in b)
+    calls = []
+    with pytest.raises(ValueError, match="ift_cg"):
+        dense(lambda v: calls.append(1) or matvec(v), b, max_size=n - 1)
+    assert not calls
+    x = dense(matvec, b, max_size=None)
+    assert torch.allclose(torch.cat([xi.reshape(-1) for xi in x]),
+                          torch.cat([xi.reshape(-1) for xi in dense(matvec, b)]))

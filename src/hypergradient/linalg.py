@@ -84,12 +84,17 @@ def neumann(matvec: Callable, b: Vec, *, maxiter: int = 20, tol: float = 0.0, ri
 
 
 def dense(matvec: Callable, b: Vec, *, maxiter: int | None = None, tol: float | None = None,
-          ridge: float = 0.0) -> list:
+          ridge: float = 0.0, max_size: int | None = 4096) -> list:
     """Materialise A + ridge·I with one matvec per entry of b and solve exactly (small problems;
-    ``maxiter`` and ``tol`` are ignored)."""
+    ``maxiter`` and ``tol`` are ignored). Refuses systems larger than ``max_size`` (None: no limit),
+    which would take n matvecs and n² entries of memory."""
     A = _operator(matvec, ridge)
     sizes = [bi.numel() for bi in b]
     n = sum(sizes)
+    if max_size is not None and n > max_size:
+        raise ValueError(f"the dense solve would materialise a {n}×{n} matrix ({n} Hessian-vector products); "
+                         f"that is over max_size={max_size}: use ift_cg or ift_neumann, or pass "
+                         f"max_size=None to ift_exact to force it")
     flat_b = torch.cat([bi.reshape(-1) for bi in b])
     cols = []
     for j in range(n):

@@ -129,10 +129,11 @@ class IFTCG(_Implicit):
 
 @register
 class IFTExact(_Implicit):
-    """IFT with the Hessian materialised (|w| HVPs) and solved densely: small problems only."""
+    """IFT with the Hessian materialised (|w| HVPs) and solved densely: small problems only
+    (|w| ≤ ``max_size``; None lifts the limit)."""
 
     name = "ift_exact"
     solver = "dense"
 
-    def __init__(self, *, K: int | None = None, ridge: float = 0.0):
-        super().__init__(K=K, ridge=ridge)
+    def __init__(self, *, K: int | None = None, ridge: float = 0.0, max_size: int | None = 4096):
+        super().__init__(K=K, ridge=ridge, max_size=max_size)
