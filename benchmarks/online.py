@@ -147,27 +147,34 @@ def build_cell(spec):
     return run, warm
 
 
-def measure(impl, T, steps, repeats, args, script):
+def prepare(impl, T):
+    """The implementation after ``init`` (timed) and the warm-up steps."""
     o = make(impl, T)
     t0 = time.perf_counter()
     o.init()
     t_init = time.perf_counter() - t0
     for _ in range(WARM):
         o.step()
-    per = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            o.step()
-        per.append((time.perf_counter() - t0) / steps)
-    saved = C.saved_bytes(o.step) if impl != "train" else C.saved_bytes(o.step)
-    rss = None
-    if not args.no_memory:
-        m = C.peak_rss(script, {"impl": impl, "T": T, "steps": 2}, args.threads)
-        rss = None if m is None else m["peak"]
-    per.sort()
-    return {"impl": impl, "time_per_step": per[len(per) // 2], "samples": per, "init_time": t_init,
-            "saved_peak": saved["peak"], "rss_peak": rss}
+    return o, t_init
+
+
+def measure(objs: dict, steps: int, repeats: int, args, script, T: int) -> dict:
+    """Per-step time of every implementation, timed round-robin (``steps`` steps per sample) so
+    that drifts of the machine hit all alike; then saved bytes and fresh-process peak RSS."""
+    times = C.time_interleaved({i: (lambda o=o: [o.step() for _ in range(steps)]) for i, (o, _) in objs.items()},
+                               repeats, warmup=0)
+    res = {}
+    for impl, (o, t_init) in objs.items():
+        saved = C.saved_bytes(o.step)
+        rss = None
+        if not args.no_memory:
+            m = C.peak_rss(script, {"impl": impl, "T": T, "steps": 2}, args.threads)
+            rss = None if m is None else m["peak"]
+        tm = times[impl]
+        res[impl] = {"impl": impl, "time_per_step": tm["median"] / steps,
+                     "samples": [x / steps for x in tm["samples"]], "init_time": t_init,
+                     "saved_peak": saved["peak"], "rss_peak": rss}
+    return res
 
 
 def main(argv=None):
@@ -182,18 +189,17 @@ def main(argv=None):
     if skipped:
         print(f"not registered (skipped): {skipped}")
     nparams = sum(p.numel() for p in make_model().parameters())
-    res = {}
+    objs = {}
     for impl in impls:
         try:
-            res[impl] = measure(impl, T, steps, repeats, args, script)
+            objs[impl] = prepare(impl, T)
         except Exception as e:  # noqa: BLE001
             skipped.append(impl)
             print(f"skip {impl}: {type(e).__name__}: {e}")
-            continue
-        r = res[impl]
+    res = measure(objs, steps, repeats, args, script, T)
+    for impl, r in res.items():
         print(f"{impl:14s} {r['time_per_step'] * 1e3:8.2f} ms/step  saved {C.mib(r['saved_peak']):7.2f} MiB  "
               f"rss {C.fmt(C.mib(r['rss_peak']))} MiB")
-        sys.stdout.flush()
     base = res["train"]
     one = res.get("one_step")
     rows = []
@@ -208,10 +214,12 @@ def main(argv=None):
     goals = []
     hd, ev = res.get("hyperdistill"), res.get("evograd")
     ratio = lambda a, b, k: None if a is None or b is None or not b[k] or a[k] is None else a[k] / b[k]  # noqa: E731
-    goals.append(C.goal("hyperdistill time per step ÷ one_step", ratio(hd, one, "time_per_step"), 1.15,
-                        "" if hd else "hyperdistill not registered"))
-    goals.append(C.goal("evograd(K=2) time per step ÷ one_step", ratio(ev, one, "time_per_step"), 0.7,
-                        "" if ev else "evograd not registered"))
+    paired = lambda a: None if a is None or one is None else C.paired_ratio(a["samples"], [one["samples"]])  # noqa: E731
+    note = "median over rounds of the paired ratio (ratio of medians: {})"
+    goals.append(C.goal("hyperdistill time per step ÷ one_step", paired(hd), 1.15,
+                        note.format(C.fmt(ratio(hd, one, "time_per_step"))) if hd else "hyperdistill not registered"))
+    goals.append(C.goal("evograd(K=2) time per step ÷ one_step", paired(ev), 0.7,
+                        note.format(C.fmt(ratio(ev, one, "time_per_step"))) if ev else "evograd not registered"))
     goals.append(C.goal("evograd(K=2) peak RSS per step ÷ one_step", ratio(ev, one, "rss_peak"), 0.5,
                         "" if ev else "evograd not registered"))
     text = C.table(rows, ["impl", "ms / step", "÷ train", "÷ one_step", "init ms", "saved MiB", "peak RSS MiB",

@@ -204,3 +204,13 @@ def test_reproducible_and_options():
     for bad in (dict(K=0), dict(sigma=0), dict(tau=-1), dict(noise="uniform"), dict(when="during")):
         with pytest.raises(ValueError):
             get("evograd", **bad)
+
+
+def test_random_signs_are_fair_independent_and_seeded():
+    from hypergradient.estimators.evograd import random_signs
+    a = random_signs((1000, 37), torch.float64, torch.Generator().manual_seed(0))
+    b = random_signs((1000, 37), torch.float64, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and set(a.unique().tolist()) == {-1.0, 1.0}
+    assert abs(a.mean().item()) < 4 / (a.numel() ** 0.5)                       # fair: 4 standard errors
+    assert abs((a[:, 1:] * a[:, :-1]).mean().item()) < 4 / (a.numel() ** 0.5)  # neighbours uncorrelated
+    assert random_signs((), torch.float32, torch.Generator()).shape == ()

@@ -28,6 +28,7 @@ steps at fixed λ and returns the last hypergradient (``info["sum"]`` holds Σ_t
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -42,18 +43,53 @@ NOISE = ("sign", "gaussian")
 WHEN = ("before", "after")
 
 
+_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def random_signs(shape, dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
+    """Independent fair ±1 entries: the bits of ⌈n/64⌉ uniform 64-bit integers (one draw per 64
+    entries, several times cheaper than ``sign(randn)`` or ``bernoulli_``)."""
+    n = math.prod(shape)
+    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 63) // 64,), generator=generator, dtype=torch.int64)
+    bits = (words.view(torch.uint8).unsqueeze(-1) >> _SHIFTS) & 1
+    return bits.reshape(-1)[:n].reshape(shape).to(dtype).mul_(2).sub_(1)
+
+
+def draw(params: Sequence[torch.Tensor], sigma: float, noise: str, generator: torch.Generator) -> list:
+    """One perturbation ε aligned with ``params``: σ·s with s uniform on {−1, +1} (the distribution
+    of σ·sign(N(0, I)), drawn by :func:`random_signs`) or σ·N(0, I), from ``generator`` (a CPU
+    generator; the noise is moved to each parameter's device)."""
+    eps = []
+    for p in params:
+        if noise == "sign":
+            z = random_signs(p.shape, p.dtype, generator).mul_(sigma)
+        else:
+            z = torch.randn(p.shape, generator=generator, dtype=p.dtype).mul_(sigma)
+        eps.append(z.to(p.device))
+    return eps
+
+
 def perturbations(params: Sequence[torch.Tensor], K: int, sigma: float, noise: str,
                   generator: torch.Generator) -> list[list[torch.Tensor]]:
-    """ε_1 … ε_K, each aligned with ``params``: σ·sign(N(0, I)) or σ·N(0, I), drawn from ``generator``
-    (a CPU generator; the noise is moved to each parameter's device)."""
-    out = []
-    for _ in range(K):
-        eps = []
-        for p in params:
-            z = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
-            eps.append(sigma * (torch.sign(z) if noise == "sign" else z))
-        out.append(eps)
-    return out
+    """ε_1 … ε_K (:func:`draw`, in order from ``generator``)."""
+    return [draw(params, sigma, noise, generator) for _ in range(K)]
+
+
+class _Replay:
+    """ε_1 … ε_K drawn once from ``generator`` (left where :func:`perturbations` would leave it) and
+    redrawn on demand from saved generator states: the K perturbations never coexist in memory."""
+
+    def __init__(self, params, K, sigma, noise, generator):
+        self.params, self.sigma, self.noise, self.states = params, sigma, noise, []
+        for _ in range(K):
+            self.states.append(generator.get_state())
+            draw(params, sigma, noise, generator)
+
+    def __len__(self):
+        return len(self.states)
+
+    def __getitem__(self, k: int) -> list:
+        return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.states[k]))
 
 
 def evolve(candidates: Sequence[Sequence[torch.Tensor]], losses: torch.Tensor, tau: float):
@@ -65,7 +101,8 @@ def evolve(candidates: Sequence[Sequence[torch.Tensor]], losses: torch.Tensor, t
 
 @register
 class EvoGrad(Estimator):
-    """First-order hypergradient through a virtual evolutionary step; memory O(K·|w|).
+    """First-order hypergradient through a virtual evolutionary step; memory O(|w|) for any K
+    (the perturbations are redrawn, never stored).
 
     Args:
         K: population size (≥ 2; with K = 1 the weights are constant and g is the direct term).
@@ -80,7 +117,7 @@ class EvoGrad(Estimator):
     name = "evograd"
     online = True
     optimizer_hparams = False
-    memory = "O(K·|w|)"
+    memory = "O(|w|)"
 
     def __init__(self, K: int = 2, sigma: float = 1e-3, tau: float = 0.05, noise: str = "sign",
                  when: str = "after", seed: int = 0):
@@ -102,21 +139,33 @@ class EvoGrad(Estimator):
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def hypergradient(self, problem: InnerProblem, lam, state: State, t: int, batch=None):
-        """(direct, indirect, info) at θ = ``state``'s weights, candidates on the batch of step t."""
+        """(direct, indirect, info) at θ = ``state``'s weights, candidates on the batch of step t.
+
+        Streamed so that memory is O(|w|) whatever K: the candidates θ + ε_k are formed one at a
+        time for their losses, θ* = θ + Σ_k w_k ε_k is accumulated from redrawn ε_k (Σ_k w_k = 1),
+        and the indirect term is ∇_λ of w with output gradient c_k = ⟨∇_θ L_val(θ*), ε_k⟩ (the
+        chain rule through θ*; the θ part of θ_k drops out because Σ_k ∂w_k/∂λ = 0)."""
         theta = [p.detach() for p in state.params]
-        eps = perturbations(theta, self.K, self.sigma, self.noise, self.generator)
-        cands = [[p + e for p, e in zip(theta, ek)] for ek in eps]
+        eps = _Replay(theta, self.K, self.sigma, self.noise, self.generator)
         lam_g = {k: v.detach().requires_grad_() for k, v in lam.items()}
         with torch.enable_grad():
-            losses = torch.stack([problem.train_loss_at(state._replace(params=tuple(c)), lam_g, t, batch)[0]
-                                  for c in cands])        # the returned buffers are discarded
-            star, w = evolve(cands, losses, self.tau)
-            loss, alpha, direct = problem.val_grad(state._replace(params=tuple(x.detach() for x in star)), lam, t)
-            outs = [(x, a) for x, a in zip(star, alpha) if x.requires_grad]
-            keys = list(lam_g)
-            g = torch.autograd.grad([x for x, _ in outs], [lam_g[k] for k in keys], [a for _, a in outs],
-                                    allow_unused=True, materialize_grads=True) if outs else \
-                [torch.zeros_like(lam_g[k]) for k in keys]
+            losses = []
+            for k in range(self.K):          # the returned buffers are discarded
+                cand = tuple(p + e for p, e in zip(theta, eps[k]))
+                losses.append(problem.train_loss_at(state._replace(params=cand), lam_g, t, batch)[0])
+                del cand
+            losses = torch.stack(losses)
+            w = torch.softmax(-losses / self.tau, dim=0)
+        star = [p.clone() for p in theta]
+        for k, wk in enumerate(w.detach().tolist()):
+            for x, e in zip(star, eps[k]):
+                x.add_(e, alpha=wk)
+        loss, alpha, direct = problem.val_grad(state._replace(params=tuple(star)), lam, t)
+        del star
+        c = torch.stack([sum((a * e).sum() for a, e in zip(alpha, eps[k])) for k in range(self.K)]).to(w.dtype)
+        keys = list(lam_g)
+        g = torch.autograd.grad(w, [lam_g[k] for k in keys], c, allow_unused=True, materialize_grads=True) \
+            if w.requires_grad else [torch.zeros_like(lam_g[k]) for k in keys]
         indirect = dict(zip(keys, g))
         info = {"val_loss": loss, "weights": w.detach(), "train_losses": losses.detach(), "forwards": self.K}
         return direct, indirect, info
