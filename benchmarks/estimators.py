@@ -97,7 +97,7 @@ def measure(label, name, opts, N, T, repeats, args, script, memory=True):
     try:
         h = run()
     except Exception as e:  # noqa: BLE001 - an estimator that needs options we do not know
-        return {"label": label, "skipped": f"{type(e).__name__}: {str(e)[:160]}"}
+        return {"label": label, "skipped": f"{type(e).__name__}: {str(e)[:400]}"}
     t = C.time_interleaved({label: run}, repeats, warmup=0)[label]
     saved = C.saved_bytes(run)
     rss = None
