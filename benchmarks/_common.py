@@ -247,7 +247,21 @@ def cell_main(build: Callable[[dict], tuple[Callable, Callable]], args) -> None:
     print(json.dumps({"peak": hwm - before, "baseline": before, "hwm_reset": reset}))
 
 
-# ---- data -------------------------------------------------------------------------------------------
+# ---- models and data --------------------------------------------------------------------------------
+def mlp(dims, dtype=torch.float32, seed: int = 0):
+    """A ReLU MLP with layer sizes ``dims``, initialised from ``torch.manual_seed(seed)``."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).to(dtype)
+
+
+
 def _digits_arrays():
     """(X, y) of scikit-learn's digits, cached in the temp folder so that the fresh processes of
     :func:`peak_rss` need not import scikit-learn (seconds per process)."""

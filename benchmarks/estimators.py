@@ -23,7 +23,6 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -40,13 +39,7 @@ OPTIONS: dict[str, list[dict]] = {
 
 
 def make_problem(N: int, T: int, dtype=torch.float32):
-    torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(DIMS[:-1], DIMS[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(DIMS) - 2:
-            layers.append(nn.ReLU())
-    model = nn.Sequential(*layers).to(dtype)
+    model = C.mlp(DIMS, dtype)
     P = sum(p.numel() for p in model.parameters())
     chunk = torch.arange(P) * N // P           # which of the N coefficients each weight belongs to
     train, val = C.digits(BATCH, 10, dtype)

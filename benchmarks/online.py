@@ -27,7 +27,6 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -41,13 +40,7 @@ WARM = 3
 
 
 def make_model(dtype=torch.float32):
-    torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(DIMS[:-1], DIMS[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(DIMS) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).to(dtype)
+    return C.mlp(DIMS, dtype)
 
 
 def make_problem(T: int):

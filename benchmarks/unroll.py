@@ -64,14 +64,7 @@ class Task:
     """One model, its initial weights, the data and the initial learning rates."""
 
     def __init__(self, model: str, gran: str, dtype=torch.float32):
-        torch.manual_seed(0)
-        dims = MODELS[model]
-        layers = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            layers.append(nn.Linear(a, b))
-            if i < len(dims) - 2:
-                layers.append(nn.ReLU())
-        self.model = nn.Sequential(*layers).to(dtype)
+        self.model = C.mlp(MODELS[model], dtype)
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params0 = [p.detach().clone() for p in self.model.parameters()]
         self.train, self.val = C.digits(BATCH, 10, dtype)
@@ -298,7 +291,10 @@ def measure_cell(task: Task, runs: dict, T: int, repeats: int, tries: int, mem: 
 
 
 def main(argv=None):
-    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)} (full mode)")
+    p.add_argument("--horizons", help="comma-separated subset of T (full mode), e.g. 100,200")
+    args = p.parse_args(argv)
     if args.cell:
         return C.cell_main(build_cell, args)
     C.setup(args.threads)
@@ -308,7 +304,9 @@ def main(argv=None):
         mem_impls = ("ours-graph", "ours-checkpoint", "torchfunc", "torchopt")
         mem_cell = lambda model, gran, T: T > 10  # noqa: E731
     else:
-        grid = [(m, g, [10, 50, 100, 200]) for m in MODELS for g in ("tensor", "element")]
+        models = args.models.split(",") if args.models else list(MODELS)
+        Ts = [int(x) for x in args.horizons.split(",")] if args.horizons else [10, 50, 100, 200]
+        grid = [(m, g, Ts) for m in models for g in ("tensor", "element")]
         repeats, tries, mem_impls = 7, 3, IMPLS
         mem_cell = lambda model, gran, T: True  # noqa: E731
     impls = [i for i in IMPLS if available(i)]
@@ -336,7 +334,8 @@ def main(argv=None):
                              "settings": {"lr0": LR0, "momentum": MOM, "weight_decay": WD, "batch": BATCH,
                                           "repeats": repeats, "dtype": "float32",
                                           "malloc_mmap_threshold": 16384, "peers": [p for p in PEERS if available(p)],
-                                          "skipped": skipped},
+                                          "skipped": skipped, "models": sorted({g[0] for g in grid}),
+                                          "horizons": sorted({T for g in grid for T in g[2]})},
                              "goals": goals, "cells": cells})
 
 

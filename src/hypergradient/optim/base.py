@@ -90,24 +90,19 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-FOREACH_GRAD_MAX_NUMEL = 32768
-
-
 def foreach_ok(tensor_lists: Sequence[Sequence], hps: Sequence[Sequence]) -> bool:
     """True when the foreach path may replace a per-tensor loop over ``tensor_lists`` (aligned lists
     of tensors) with per-tensor hyperparameters ``hps`` (each a sequence of all numbers or all
-    tensors, one per parameter tensor): no torch.func transform, CPU, one dtype. Autograd may be on:
-    the foreach ops are differentiable (twice, as the double-backward JVP needs) and one autograd node
-    per operation replaces one per tensor, which pays where tensors are small (a 20-layer MLP of
-    width 32: 0.8x the time of the loop) but not for large ones (up to 1.08x at 512x512, measured
-    with ``benchmarks/unroll.py``), so under autograd it is taken only for a mean tensor size below
-    ``FOREACH_GRAD_MAX_NUMEL``."""
-    if _peek_transforms is None or _peek_transforms() is not None:
+    tensors, one per parameter tensor): autograd off, no torch.func transform, CPU, one dtype.
+
+    Not under autograd: the foreach ops' derivative formulas save their inputs where the per-tensor
+    ops save nothing (``_foreach_add`` / ``_foreach_sub`` keep both operands, ``_foreach_mul`` by a
+    scalar keeps the tensor), which made an unrolled SGD graph hold 2.3x the saved bytes of the loop
+    (measured with ``benchmarks/unroll.py``), for at most 0.8x its time on many small tensors."""
+    if torch.is_grad_enabled() or _peek_transforms is None or _peek_transforms() is not None:
         return False
     first = tensor_lists[0]
     if not first:
-        return False
-    if torch.is_grad_enabled() and sum(x.numel() for x in first) > FOREACH_GRAD_MAX_NUMEL * len(first):
         return False
     dev, dt = first[0].device, first[0].dtype
     if dev.type != "cpu":
