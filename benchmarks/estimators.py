@@ -127,17 +127,10 @@ def main(argv=None):
         sys.stdout.flush()
     ok = [(l, n, o) for l, n, o in vs if l not in skipped]
     scaling = []
+    grid = [(base_N, T) for T in Ts if T != base_T] + [(N, base_T) for N in Ns if N != base_N]
     for label, name, opts in ok:
-        for T in Ts:
-            if T == base_T:
-                continue
-            r = measure(label, name, opts, base_N, T, repeats, args, script, memory=False)
-            if "skipped" not in r:
-                scaling.append(r)
-        for N in Ns:
-            if N == base_N:
-                continue
-            r = measure(label, name, opts, N, base_T, repeats, args, script, memory=False)
+        for N, T in grid:
+            r = measure(label, name, opts, N, T, repeats, args, script, memory=False)
             if "skipped" not in r:
                 scaling.append(r)
         print(f"scaled {label}")
