@@ -172,20 +172,17 @@ def render(base, scaling, skipped, fmd, goals, base_T, base_N) -> str:
     labels = [r["label"] for r in base]
     Ts = sorted({r["T"] for r in allr if r["N"] == base_N})
     Ns = sorted({r["N"] for r in allr if r["T"] == base_T})
-    trows, nrows = [], []
-    for l in labels:
-        row = {"estimator": l}
-        for T in Ts:
-            m = [r for r in allr if r["label"] == l and r["T"] == T and r["N"] == base_N]
-            row[f"T={T} ms"] = m[0]["time"] * 1e3 if m else None
-            row[f"T={T} saved MiB"] = C.mib(m[0]["saved_peak"]) if m else None
-        trows.append(row)
-        row = {"estimator": l}
-        for N in Ns:
-            m = [r for r in allr if r["label"] == l and r["N"] == N and r["T"] == base_T]
-            row[f"N={N} ms"] = m[0]["time"] * 1e3 if m else None
-            row[f"N={N} saved MiB"] = C.mib(m[0]["saved_peak"]) if m else None
-        nrows.append(row)
+
+    def scaling_row(label, key, values, fixed):
+        """One table row: time and saved bytes of ``label`` over ``key`` ∈ values, the other axis fixed."""
+        row = {"estimator": label}
+        for v in values:
+            m = [r for r in allr if r["label"] == label and r[key] == v and all(r[k] == x for k, x in fixed.items())]
+            row[f"{key}={v} ms"] = m[0]["time"] * 1e3 if m else None
+            row[f"{key}={v} saved MiB"] = C.mib(m[0]["saved_peak"]) if m else None
+        return row
+    trows = [scaling_row(l, "T", Ts, {"N": base_N}) for l in labels]
+    nrows = [scaling_row(l, "N", Ns, {"T": base_T}) for l in labels]
     out += "\n" + C.table(trows, list(trows[0]) if trows else ["estimator"], f"scaling with T (N={base_N})")
     out += "\n" + C.table(nrows, list(nrows[0]) if nrows else ["estimator"], f"scaling with N (T={base_T})")
     if fmd:

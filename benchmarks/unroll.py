@@ -126,25 +126,26 @@ def make_torchfunc(task: Task):
     return run
 
 
+def mlp_forward(params, x):
+    """The benchmark MLP written out: (weight, bias) pairs with ReLU between the layers."""
+    n = len(params)
+    for i in range(0, n, 2):
+        x = F.linear(x, params[i], params[i + 1])
+        if i + 2 < n:
+            x = torch.relu(x)
+    return x
+
+
 def make_manual(task: Task):
-    n = len(task.params0)
-
-    def forward(params, x):
-        for i in range(0, n, 2):
-            x = F.linear(x, params[i], params[i + 1])
-            if i + 2 < n:
-                x = torch.relu(x)
-        return x
-
     def run(T):
         lrs = task.lrs()
         params = [p.clone().requires_grad_() for p in task.params0]
         bufs = None
         for t in range(T):
             x, y = task.batch(t)
-            grads = torch.autograd.grad(F.cross_entropy(forward(params, x), y), params, create_graph=True)
+            grads = torch.autograd.grad(F.cross_entropy(mlp_forward(params, x), y), params, create_graph=True)
             params, bufs = _sgd_step(params, bufs, grads, lrs, t == 0)
-        return list(torch.autograd.grad(F.cross_entropy(forward(params, task.val[0]), task.val[1]), lrs))
+        return list(torch.autograd.grad(F.cross_entropy(mlp_forward(params, task.val[0]), task.val[1]), lrs))
     return run
 
 
@@ -153,17 +154,11 @@ def make_manual_flat(task: Task):
     layer weights are views into it, autograd returns one flat gradient, and the optimizer step is six
     ops whatever the number of tensors. Not a peer: a prototype of what a flat layout would buy us
     (exact, but it sums some gradient terms in another order, so it agrees to rounding, not bitwise)."""
-    n = len(task.params0)
     shapes = [p.shape for p in task.params0]
     sizes = [p.numel() for p in task.params0]
 
     def forward(flat, x):
-        params = [a.view(s) for a, s in zip(flat.split(sizes), shapes)]
-        for i in range(0, n, 2):
-            x = F.linear(x, params[i], params[i + 1])
-            if i + 2 < n:
-                x = torch.relu(x)
-        return x
+        return mlp_forward([a.view(s) for a, s in zip(flat.split(sizes), shapes)], x)
 
     def run(T):
         lrs = task.lrs()

@@ -18,8 +18,9 @@ from conftest import make_problem
 
 
 
-def regression_problem(T: int = 15, l2: float = 1.0):
-    """Least squares on 12 clean-ish examples with an l2 penalty that starts far too strong."""
+def regression_problem(T: int = 15, l2: float = 1.0, nan_val_at: int | None = None):
+    """Least squares on 12 clean-ish examples with an l2 penalty that starts far too strong
+    (validation inputs all NaN at step ``nan_val_at``, if given)."""
     g = torch.Generator().manual_seed(0)
     w_true = torch.randn(5, 1, generator=g, dtype=torch.float64)
     X = torch.randn(12, 5, generator=g, dtype=torch.float64)
@@ -37,7 +38,7 @@ def regression_problem(T: int = 15, l2: float = 1.0):
 
     return hg.InnerProblem(model, train, val, "sgd", hparams={"lr": 0.2, "momentum": 0.5},
                            loss_hparams={"l2": Hyper(l2, positive="exp")}, train_batches=[(X, y)],
-                           val_batches=(Xv, yv), horizon=T)
+                           val_batches=lambda t: (Xv * float("nan") if t == nan_val_at else Xv, yv), horizon=T)
 
 
 def val_after(problem, lam):
@@ -137,6 +138,20 @@ def test_nonfinite_hypergradients():
     assert math.isclose(lam["loss.l2"].item(), l0 - 0.2)
 
 
+@pytest.mark.parametrize("name", ["one_step", "hyperdistill", "evograd"])
+def test_nonfinite_policy_applies_to_registered_estimators(name):
+    """A real estimator's NaN hypergradient (NaN validation data at step 2) reaches the driver's
+    policy: raise by default, skip that outer step with nonfinite="skip"."""
+    problem = regression_problem(T=3, nan_val_at=2)
+    lam = problem.init_hparams()
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        run_online(problem, name, lam, torch.optim.SGD(lam.values(), lr=0.1))
+    lam = problem.init_hparams()
+    res = run_online(problem, name, lam, torch.optim.SGD(lam.values(), lr=0.1), nonfinite="skip")
+    assert res.history["skipped"] == [False, True, False]
+    assert math.isfinite(lam["loss.l2"].item())
+
+
 # ---- sign-based outer optimizer -----------------------------------------------------------------------
 def test_sign_descent_halves_on_flips_and_skips_nan():
     lam = torch.zeros(4, requires_grad=True)
@@ -165,6 +180,13 @@ def quadratic():
     return lambda th: 0.5 * th @ A @ th
 
 
+def _hd_gradient_and_lr(f, ref, alpha, d_prev, beta):
+    """∇f at the reference point and the learning rate α_t = α_{t−1} + β ∇f(θ_{t−1})·d_{t−1}."""
+    r = ref.clone().requires_grad_()
+    (g,) = torch.autograd.grad(f(r), r)
+    return g, (alpha if d_prev is None else alpha + beta * float(g @ d_prev))
+
+
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.5, False), (0.5, True)])
 def test_sgd_hd_matches_its_recursion(momentum, nesterov):
     f = quadratic()
@@ -176,10 +198,7 @@ def test_sgd_hd_matches_its_recursion(momentum, nesterov):
         opt.zero_grad()
         f(th).backward()
         opt.step()
-        r = ref.clone().requires_grad_()
-        (g,) = torch.autograd.grad(f(r), r)
-        if d_prev is not None:
-            alpha = alpha + 0.01 * float(g @ d_prev)              # α_t = α_{t−1} + β ∇f(θ_{t−1})·d_{t−1}
+        g, alpha = _hd_gradient_and_lr(f, ref, alpha, d_prev, 0.01)
         if momentum:
             v = g if v is None else momentum * v + g
             d = g + momentum * v if nesterov else v
@@ -204,10 +223,7 @@ def test_adam_hd_matches_its_recursion():
         opt.zero_grad()
         f(th).backward()
         opt.step()
-        r = ref.clone().requires_grad_()
-        (g,) = torch.autograd.grad(f(r), r)
-        if d_prev is not None:
-            alpha = alpha + beta * float(g @ d_prev)
+        g, alpha = _hd_gradient_and_lr(f, ref, alpha, d_prev, beta)
         m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
         d = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
         ref, d_prev = ref - alpha * d, d

@@ -50,7 +50,7 @@ def cg(matvec: Callable, b: Vec, *, maxiter: int = 100, tol: float = 1e-10, ridg
     rr = _dot(r, r)
     stop = (tol * torch.sqrt(rr)) ** 2
     for _ in range(maxiter):
-        if rr <= stop or rr == 0:
+        if rr <= stop:
             break
         Ap = A(p)
         step = rr / _dot(p, Ap)
@@ -74,11 +74,11 @@ def neumann(matvec: Callable, b: Vec, *, maxiter: int = 20, tol: float = 0.0, ri
     A = _operator(matvec, ridge)
     v = [bi.clone() for bi in b]
     p = [bi.clone() for bi in b]
-    stop = tol * torch.sqrt(_dot(b, b))
+    stop = tol * torch.sqrt(_dot(b, b)) if tol > 0 else None
     for _ in range(maxiter):
         v = _axpy(-lr, A(v), v)
         p = [pi + vi for pi, vi in zip(p, v)]
-        if torch.sqrt(_dot(v, v)) <= stop:
+        if stop is not None and torch.sqrt(_dot(v, v)) <= stop:
             break
     return [lr * pi for pi in p]
 

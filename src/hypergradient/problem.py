@@ -183,6 +183,7 @@ class InnerProblem:
         self.horizon, self.val_mode, self.seed, self.check_finite = horizon, val_mode, seed, check_finite
         self.cost = Cost()
         self._unused: dict[tuple, list[str]] = {}
+        self._val_unreached: dict[tuple, list[str]] = {}
 
     # ---- set-up -------------------------------------------------------------------------------------
     def init_hparams(self) -> dict[str, torch.Tensor]:
@@ -370,12 +371,19 @@ class InnerProblem:
                 outs = [o.sum() for o in s1.tensors() + s2.tensors() if o.requires_grad]
                 val = self.val_loss_at(s0.detach(requires_grad=True), lam_d)
                 _check_val_loss(val)
-                outs.append(val)
+                gv = torch.autograd.grad(val, list(lam_d.values()), allow_unused=True, retain_graph=True)
                 outs = [o for o in outs if o.requires_grad]
                 g = torch.autograd.grad(outs, list(lam_d.values()), allow_unused=True) if outs else \
                     [None] * len(lam_d)
-            self._unused[key] = [k for k, gi in zip(lam_d, g) if gi is None]
+            self._val_unreached[key] = [k for k, gi in zip(lam_d, gv) if gi is None]
+            self._unused[key] = [k for k, gi, gvi in zip(lam_d, g, gv) if gi is None and gvi is None]
         return self._unused[key]
+
+    def val_unreached(self, lam) -> list[str]:
+        """Keys of λ that L_val does not reach in autograd's graph (∂L_val/∂λ ≡ 0: the direct term is
+        zero, e.g. Meta-Weight-Net); from the same cached probe as :meth:`unused_hparams`."""
+        self.unused_hparams(lam)
+        return self._val_unreached[tuple(lam)]
 
     def run(self, state: State, lam, T: int, *, create_graph: bool = False, keep: Callable[[int], bool] | None = None):
         """Apply Φ T times from ``state``; returns (final state, {t: s_t for kept t})."""

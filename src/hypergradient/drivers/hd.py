@@ -49,7 +49,8 @@ class _HD(torch.optim.Optimizer):
                 if group["weight_decay"] != 0:
                     g = g + group["weight_decay"] * p
                 grads.append(g)
-            h = sum(float((g * self.state[p]["d"]).sum()) for p, g in zip(live, grads) if "d" in self.state[p])
+            dots = [(g * self.state[p]["d"]).sum() for p, g in zip(live, grads) if "d" in self.state[p]]
+            h = float(torch.stack(dots).sum()) if dots else 0.0        # one host sync per group
             group["lr"] = group["lr"] + group["hypergrad_lr"] * h     # α_t = α_{t−1} + β g_t·d_{t−1}
             for p, g in zip(live, grads):
                 st = self.state[p]

@@ -131,8 +131,7 @@ def meta_train(learner: MetaLearner, estimator, hparams: dict, outer: torch.opti
     for it in range(iterations):
         problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
         if it == 0:
-            for p in problems[:1]:
-                p.hparams.validate(hparams)
+            problems[0].hparams.validate(hparams)   # every task's problem shares the learner's hyperparameters
         Ti = problems[0].horizon_or(T)
         if lr_decay and decay is None:
             decay = LinearDecay(outer, iterations * Ti)

@@ -56,8 +56,7 @@ class SignDescent(torch.optim.Optimizer):
                 if not st:
                     st["sign"] = torch.zeros_like(p)    # s_{prev}; 0 = no sign seen yet
                     st["scale"] = torch.ones_like(p)    # γ / lr
-                finite = torch.isfinite(g)
-                s = torch.where(finite, torch.sign(torch.where(finite, g, torch.zeros_like(g))), torch.zeros_like(g))
+                s = torch.sign(torch.where(torch.isfinite(g), g, torch.zeros_like(g)))   # NaN/inf → 0: skipped
                 flip = (s * st["sign"]) < 0
                 st["scale"] = torch.where(flip, st["scale"] * group["decay"], st["scale"])
                 p.sub_(s * st["scale"] * group["lr"])

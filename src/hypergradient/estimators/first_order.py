@@ -12,29 +12,17 @@ from __future__ import annotations
 
 import torch
 
-from ._online import detached, result
-from .base import Estimator, register
+from ._online import Lookahead
+from .base import register
 
 
 @register
-class FirstOrder(Estimator):
+class FirstOrder(Lookahead):
     """g = g^FO_T; memory O(|s|); one validation gradient."""
 
     name = "first_order"
-    online = True
-    memory = "O(|s|)"
 
-    def estimate(self, problem, lam, T, state):
-        state, _ = problem.run(state, lam, T)
+    def lookahead(self, problem, lam, prev):
+        state = problem.step(prev, lam)
         loss, _, direct = problem.val_grad(state, lam)
-        return direct, {k: torch.zeros_like(v) for k, v in lam.items()}, {"val_loss": loss, "state": state}
-
-    def online_init(self, problem, lam, state):
-        return None
-
-    def online_step(self, problem, lam, state, carry):
-        lam, before = detached(lam), problem.cost.copy()
-        state = problem.step(state, lam)
-        loss, _, direct = problem.val_grad(state, lam)
-        zero = {k: torch.zeros_like(v) for k, v in lam.items()}
-        return state, result(problem, before, direct, zero, {"val_loss": loss}, self.name), carry
+        return state, loss, direct, {k: torch.zeros_like(v) for k, v in lam.items()}

@@ -61,6 +61,7 @@ from typing import Mapping
 
 import torch
 
+from ..linalg import _dot as linalg_dot
 from ..problem import Cost, InnerProblem, State
 from ._online import detached, padded, result
 from .base import Estimator, register
@@ -176,7 +177,8 @@ def distill_batch(old, new, p: float, generator: torch.Generator, rounding: str 
 
 # ---- LinearEstimation (Algorithm 4) -----------------------------------------------------------------
 def _dot(a: Mapping, b: Mapping) -> torch.Tensor:
-    return sum((a[k] * b[k]).sum() for k in a)
+    """⟨a, b⟩ over λ-shaped dicts (:func:`hypergradient.linalg._dot` on aligned values)."""
+    return linalg_dot(list(a.values()), [b[k] for k in a])
 
 
 def linear_estimation(problem: InnerProblem, lam, state: State, T: int, gamma: float, *,
@@ -227,16 +229,10 @@ def linear_estimation(problem: InnerProblem, lam, state: State, T: int, gamma: f
                    "cost": problem.cost - before, "T": T}
 
 
-def direct_is_zero(problem: InnerProblem, lam, state: State) -> bool:
-    """True when no path leads from λ to L_val in autograd's graph (∂L_val/∂λ ≡ 0, e.g. Meta-Weight-Net).
-    One validation forward pass, not counted in ``problem.cost``."""
-    lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
-    with torch.enable_grad():
-        loss = problem.val_loss_at(state.detach(), lam_d, state.t + 1)
-        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-            return True
-        g = torch.autograd.grad(loss, list(lam_d.values()), allow_unused=True)
-    return all(x is None for x in g)
+def direct_is_zero(problem: InnerProblem, lam) -> bool:
+    """True when no path leads from λ to L_val in autograd's graph (∂L_val/∂λ ≡ 0, e.g.
+    Meta-Weight-Net); the problem's cached pre-flight probe, not counted in ``problem.cost``."""
+    return set(problem.val_unreached(lam)) == set(lam)
 
 
 # ---- the estimator ----------------------------------------------------------------------------------
@@ -307,7 +303,7 @@ class HyperDistill(Estimator):
     def _init(self, problem, lam, state, T: int | None, refit: bool) -> HyperDistillCarry:
         before = problem.cost.copy()
         mode = "fit"
-        if self.zero_direct != "fit" and direct_is_zero(problem, lam, state):
+        if self.zero_direct != "fit" and direct_is_zero(problem, lam):
             mode = self.zero_direct
         estimation = None
         if mode == "fit" and self.fixed_theta is None and (refit or self.theta is None):

@@ -13,35 +13,19 @@ the same formula with T = t.
 
 from __future__ import annotations
 
-from ._online import detached, padded, result
-from .base import Estimator, register
-
-
-def lookahead(problem, lam, prev):
-    """(s_t, L_val, direct, α_t B_t) for the step from ``prev`` = s_{t-1}."""
-    state = problem.step(prev, lam)
-    loss, alpha, direct = problem.val_grad(state, lam)
-    _, indirect = problem.vjp(prev, lam, padded(alpha, state))
-    return state, loss, direct, indirect
+from ._online import Lookahead, padded
+from .base import register
 
 
 @register
-class OneStep(Estimator):
+class OneStep(Lookahead):
     """g = g^FO_T + α_T B_T; memory O(|s|); one step, one VJP, one validation gradient beyond T − 1 steps."""
 
     name = "one_step"
-    online = True
-    memory = "O(|s|)"
 
-    def estimate(self, problem, lam, T, state):
-        prev, _ = problem.run(state, lam, T - 1)
-        state, loss, direct, indirect = lookahead(problem, lam, prev)
-        return direct, indirect, {"val_loss": loss, "state": state}
-
-    def online_init(self, problem, lam, state):
-        return None
-
-    def online_step(self, problem, lam, state, carry):
-        lam, before = detached(lam), problem.cost.copy()
-        state, loss, direct, indirect = lookahead(problem, lam, state)
-        return state, result(problem, before, direct, indirect, {"val_loss": loss}, self.name), carry
+    def lookahead(self, problem, lam, prev):
+        """(s_t, L_val, direct, α_t B_t) for the step from ``prev`` = s_{t-1}."""
+        state = problem.step(prev, lam)
+        loss, alpha, direct = problem.val_grad(state, lam)
+        _, indirect = problem.vjp(prev, lam, padded(alpha, state))
+        return state, loss, direct, indirect

@@ -59,6 +59,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..estimators.base import check
+
 __all__ = ["SinusoidConfig", "METHODS", "PAPER_TABLE4", "run", "train_one", "adapt_and_score", "task_set",
            "make_estimator", "applied_hypergradient", "summarize", "main"]
 
@@ -338,8 +340,10 @@ def _inner_optimization(est, problems, lam, outer, starts, T):
             total = {k: v.detach().clone() for k, v in hg.value.items()} if total is None else \
                 {k: total[k] + hg.value[k].detach() for k in total}
         if active:
+            mean = {k: v / active for k, v in total.items()}
+            check(mean, est.name)           # a non-finite hypergradient ends the run (recorded as diverged)
             for k, v in lam.items():
-                v.grad = total[k] / active
+                v.grad = mean[k]
             outer.step()
             for v in lam.values():
                 v.grad = None

@@ -93,12 +93,9 @@ def _is_number(x) -> bool:
 def foreach_ok(tensor_lists: Sequence[Sequence], hps: Sequence[Sequence]) -> bool:
     """True when the foreach path may replace a per-tensor loop over ``tensor_lists`` (aligned lists
     of tensors) with per-tensor hyperparameters ``hps`` (each a sequence of all numbers or all
-    tensors, one per parameter tensor): autograd off, no torch.func transform, CPU, one dtype.
-
-    Not under autograd: the foreach ops' derivative formulas save their inputs where the per-tensor
-    ops save nothing (``_foreach_add`` / ``_foreach_sub`` keep both operands, ``_foreach_mul`` by a
-    scalar keeps the tensor), which made an unrolled SGD graph hold 2.3x the saved bytes of the loop
-    (measured with ``benchmarks/unroll.py``), for at most 0.8x its time on many small tensors."""
+    tensors, one per parameter tensor): autograd off, no torch.func transform, CPU, one dtype (why:
+    the comment above; under autograd an unrolled SGD graph held 2.3x the saved bytes of the loop in
+    ``benchmarks/unroll.py``)."""
     if torch.is_grad_enabled() or _peek_transforms is None or _peek_transforms() is not None:
         return False
     first = tensor_lists[0]
