@@ -245,8 +245,11 @@ class InnerProblem:
         self.cost.steps += 1
         return self._phi(state, lam, create_graph, batch)
 
-    def _phi(self, state: State, lam, create_graph: bool, batch=None) -> State:
-        t = state.t + 1
+    def train_grad(self, state: State, lam, t: int, *, create_graph: bool, batch=None):
+        """(params, ∇_w L_train, buffers) at state's weights on the batch of step t (or ``batch``):
+        ``params`` are the differentiable weights the gradient was taken at (state's own when they
+        already require grad). Raises :class:`DivergenceError` on a non-finite loss (``check_finite``)
+        and ``ValueError`` for a loss that does not depend on w. Not counted in :attr:`cost`."""
         params = tuple(p if p.requires_grad else p.detach().requires_grad_() for p in state.params)
         with torch.enable_grad():
             loss, buffers = self.train_loss_at(state._replace(params=params), lam, t, batch)
@@ -258,6 +261,11 @@ class InnerProblem:
                                  "call f(x) (or use f.params)")
             grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True,
                                         materialize_grads=True)
+        return params, grads, buffers
+
+    def _phi(self, state: State, lam, create_graph: bool, batch=None) -> State:
+        t = state.t + 1
+        params, grads, buffers = self.train_grad(state, lam, t, create_graph=create_graph, batch=batch)
         hp = self.hparams.resolve_optim(lam, t)
         if create_graph:
             new_p, new_opt = self.optimizer.update(grads, state.opt, params, hp, t)
@@ -333,10 +341,8 @@ class InnerProblem:
         """∂²L_train/∂w² v at state's weights, on the batch of step t (default: the next step)."""
         self.cost.hvps += 1
         t = state.t + 1 if t is None else t
-        params = tuple(p.detach().requires_grad_() for p in state.params)
+        params, g, _ = self.train_grad(state.detach(), lam, t, create_graph=True)
         with torch.enable_grad():
-            loss, _ = self.train_loss_at(state._replace(params=params), lam, t)
-            g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True, materialize_grads=True)
             pairs = [(gi, vi) for gi, vi in zip(g, v) if gi.requires_grad]
             hv = torch.autograd.grad([p[0] for p in pairs], params, [p[1] for p in pairs],
                                      allow_unused=True, materialize_grads=True) if pairs else \

@@ -76,10 +76,7 @@ def online_estimator(estimator, hparams: Mapping[str, torch.Tensor], **options) 
         online = sorted(k for k, c in _base.REGISTRY.items() if c.online)
         raise ValueError(f"{estimator.name} gives no hypergradient until the inner optimization ends, so it "
                          f"cannot drive online updates; online estimators: {online}")
-    learned = [k for k in hparams if k.startswith("optim.")]
-    if learned and not estimator.optimizer_hparams:
-        raise ValueError(f"{estimator.name} cannot differentiate optimizer hyperparameters {learned}; make them "
-                         "constants or use one_step, fmd or hyperdistill")
+    estimator.check_hparams(hparams)
     return estimator
 
 

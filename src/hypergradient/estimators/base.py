@@ -70,16 +70,23 @@ class Estimator:
     def online_step(self, problem: InnerProblem, lam: dict, state: State, carry):
         raise NotImplementedError(f"{self.name} is offline only")
 
+    # why the optimizer's own hyperparameters do not enter (estimators with optimizer_hparams = False)
+    no_optimizer_hparams = "it does not differentiate through the optimizer's update"
+
+    def check_hparams(self, keys) -> None:
+        """ValueError, before any work, for optimizer hyperparameters that this estimator cannot
+        differentiate (``optimizer_hparams = False``)."""
+        learned = [k for k in keys if k.startswith("optim.")]
+        if learned and not self.optimizer_hparams:
+            raise ValueError(f"{self.name} cannot differentiate optimizer hyperparameters {learned}: "
+                             f"{self.no_optimizer_hparams}; use rmd, fmd, one_step or hyperdistill, or make "
+                             "them constants")
+
     def __call__(self, problem: InnerProblem, hparams: Mapping[str, torch.Tensor], *, T: int | None = None,
                  state: State | None = None) -> Hypergradient:
         T = problem.horizon_or(T)
         problem.hparams.validate(hparams)
-        if not self.optimizer_hparams:
-            learned = [k for k in hparams if k.startswith("optim.")]
-            if learned:
-                raise ValueError(f"{self.name} cannot differentiate optimizer hyperparameters {learned}: it "
-                                 "assumes the inner problem is solved (or uses a virtual step), so the "
-                                 "optimizer's own hyperparameters do not enter; use rmd, fmd or one_step")
+        self.check_hparams(hparams)
         lam = {k: v.detach() for k, v in hparams.items()}
         unused = problem.unused_hparams(lam)
         if unused:

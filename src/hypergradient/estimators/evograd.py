@@ -117,6 +117,7 @@ class EvoGrad(Estimator):
     name = "evograd"
     online = True
     optimizer_hparams = False
+    no_optimizer_hparams = "its virtual step is evolutionary, not the optimizer's, so lr / momentum do not enter"
     memory = "O(|w|)"
 
     def __init__(self, K: int = 2, sigma: float = 1e-3, tau: float = 0.05, noise: str = "sign",
@@ -170,13 +171,6 @@ class EvoGrad(Estimator):
         info = {"val_loss": loss, "weights": w.detach(), "train_losses": losses.detach(), "forwards": self.K}
         return direct, indirect, info
 
-    def _check(self, lam):
-        learned = [k for k in lam if k.startswith("optim.")]
-        if learned:
-            raise ValueError(f"evograd cannot differentiate optimizer hyperparameters {learned}: its virtual "
-                             "step is evolutionary, not the optimizer's, so lr / momentum do not enter; use "
-                             "rmd, fmd, one_step or hyperdistill, or make them constants")
-
     def _step(self, problem, lam, state):
         before = problem.cost.copy()
         t = state.t + 1
@@ -200,7 +194,7 @@ class EvoGrad(Estimator):
         return hg.direct, hg.indirect, info
 
     def online_init(self, problem, lam, state):
-        self._check(lam)
+        self.check_hparams(lam)
         return None
 
     def online_step(self, problem, lam, state, carry):

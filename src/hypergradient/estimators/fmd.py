@@ -29,13 +29,12 @@ the whole map Φ, so a clip mask M inside Φ would still give the exact M·H·z.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
 from ..optim import SGD
 from ..optim.base import is_zero
-from ..problem import DivergenceError, State
+from ..problem import State
 from ._online import detached, result
 from .base import Estimator, register
 
@@ -112,13 +111,8 @@ def _hp_tangents(problem, lam, cols, t, cache):
 def sgd_step(problem, lam, state: State, carry: dict) -> State:
     """One SGD step and the closed-form update of (Z, C) over the weights; counts 1 step, N HVPs."""
     t, Z, C, N = state.t + 1, carry["Z"], carry["C"], carry["N"]
-    params = tuple(p.detach().requires_grad_() for p in state.params)
+    params, grads, buffers = problem.train_grad(state.detach(), lam, t, create_graph=Z is not None)
     with torch.enable_grad():
-        loss, buffers = problem.train_loss_at(state._replace(params=params), lam, t)
-        if problem.check_finite and not math.isfinite(loss.item()):
-            raise DivergenceError(f"the inner loop diverged at step {t} (training loss {loss.item()})")
-        grads = torch.autograd.grad(loss, params, create_graph=Z is not None, allow_unused=True,
-                                    materialize_grads=True)
         hz = [None] * len(params)
         live = [i for i, g in enumerate(grads) if g.requires_grad]
         if Z is not None and live:

@@ -33,11 +33,9 @@ from .base import Estimator, register
 def mixed_vjp(problem, state, lam, x, t: int) -> dict:
     """x ∂²L_train/∂w∂λ at state's weights on the batch of step t (counted as one HVP)."""
     problem.cost.hvps += 1
-    params = tuple(p.detach().requires_grad_() for p in state.params)
     lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+    _, g, _ = problem.train_grad(state.detach(), lam_d, t, create_graph=True)
     with torch.enable_grad():
-        loss, _ = problem.train_loss_at(state._replace(params=params), lam_d, t)
-        g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True, materialize_grads=True)
         pairs = [(gi, xi) for gi, xi in zip(g, x) if gi.requires_grad]
         if not pairs:
             return {k: torch.zeros_like(v) for k, v in lam.items()}
@@ -48,6 +46,8 @@ def mixed_vjp(problem, state, lam, x, t: int) -> dict:
 
 class _Implicit(Estimator):
     optimizer_hparams = False
+    no_optimizer_hparams = ("it treats w_T as a stationary point of the training loss, where the optimizer's "
+                            "hyperparameters do not enter")
     online = True
     memory = "O(|s|)"
     solver = ""
