@@ -261,6 +261,11 @@ class HyperParameters:
             return (h.schedule * (t - 1)) // self.horizon
         return (t - 1) // h.block
 
+    def window(self, t: int) -> tuple:
+        """Which schedule entry every scheduled optimizer hyperparameter uses at step t: steps with
+        the same window get the same :meth:`resolve_optim` values (``()`` without schedules)."""
+        return tuple(self.index(h, t) for h in self.specs.values() if h.schedule is not None or h.block is not None)
+
     def resolve_optim(self, lam: Mapping[str, torch.Tensor], t: int) -> dict[str, tuple]:
         """Optimizer hyperparameter values at step t, one entry per inner weight tensor."""
         n = len(self.param_names)

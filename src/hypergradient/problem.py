@@ -4,6 +4,7 @@ Inner dynamics ``s_t = Φ(s_{t-1}, λ; D_t)`` where the state s = (w, optimizer 
 §0). Estimators touch Φ only through:
 
 * :meth:`InnerProblem.step`      — s_t from s_{t-1} (optionally keeping autograd's graph);
+* :meth:`InnerProblem.unroll`    — s_{t+n} from s_t through n steps, keeping the graph (flat layout);
 * :meth:`InnerProblem.vjp`       — (ᾱ A_t, ᾱ B_t): one reverse-mode product with ∂Φ/∂s and ∂Φ/∂λ;
 * :meth:`InnerProblem.jvp`       — A_t z + B_t ζ: one forward-mode product (columns batchable);
 * :meth:`InnerProblem.hvp`       — ∂²L_train/∂w² v;
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from . import optim as _optim
+from .flat import FlatLayout
 from .functional import Forward, FunctionalModel, select
 from .hparams import HyperParameters
 
@@ -182,6 +184,9 @@ class InnerProblem:
         self._val = val_batches if callable(val_batches) else (lambda t: val_batches)
         self.horizon, self.val_mode, self.seed, self.check_finite = horizon, val_mode, seed, check_finite
         self.cost = Cost()
+        self.layout = FlatLayout([p.shape for p in self._w0], self.dtype, self.device) \
+            if self.optimizer.elementwise and all(p.dtype == self.dtype and p.device == self.device for p in self._w0) \
+            else None  # where Φ may run on one flat buffer (see unroll)
         self._unused: dict[tuple, list[str]] = {}
         self._val_unreached: dict[tuple, list[str]] = {}
 
@@ -245,14 +250,17 @@ class InnerProblem:
         self.cost.steps += 1
         return self._phi(state, lam, create_graph, batch)
 
-    def train_grad(self, state: State, lam, t: int, *, create_graph: bool, batch=None):
+    def train_grad(self, state: State, lam, t: int, *, create_graph: bool, batch=None, flat: bool = False):
         """(params, ∇_w L_train, buffers) at state's weights on the batch of step t (or ``batch``):
         ``params`` are the differentiable weights the gradient was taken at (state's own when they
-        already require grad). Raises :class:`DivergenceError` on a non-finite loss (``check_finite``)
-        and ``ValueError`` for a loss that does not depend on w. Not counted in :attr:`cost`."""
+        already require grad). With ``flat`` the state is on :attr:`layout` (``params`` is one flat
+        buffer, and so is the gradient). Raises :class:`DivergenceError` on a non-finite loss
+        (``check_finite``) and ``ValueError`` for a loss that does not depend on w. Not counted in
+        :attr:`cost`."""
         params = tuple(p if p.requires_grad else p.detach().requires_grad_() for p in state.params)
         with torch.enable_grad():
-            loss, buffers = self.train_loss_at(state._replace(params=params), lam, t, batch)
+            views = self.layout.unpack(params[0]) if flat else params
+            loss, buffers = self.train_loss_at(state._replace(params=views), lam, t, batch)
             if self.check_finite and not math.isfinite(loss.item()):
                 raise DivergenceError(f"the inner loop diverged at step {t} (training loss {loss.item()}); "
                                       "lower the learning rate or clip the hyperparameters")
@@ -263,16 +271,41 @@ class InnerProblem:
                                         materialize_grads=True)
         return params, grads, buffers
 
-    def _phi(self, state: State, lam, create_graph: bool, batch=None) -> State:
+    def _phi(self, state: State, lam, create_graph: bool, batch=None, *, hp=None, flat: bool = False) -> State:
+        """Φ; ``hp`` are step t's optimizer hyperparameters when already resolved (required with
+        ``flat``, where the state and ``hp`` are on :attr:`layout`)."""
         t = state.t + 1
-        params, grads, buffers = self.train_grad(state, lam, t, create_graph=create_graph, batch=batch)
-        hp = self.hparams.resolve_optim(lam, t)
+        params, grads, buffers = self.train_grad(state, lam, t, create_graph=create_graph, batch=batch, flat=flat)
+        if hp is None:
+            hp = self.hparams.resolve_optim(lam, t)
         if create_graph:
             new_p, new_opt = self.optimizer.update(grads, state.opt, params, hp, t)
         else:
             with torch.no_grad():
                 new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, hp, t)
         return State(tuple(new_p), new_opt, buffers, t)
+
+    def unroll(self, state: State, lam, n: int) -> State:
+        """s_{t+n} from s_t = ``state`` by n applications of Φ keeping autograd's graph, as a function
+        of ``state``'s tensors and ``lam``. Not counted in :attr:`cost` (callers count what it stands for).
+
+        With an elementwise optimizer the steps run on the flat layout (:mod:`hypergradient.flat`):
+        one op per optimizer operation for all weight tensors, and each step's optimizer
+        hyperparameters (their transforms and per-tensor spreading) computed once per schedule
+        window and shared by the steps in it. The result holds views into the flat buffers; the
+        same values as n :meth:`step` calls up to the order of summation."""
+        if self.layout is None:
+            for _ in range(n):
+                state = self._phi(state, lam, True)
+            return state
+        lay, hp = self.layout, {}
+        s = State((lay.pack(state.params),), type(state.opt)(*lay.pack_fields(state.opt)), state.buffers, state.t)
+        for _ in range(n):
+            key = self.hparams.window(s.t + 1)
+            if key not in hp:
+                hp[key] = lay.spread_hparams(self.hparams.resolve_optim(lam, s.t + 1))
+            s = self._phi(s, lam, True, hp=hp[key], flat=True)
+        return State(lay.unpack(s.params[0]), type(s.opt)(*lay.unpack_fields(s.opt)), s.buffers, s.t)
 
     # ---- primitives ---------------------------------------------------------------------------------
     def vjp(self, state: State, lam, cotangent: Sequence, *, wrt_lam: bool = True, batch=None):

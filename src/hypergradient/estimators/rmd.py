@@ -42,9 +42,9 @@ def unrolled(problem: InnerProblem, lam, state: State, T: int, K: int):
     state, _ = problem.run(state, lam, T - K)
     lam_g = {k: v.detach().requires_grad_() for k, v in lam.items()}
     s = state.detach()
+    problem.cost.steps += K
     with torch.enable_grad():
-        for _ in range(K):
-            s = problem.step(s, lam_g, create_graph=True)
+        s = problem.unroll(s, lam_g, K)
         loss, alpha, direct = problem.val_grad(s, lam)
         outs = [(p, a) for p, a in zip(s.params, alpha) if p.requires_grad]
         g = torch.autograd.grad([o for o, _ in outs], list(lam_g.values()), [a for _, a in outs],
@@ -66,9 +66,7 @@ def segment_sweep(problem: InnerProblem, lam, kept: dict[int, State], end: int, 
         lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
         problem.cost.vjps += c_next - c  # the work of that many VJPs, in one backward pass
         with torch.enable_grad():
-            s = s0
-            for _ in range(c_next - c):
-                s = problem._phi(s, lam_d, True)
+            s = problem.unroll(s0, lam_d, c_next - c)
             outs, cots = [], []
             for o, a in zip(s.tensors(), cot):
                 if a is not None and o.requires_grad:

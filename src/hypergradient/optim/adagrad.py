@@ -24,6 +24,7 @@ class AdagradState(NamedTuple):
 
 
 class Adagrad(Optimizer):
+    elementwise = True
     name = "adagrad"
     torch_class = "Adagrad"
     hparam_names = ("lr", "lr_decay", "weight_decay", "eps")

@@ -36,6 +36,7 @@ def _sqrt(x):
 
 
 class Adam(Optimizer):
+    elementwise = True
     name = "adam"
     torch_class = "Adam"
     decoupled = False

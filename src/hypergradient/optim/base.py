@@ -26,6 +26,10 @@ class Optimizer:
     hparam_names: tuple[str, ...] = ()
     defaults: dict = {}
     torch_class: str = ""  # the torch.optim class it reproduces
+    # True when ``update`` acts element by element (no norm or other reduction over a tensor), so that
+    # it may run on all weights as one flat buffer (:mod:`hypergradient.flat`); a custom optimizer
+    # keeps the per-tensor layout unless it says so
+    elementwise: bool = False
 
     def __init__(self, **options):
         unknown = set(options) - set(self.options())

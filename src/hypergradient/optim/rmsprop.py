@@ -24,6 +24,7 @@ class RMSpropState(NamedTuple):
 
 
 class RMSprop(Optimizer):
+    elementwise = True
     name = "rmsprop"
     torch_class = "RMSprop"
     hparam_names = ("lr", "alpha", "eps", "weight_decay", "momentum")

@@ -26,6 +26,7 @@ class SGDState(NamedTuple):
 
 
 class SGD(Optimizer):
+    elementwise = True
     name = "sgd"
     torch_class = "SGD"
     hparam_names = ("lr", "momentum", "dampening", "weight_decay")
