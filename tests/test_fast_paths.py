@@ -104,3 +104,53 @@ def test_ties_are_kept():
     torch.testing.assert_close(out, ref(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="tied"):
         fm({**params, "b.weight": params["a.weight"] + 1}, {}, (x,))
+
+
+class _Rebinds(nn.Module):
+    """Rebinds a buffer in forward (``self.count = ...``) instead of updating it in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        self.count = self.count + 1
+        return self.lin(x)
+
+
+def test_slots_match_functional_call_and_leave_the_skeleton_empty():
+    """FunctionalModel's own reparametrization gives functional_call's outputs and buffers (BatchNorm
+    updating in place, a module rebinding a buffer, a parametrized weight) and always puts the
+    skeleton's meta tensors back, after an error too."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), _RebindsInside(), nn.Linear(4, 2)).double()
+    nn.utils.parametrizations.weight_norm(m[3])
+    fm = FunctionalModel(m)
+    params = {n: torch.randn_like(p) for n, p in m.named_parameters()}
+    buffers = {n: b.clone() for n, b in m.named_buffers()}
+    x = torch.randn(6, 3, dtype=torch.float64)
+    out, new = fm(params, buffers, (x,))
+    ref_tensors = {**params, **{n: b.clone() for n, b in buffers.items()}}
+    ref = torch.func.functional_call(m, ref_tensors, (x,))  # writes rebound buffers back into ref_tensors
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert set(new) == set(buffers) and new["2.inner.count"].item() == 1.0
+    for n in new:
+        torch.testing.assert_close(new[n], ref_tensors[n], rtol=0, atol=0, msg=n)
+    assert all(torch.equal(buffers[n], b) for n, b in m.named_buffers())  # inputs untouched
+    home = lambda: all(t.is_meta for t in [*fm._skeleton.parameters(), *fm._skeleton.buffers()])  # noqa: E731
+    assert home()
+    with pytest.raises(RuntimeError):
+        fm(params, buffers, (torch.randn(6, 5, dtype=torch.float64),))
+    assert home()
+    with pytest.raises(KeyError, match="no parameter or buffer"):
+        fm({**params, "nope": x}, buffers, (x,))
+
+
+class _RebindsInside(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _Rebinds()
+
+    def forward(self, x):
+        return self.inner(x[:, :3]).repeat(1, 2)[:, :4]

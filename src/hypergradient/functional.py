@@ -1,7 +1,8 @@
 """Any ``nn.Module`` as a pure function of (params, buffers).
 
 The user's module is never modified: we keep a private skeleton (a deep copy whose tensors live on
-the ``meta`` device, so it costs no memory) and run it with ``torch.func.functional_call``. Tied
+the ``meta`` device, so it costs no memory) and run it with the given tensors swapped into its
+parameter and buffer slots, as ``torch.func.functional_call`` does. Tied
 weights appear once in :attr:`FunctionalModel.names` and are tied again on every call. BatchNorm
 running statistics are carried as explicit state: every call gets fresh copies of the buffers and
 returns the updated ones, so nothing is written back to the user's module. Randomness (dropout) is
@@ -94,6 +95,8 @@ class FunctionalModel:
         self._skeleton = skeleton
         self._training = skeleton.training
         self._tied = _tied_names(module)  # from the user's module: moving to meta can untie a shared Parameter
+        self._slots = _slots(skeleton, module)
+        self._home = {n: d[k] for n, (d, k) in self._slots.items()}  # the skeleton's own (meta) tensors
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
     def parameters(self, module: nn.Module) -> dict[str, torch.Tensor]:
@@ -113,11 +116,38 @@ class FunctionalModel:
         tensors = {**params, **new_buffers}
         if self._tied:
             tensors = _untie(self._tied, tensors)
-        # tie_weights=False: the ties were resolved above from a map computed once (functional_call
-        # would rebuild it from the module on every call, a large part of a small model's step)
-        out = torch.func.functional_call(self._skeleton, tensors, args, kwargs or {},
-                                         tie_weights=False, strict=False)
+        # What torch.func.functional_call does, from maps computed once: put the tensors into the
+        # skeleton's parameter and buffer slots, run it, read back buffers the module rebound, put its
+        # own tensors back. functional_call resolves every name and re-derives the ties on every call,
+        # which on a model of many small tensors costs as much as the arithmetic of its forward pass.
+        slots = self._slots
+        unknown = [n for n in tensors if n not in slots]
+        if unknown:
+            raise KeyError(f"the model has no parameter or buffer {unknown}")
+        try:
+            for n, x in tensors.items():
+                d, k = slots[n]
+                d[k] = x
+            out = self._skeleton(*args, **(kwargs or {}))
+            for n in new_buffers:
+                d, k = slots[n]
+                new_buffers[n] = d[k]
+        finally:
+            for n in tensors:
+                d, k = slots[n]
+                d[k] = self._home[n]
         return out, new_buffers
+
+
+def _slots(skeleton: nn.Module, module: nn.Module) -> dict[str, tuple[dict, str]]:
+    """{name: (the ``_parameters`` or ``_buffers`` dict of its submodule in ``skeleton``, key)} for every
+    name of a parameter or buffer of ``module``, aliases of tied tensors included."""
+    out = {}
+    for name, _ in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        prefix, _, key = name.rpartition(".")
+        sub = skeleton.get_submodule(prefix)
+        out[name] = (sub._parameters if key in sub._parameters else sub._buffers, key)
+    return out
 
 
 def _tied_names(module: nn.Module) -> dict[str, frozenset]:

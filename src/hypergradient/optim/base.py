@@ -134,3 +134,28 @@ def same_zero(h) -> bool | None:
 def fmul(xs, h):
     """[h_i · x_i] as one foreach call; ``h`` holds numbers or tensors, one per tensor of ``xs``."""
     return torch._foreach_mul(list(xs), list(h))
+
+
+# ---- fused axpy ------------------------------------------------------------------------------------------
+# y + a·x is one op (``torch.add(y, x, alpha=a)``, torch.optim's own form) when a is a number: one graph
+# node and one pass over memory instead of two, which matters once Φ runs on one flat buffer.
+def axpy(y: torch.Tensor, a, x: torch.Tensor) -> torch.Tensor:
+    """y + a·x: one fused op for a number a, ``y + a * x`` for a tensor."""
+    return torch.add(y, x, alpha=a) if _is_number(a) else y + a * x
+
+
+def shared_number(h) -> bool | None:
+    """For a per-tensor hyperparameter on the foreach path: True if all entries are the same number
+    (one fused foreach op does what :func:`axpy` does per tensor), False if all are tensors, None if
+    neither (then the caller must take the per-tensor loop)."""
+    if all(_is_number(v) for v in h):
+        return True if all(v == h[0] for v in h) else None
+    return False if not any(_is_number(v) for v in h) else None
+
+
+def faxpy(ys, h, xs):
+    """[axpy(y_i, h_i, x_i)] as foreach calls, bitwise the per-tensor :func:`axpy` (``h``: see
+    :func:`shared_number`, which must not be None)."""
+    if shared_number(h):
+        return torch._foreach_add(list(ys), list(xs), alpha=h[0])
+    return torch._foreach_add(list(ys), fmul(xs, h))

@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 import torch
 
-from .base import Optimizer, fmul, foreach_ok, is_zero, same_zero, zeros_like_all
+from .base import (Optimizer, _is_number, axpy, faxpy, fmul, foreach_ok, is_zero, same_zero, shared_number,
+                   zeros_like_all)
 
 
 class SGDState(NamedTuple):
@@ -48,7 +49,7 @@ class SGD(Optimizer):
         new_p, new_v = [], []
         for i, (p, g) in enumerate(zip(params, grads)):
             if not is_zero(wd[i]):
-                g = g + wd[i] * p
+                g = axpy(g, wd[i], p)
             if is_zero(mom[i]) and not self.nesterov:
                 v = state.momentum_buffer[i]
                 u = g
@@ -56,11 +57,11 @@ class SGD(Optimizer):
                 if t == 1:
                     v = g
                 elif is_zero(damp[i]):
-                    v = mom[i] * state.momentum_buffer[i] + g
+                    v = axpy(g, mom[i], state.momentum_buffer[i])
                 else:
-                    v = mom[i] * state.momentum_buffer[i] + (1 - damp[i]) * g
-                u = g + mom[i] * v if self.nesterov else v
-            new_p.append(p - lr[i] * u)
+                    v = axpy(mom[i] * state.momentum_buffer[i], 1 - damp[i], g)
+                u = axpy(g, mom[i], v) if self.nesterov else v
+            new_p.append(_descend(p, lr[i], u))
             new_v.append(v)
         return tuple(new_p), SGDState(tuple(new_v))
 
@@ -68,11 +69,12 @@ class SGD(Optimizer):
         """The loop above with one ``torch._foreach_*`` call per operation (same arithmetic, same
         order, bitwise the same result); None when the per-tensor branches would differ."""
         wd_zero, mom_zero, damp_zero = same_zero(wd), same_zero(mom), same_zero(damp)
-        if wd_zero is None or mom_zero is None or damp_zero is None:
+        if wd_zero is None or mom_zero is None or damp_zero is None or \
+                any(shared_number(h) is None for h in (lr, mom, damp, wd)):
             return None
         g = list(grads)
         if not wd_zero:
-            g = torch._foreach_add(g, fmul(params, wd))
+            g = faxpy(g, wd, params)
         if mom_zero and not self.nesterov:
             v = list(state.momentum_buffer)
             u = g
@@ -80,9 +82,17 @@ class SGD(Optimizer):
             if t == 1:
                 v = g
             elif damp_zero:
-                v = torch._foreach_add(fmul(state.momentum_buffer, mom), g)
+                v = faxpy(g, mom, state.momentum_buffer)
             else:
-                v = torch._foreach_add(fmul(state.momentum_buffer, mom), fmul(g, [1 - d for d in damp]))
-            u = torch._foreach_add(g, fmul(v, mom)) if self.nesterov else v
-        new_p = torch._foreach_sub(list(params), fmul(u, lr))
+                v = faxpy(fmul(state.momentum_buffer, mom), [1 - d for d in damp], g)
+            u = faxpy(g, mom, v) if self.nesterov else v
+        if shared_number(lr):
+            new_p = torch._foreach_add(list(params), u, alpha=-lr[0])
+        else:
+            new_p = torch._foreach_addcmul(list(params), list(lr), u, value=-1)
         return tuple(new_p), SGDState(tuple(v))
+
+
+def _descend(p: torch.Tensor, lr, u: torch.Tensor) -> torch.Tensor:
+    """p − lr·u as one op: ``add(alpha=−lr)`` for a number, ``addcmul`` for a tensor lr."""
+    return torch.add(p, u, alpha=-lr) if _is_number(lr) else torch.addcmul(p, lr, u, value=-1)
