@@ -125,13 +125,16 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warm
 
 
 def paired_ratio(a: list, bs: list[list]) -> float | None:
-    """Median over rounds of a[i] / min_b b[i]: samples taken back to back (``time_interleaved``
-    rounds) share the machine's state, so their ratio is steadier than a ratio of medians."""
+    """Median over rounds of a[i] / b[i], b the one of ``bs`` with the smallest median (the fastest
+    peer): samples taken back to back (``time_interleaved`` rounds) share the machine's state, so
+    their ratio is steadier than a ratio of medians. (Not the per-round minimum over ``bs``: under
+    noise the minimum of several samples is biased low against a single sample of ``a``.)"""
     bs = [b for b in bs if b]
     if not a or not bs:
         return None
-    n = min(len(a), *(len(b) for b in bs))
-    return statistics.median(a[i] / min(b[i] for b in bs) for i in range(n))
+    b = min(bs, key=statistics.median)
+    n = min(len(a), len(b))
+    return statistics.median(a[i] / b[i] for i in range(n))
 
 
 # ---- saved tensors ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Run: ``python benchmarks/unroll.py [--quick] [--json FILE]``.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 import warnings
@@ -288,9 +289,16 @@ def main(argv=None):
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)} (full mode)")
     p.add_argument("--horizons", help="comma-separated subset of T (full mode), e.g. 100,200")
+    p.add_argument("--render", metavar="FILE", help="recompute the tables and goals from the cells of an "
+                   "earlier run's JSON (no measuring); with --json, write the result")
     args = p.parse_args(argv)
     if args.cell:
         return C.cell_main(build_cell, args)
+    if args.render:
+        with open(args.render) as f:
+            old = json.load(f)
+        args.quick = old["quick"]
+        return report(old["cells"], args, old["settings"], old["machine"])
     C.setup(args.threads)
     if args.quick:  # a smoke test: two models, short horizons, peak RSS at the longest one only
         grid = [("mlp128", "tensor", [10, 30]), ("deep20", "element", [10, 20])]
@@ -319,18 +327,20 @@ def main(argv=None):
             cells.append(cell)
             print(row_summary(cell))
             sys.stdout.flush()
-    rows = table_rows(cells)
+    settings = {"lr0": LR0, "momentum": MOM, "weight_decay": WD, "batch": BATCH, "repeats": repeats,
+                "dtype": "float32", "malloc_mmap_threshold": 16384, "peers": [p for p in PEERS if available(p)],
+                "skipped": skipped, "models": sorted({g[0] for g in grid}),
+                "horizons": sorted({T for g in grid for T in g[2]})}
+    report(cells, args, settings, C.machine(args.threads))
+
+
+def report(cells, args, settings, machine):
+    """Print the tables and goals of ``cells``; write them with the cells to ``--json``."""
     goals = compute_goals(cells, quick=args.quick)
-    text = render(rows, goals, args, cells)
     print()
-    print(text)
-    C.write_json(args.json, {"benchmark": "unroll", "quick": args.quick, "machine": C.machine(args.threads),
-                             "settings": {"lr0": LR0, "momentum": MOM, "weight_decay": WD, "batch": BATCH,
-                                          "repeats": repeats, "dtype": "float32",
-                                          "malloc_mmap_threshold": 16384, "peers": [p for p in PEERS if available(p)],
-                                          "skipped": skipped, "models": sorted({g[0] for g in grid}),
-                                          "horizons": sorted({T for g in grid for T in g[2]})},
-                             "goals": goals, "cells": cells})
+    print(render(table_rows(cells), goals, args, cells))
+    C.write_json(args.json, {"benchmark": "unroll", "quick": args.quick, "machine": machine,
+                             "settings": settings, "goals": goals, "cells": cells})
 
 
 def fastest_peer(cell, key="time"):

@@ -214,3 +214,13 @@ def test_random_signs_are_fair_independent_and_seeded():
     assert abs(a.mean().item()) < 4 / (a.numel() ** 0.5)                       # fair: 4 standard errors
     assert abs((a[:, 1:] * a[:, :-1]).mean().item()) < 4 / (a.numel() ** 0.5)  # neighbours uncorrelated
     assert random_signs((), torch.float32, torch.Generator()).shape == ()
+
+
+def test_random_signs_are_the_bits_of_the_drawn_words():
+    """Entry 64 j + i is +1 exactly when bit i of the j-th drawn 64-bit word is set."""
+    from hypergradient.estimators.evograd import random_signs
+    n = 3 * 64 + 5
+    s = random_signs((n,), torch.float32, torch.Generator().manual_seed(3))
+    words = torch.randint(-2 ** 63, 2 ** 63 - 1, (4,), generator=torch.Generator().manual_seed(3), dtype=torch.int64)
+    bits = [(int(w) >> i) & 1 for w in words.tolist() for i in range(64)][:n]
+    assert s.tolist() == [2.0 * b - 1 for b in bits]

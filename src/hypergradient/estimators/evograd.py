@@ -43,16 +43,34 @@ NOISE = ("sign", "gaussian")
 WHEN = ("before", "after")
 
 
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
+_SIGNS: dict = {}
+
+
+def _sign_table(dtype: torch.dtype) -> torch.Tensor:
+    """256 × 8: row b holds ±1 for the 8 bits of the byte b (bit i set → +1 in column i)."""
+    if dtype not in _SIGNS:
+        bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
+        _SIGNS[dtype] = (2 * bits - 1).to(dtype)
+    return _SIGNS[dtype]
+
+
+def random_words(shape, generator: torch.Generator) -> torch.Tensor:
+    """⌈n/64⌉ uniform 64-bit integers: the random bits of :func:`random_signs` (n/8 bytes)."""
+    return torch.randint(-2 ** 63, 2 ** 63 - 1, ((math.prod(shape) + 63) // 64,), generator=generator,
+                         dtype=torch.int64)
+
+
+def signs_of(words: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
+    """±1 per bit of ``words`` (entry 64 j + i is +1 when bit i of word j is set), read a byte at a
+    time from a table of the bytes' ±1 patterns: one gather per 8 entries."""
+    signs = torch.nn.functional.embedding(words.view(torch.uint8).long(), _sign_table(dtype))
+    return signs.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
 def random_signs(shape, dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
-    """Independent fair ±1 entries: the bits of ⌈n/64⌉ uniform 64-bit integers (one draw per 64
-    entries, several times cheaper than ``sign(randn)`` or ``bernoulli_``)."""
-    n = math.prod(shape)
-    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 63) // 64,), generator=generator, dtype=torch.int64)
-    bits = (words.view(torch.uint8).unsqueeze(-1) >> _SHIFTS) & 1
-    return bits.reshape(-1)[:n].reshape(shape).to(dtype).mul_(2).sub_(1)
+    """Independent fair ±1 entries from the bits of :func:`random_words` (several times cheaper than
+    ``sign(randn)``, ``bernoulli_`` or shifting the bits out)."""
+    return signs_of(random_words(shape, generator), shape, dtype)
 
 
 def draw(params: Sequence[torch.Tensor], sigma: float, noise: str, generator: torch.Generator) -> list:
@@ -77,19 +95,26 @@ def perturbations(params: Sequence[torch.Tensor], K: int, sigma: float, noise: s
 
 class _Replay:
     """ε_1 … ε_K drawn once from ``generator`` (left where :func:`perturbations` would leave it) and
-    redrawn on demand from saved generator states: the K perturbations never coexist in memory."""
+    re-expanded on demand: sign noise keeps its random bits (1/32 of the floats in float32), Gaussian
+    noise the generator's state before each draw. The K perturbations never coexist in memory."""
 
     def __init__(self, params, K, sigma, noise, generator):
-        self.params, self.sigma, self.noise, self.states = params, sigma, noise, []
+        self.params, self.sigma, self.noise, self.saved = params, sigma, noise, []
         for _ in range(K):
-            self.states.append(generator.get_state())
-            draw(params, sigma, noise, generator)
+            if noise == "sign":
+                self.saved.append([random_words(p.shape, generator) for p in params])
+            else:
+                self.saved.append(generator.get_state())
+                draw(params, sigma, noise, generator)
 
     def __len__(self):
-        return len(self.states)
+        return len(self.saved)
 
     def __getitem__(self, k: int) -> list:
-        return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.states[k]))
+        if self.noise == "sign":
+            return [signs_of(w, p.shape, p.dtype).mul_(self.sigma).to(p.device)
+                    for w, p in zip(self.saved[k], self.params)]
+        return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.saved[k]))
 
 
 def evolve(candidates: Sequence[Sequence[torch.Tensor]], losses: torch.Tensor, tau: float):
@@ -163,7 +188,8 @@ class EvoGrad(Estimator):
                 x.add_(e, alpha=wk)
         loss, alpha, direct = problem.val_grad(state._replace(params=tuple(star)), lam, t)
         del star
-        c = torch.stack([sum((a * e).sum() for a, e in zip(alpha, eps[k])) for k in range(self.K)]).to(w.dtype)
+        c = torch.stack([sum(torch.dot(a.reshape(-1), e.reshape(-1)) for a, e in zip(alpha, eps[k]))
+                         for k in range(self.K)]).to(w.dtype)
         keys = list(lam_g)
         g = torch.autograd.grad(w, [lam_g[k] for k in keys], c, allow_unused=True, materialize_grads=True) \
             if w.requires_grad else [torch.zeros_like(lam_g[k]) for k in keys]
