@@ -289,16 +289,23 @@ def main(argv=None):
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)} (full mode)")
     p.add_argument("--horizons", help="comma-separated subset of T (full mode), e.g. 100,200")
-    p.add_argument("--render", metavar="FILE", help="recompute the tables and goals from the cells of an "
-                   "earlier run's JSON (no measuring); with --json, write the result")
+    p.add_argument("--render", metavar="FILE[,FILE]", help="recompute the tables and goals from the cells of "
+                   "earlier runs' JSON (no measuring; a later file's cell replaces an earlier one's); with "
+                   "--json, write the result")
     args = p.parse_args(argv)
     if args.cell:
         return C.cell_main(build_cell, args)
     if args.render:
-        with open(args.render) as f:
-            old = json.load(f)
-        args.quick = old["quick"]
-        return report(old["cells"], args, old["settings"], old["machine"])
+        runs, cells = [], {}
+        for path in args.render.split(","):
+            with open(path) as f:
+                runs.append(json.load(f))
+            for c in runs[-1]["cells"]:
+                cells[c["model"], c["gran"], c["T"]] = c
+        args.quick = runs[-1]["quick"]
+        settings = {**runs[-1]["settings"], "merged_from": args.render.split(","),
+                    "models": sorted({k[0] for k in cells}), "horizons": sorted({k[2] for k in cells})}
+        return report(list(cells.values()), args, settings, runs[-1]["machine"])
     C.setup(args.threads)
     if args.quick:  # a smoke test: two models, short horizons, peak RSS at the longest one only
         grid = [("mlp128", "tensor", [10, 30]), ("deep20", "element", [10, 20])]

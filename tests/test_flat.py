@@ -88,9 +88,12 @@ def test_flat_unroll_equals_per_tensor_steps(opt, hparams, options):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
 
-def test_hyperparameters_resolved_once_per_schedule_window(monkeypatch):
+@pytest.mark.parametrize("layout", ["flat", "tensors"])
+def test_hyperparameters_resolved_once_per_schedule_window(monkeypatch, layout):
     for schedule, windows in ((None, 1), (3, 3)):
-        pb = _case("sgd", dict(lr=hg.Hyper(0.1, "tensor", schedule=schedule, positive="softplus")), {})
+        pb = make_problem("sgd", dict(lr=hg.Hyper(0.1, "tensor", schedule=schedule, positive="softplus")),
+                          model=mlp((4, 5, 5, 3)), T=6, layout=layout)
+        assert (pb.layout is None) == (layout == "tensors")
         calls = []
         orig = pb.hparams.resolve_optim
         monkeypatch.setattr(pb.hparams, "resolve_optim", lambda lam, t: calls.append(t) or orig(lam, t))
@@ -126,3 +129,36 @@ def test_mixed_dtypes_keep_the_per_tensor_layout():
     model[0].bias.data = model[0].bias.data.float()
     pb = make_problem("sgd", dict(lr=0.1), model=model)
     assert pb.layout is None
+
+
+def test_layout_option():
+    big = mlp((4, 200, 200, 3))
+    sizes = [p.numel() for p in big.parameters()]
+    from hypergradient.problem import FLAT_MAX_MEAN
+    assert sum(sizes) / len(sizes) <= FLAT_MAX_MEAN
+    huge = mlp((4, 400, 400, 3))
+    sizes = [p.numel() for p in huge.parameters()]
+    assert sum(sizes) / len(sizes) > FLAT_MAX_MEAN
+    assert make_problem("sgd", dict(lr=0.1), model=big).layout is not None        # auto: small tensors
+    assert make_problem("sgd", dict(lr=0.1), model=huge).layout is None           # auto: large tensors
+    assert make_problem("sgd", dict(lr=0.1), model=huge, layout="flat").layout is not None
+    assert make_problem("sgd", dict(lr=0.1), layout="tensors").layout is None
+    with pytest.raises(ValueError, match="elementwise"):
+        make_problem(ClipByNorm(), dict(lr=0.1), layout="flat")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        make_problem("sgd", dict(lr=0.1), layout="packed")
+
+
+def test_rmd_is_the_same_on_both_layouts():
+    """Every storage policy gives the same hypergradient on the flat and the per-tensor layout."""
+    out = {}
+    for layout in ("flat", "tensors"):
+        pb = make_problem("sgd", dict(lr=hg.Hyper(0.1, "tensor"), momentum=0.9, weight_decay=hg.Hyper(1e-2)),
+                          model=mlp((4, 5, 5, 3)), T=6, layout=layout)
+        lam = pb.init_hparams()
+        for storage in ("graph", "recompute", "checkpoint"):
+            out[layout, storage] = hg.estimate("rmd", pb, lam, T=6, storage=storage).flat()
+    ref = out["tensors", "graph"]
+    assert ref.abs().sum() > 0
+    for k, v in out.items():
+        torch.testing.assert_close(v, ref, rtol=1e-10, atol=1e-14, msg=str(k))

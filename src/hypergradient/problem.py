@@ -31,6 +31,10 @@ from .hparams import HyperParameters
 __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 
 
+LAYOUTS = ("auto", "flat", "tensors")
+FLAT_MAX_MEAN = 16384  # "auto" takes the flat layout up to this mean number of elements per weight tensor
+
+
 class DivergenceError(FloatingPointError):
     """The inner loop produced a non-finite training loss."""
 
@@ -148,13 +152,21 @@ class InnerProblem:
             graph), so the hypergradient leaves out their dependence on λ.
         seed: base of the per-step seeds that make dropout replayable.
         check_finite: raise :class:`DivergenceError` when a training loss is not finite.
+        layout: how :meth:`unroll` holds the weights: ``"flat"`` (one buffer, see
+            :mod:`hypergradient.flat`), ``"tensors"`` (one tensor each) or ``"auto"``: flat when the
+            optimizer is elementwise and the weight tensors average at most ``FLAT_MAX_MEAN``
+            elements. Flat saves per-tensor ops, which dominate on many small tensors; on large
+            ones it costs a copy per step and keeps whole weight buffers in the graph where the
+            per-tensor layout keeps only the tensors backward needs (measured in
+            ``benchmarks/unroll.py``: 0.6x the time on a 40-tensor MLP, 1.05x the memory on a
+            300k-weight one).
     """
 
     def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer="sgd", *,
                  hparams: Mapping | None = None, model_hparams=None, loss_hparams: Mapping | None = None,
                  hparam_modules: Mapping[str, nn.Module] | None = None, train_batches=None, val_batches=None,
                  horizon: int | None = None, val_mode: str = "train", seed: int = 0,
-                 optimizer_options: Mapping | None = None, check_finite: bool = True):
+                 optimizer_options: Mapping | None = None, check_finite: bool = True, layout: str = "auto"):
         if not callable(train_loss) or not callable(val_loss):
             raise TypeError("train_loss and val_loss must be callables (f, batch, hp) -> scalar tensor")
         if val_mode not in ("train", "eval"):
@@ -184,13 +196,25 @@ class InnerProblem:
         self._val = val_batches if callable(val_batches) else (lambda t: val_batches)
         self.horizon, self.val_mode, self.seed, self.check_finite = horizon, val_mode, seed, check_finite
         self.cost = Cost()
-        self.layout = FlatLayout([p.shape for p in self._w0], self.dtype, self.device) \
-            if self.optimizer.elementwise and all(p.dtype == self.dtype and p.device == self.device for p in self._w0) \
-            else None  # where Φ may run on one flat buffer (see unroll)
+        self.layout = self._layout(layout)  # a FlatLayout where Φ runs on one flat buffer (see unroll)
         self._unused: dict[tuple, list[str]] = {}
         self._val_unreached: dict[tuple, list[str]] = {}
 
     # ---- set-up -------------------------------------------------------------------------------------
+    def _layout(self, layout: str) -> FlatLayout | None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        one_kind = all(p.dtype == self.dtype and p.device == self.device for p in self._w0)
+        if layout == "flat" and not (self.optimizer.elementwise and one_kind):
+            raise ValueError(f"layout='flat' needs an elementwise optimizer ({type(self.optimizer).__name__}"
+                             f".elementwise is {self.optimizer.elementwise}) and weights of one dtype and device; "
+                             "use layout='tensors' or 'auto'")
+        mean = sum(p.numel() for p in self._w0) / len(self._w0)
+        if layout == "tensors" or (layout == "auto" and not (self.optimizer.elementwise and one_kind
+                                                             and mean <= FLAT_MAX_MEAN)):
+            return None
+        return FlatLayout([p.shape for p in self._w0], self.dtype, self.device)
+
     def init_hparams(self) -> dict[str, torch.Tensor]:
         """Fresh raw leaves of λ (see :mod:`hypergradient.hparams` for the keys)."""
         return self.hparams.init()
@@ -289,22 +313,26 @@ class InnerProblem:
         """s_{t+n} from s_t = ``state`` by n applications of Φ keeping autograd's graph, as a function
         of ``state``'s tensors and ``lam``. Not counted in :attr:`cost` (callers count what it stands for).
 
-        With an elementwise optimizer the steps run on the flat layout (:mod:`hypergradient.flat`):
-        one op per optimizer operation for all weight tensors, and each step's optimizer
-        hyperparameters (their transforms and per-tensor spreading) computed once per schedule
-        window and shared by the steps in it. The result holds views into the flat buffers; the
-        same values as n :meth:`step` calls up to the order of summation."""
-        if self.layout is None:
-            for _ in range(n):
-                state = self._phi(state, lam, True)
-            return state
+        With a flat :attr:`layout` (argument ``layout``) the steps run on one buffer
+        (:mod:`hypergradient.flat`): one op per optimizer operation for all weight tensors. Either
+        way each step's optimizer hyperparameters (transforms, and spreading on the flat layout) are
+        computed once per schedule window and shared by its steps. The flat result holds views into
+        the flat buffers; the same values as n :meth:`step` calls up to the order of summation."""
         lay, hp = self.layout, {}
+
+        def at(t):
+            key = self.hparams.window(t)
+            if key not in hp:
+                v = self.hparams.resolve_optim(lam, t)
+                hp[key] = v if lay is None else lay.spread_hparams(v)
+            return hp[key]
+        if lay is None:
+            for _ in range(n):
+                state = self._phi(state, lam, True, hp=at(state.t + 1))
+            return state
         s = State((lay.pack(state.params),), type(state.opt)(*lay.pack_fields(state.opt)), state.buffers, state.t)
         for _ in range(n):
-            key = self.hparams.window(s.t + 1)
-            if key not in hp:
-                hp[key] = lay.spread_hparams(self.hparams.resolve_optim(lam, s.t + 1))
-            s = self._phi(s, lam, True, hp=hp[key], flat=True)
+            s = self._phi(s, lam, True, hp=at(s.t + 1), flat=True)
         return State(lay.unpack(s.params[0]), type(s.opt)(*lay.unpack_fields(s.opt)), s.buffers, s.t)
 
     # ---- primitives ---------------------------------------------------------------------------------
