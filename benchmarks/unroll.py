@@ -10,8 +10,8 @@ Implementations:
   ours-graph / ours-recompute / ours-checkpoint   ``hypergradient.estimate("rmd", storage=...)``
   torchfunc      hand-written loop: torch.func.functional_call + autograd.grad(create_graph=True)
   manual         the same loop with the MLP written out (F.linear), no module at all: a floor
-  manual-flat    ``manual`` on one flat buffer (weights, momentum, learning rates): a prototype of
-                 what a flat parameter layout would buy (exact; agrees to rounding, not bitwise)
+  manual-flat    ``manual`` on one flat buffer (weights, momentum, learning rates): what our flat
+                 layout does, written out for this MLP (exact; agrees to rounding, not bitwise)
   higher         ``higher.innerloop_ctx`` (one param group per tensor to learn per-tensor lrs)
   torchopt       TorchOpt's functional API (weight decay + trace + a custom per-leaf -lr scaling)
   train          plain training, torch.optim.SGD, no graph: the cost of the steps themselves
@@ -153,8 +153,9 @@ def make_manual(task: Task):
 def make_manual_flat(task: Task):
     """``manual`` with every tensor (weights, momentum, learning rates) kept as one flat buffer: the
     layer weights are views into it, autograd returns one flat gradient, and the optimizer step is six
-    ops whatever the number of tensors. Not a peer: a prototype of what a flat layout would buy us
-    (exact, but it sums some gradient terms in another order, so it agrees to rounding, not bitwise)."""
+    ops whatever the number of tensors. Not a peer: the library's flat layout (``hypergradient.flat``)
+    written out by hand, without a module (exact, but it sums some gradient terms in another order,
+    so it agrees to rounding, not bitwise)."""
     shapes = [p.shape for p in task.params0]
     sizes = [p.numel() for p in task.params0]
 
