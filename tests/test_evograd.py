@@ -207,7 +207,6 @@ def test_reproducible_and_options():
 
 
 def test_random_signs_are_fair_independent_and_seeded():
-    from hypergradient.estimators.evograd import random_signs
     a = random_signs((1000, 37), torch.float64, torch.Generator().manual_seed(0))
     b = random_signs((1000, 37), torch.float64, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and set(a.unique().tolist()) == {-1.0, 1.0}
@@ -218,9 +217,14 @@ def test_random_signs_are_fair_independent_and_seeded():
 
 def test_random_signs_are_the_bits_of_the_drawn_words():
     """Entry 64 j + i is +1 exactly when bit i of the j-th drawn 64-bit word is set."""
-    from hypergradient.estimators.evograd import random_signs
     n = 3 * 64 + 5
     s = random_signs((n,), torch.float32, torch.Generator().manual_seed(3))
     words = torch.randint(-2 ** 63, 2 ** 63 - 1, (4,), generator=torch.Generator().manual_seed(3), dtype=torch.int64)
     bits = [(int(w) >> i) & 1 for w in words.tolist() for i in range(64)][:n]
     assert s.tolist() == [2.0 * b - 1 for b in bits]
+
+
+def random_signs(shape, dtype, generator):
+    """The sign noise of ``draw`` before scaling: the bits of fresh random words."""
+    from hypergradient.estimators.evograd import random_words, signs_of
+    return signs_of(random_words(shape, generator), shape, dtype)

@@ -5,7 +5,7 @@ import torch
 
 import hypergradient as hg
 from hypergradient.flat import FlatLayout
-from hypergradient.optim import Optimizer, SGD
+from hypergradient.optim import SGD
 from hypergradient.problem import State
 
 from conftest import make_problem, mlp

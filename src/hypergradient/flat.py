@@ -21,11 +21,9 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .optim.base import _is_number
+
 __all__ = ["FlatLayout"]
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 class FlatLayout:
@@ -56,9 +54,9 @@ class FlatLayout:
         broadcast against their tensor): a shared number or 0-dim tensor is kept as it is;
         otherwise ``cat(broadcast(v_i, shape_i))``, so each element meets its tensor's value."""
         first = values[0]
-        if all(v is first for v in values) and (_is_number(first) or first.dim() == 0):
+        if _is_number(first) and all(_is_number(v) and v == first for v in values):
             return first
-        if all(_is_number(v) for v in values) and all(v == first for v in values):
+        if isinstance(first, torch.Tensor) and first.dim() == 0 and all(v is first for v in values):
             return first
         parts = [torch.full(s, float(v), dtype=self.dtype, device=self.device) if _is_number(v) else v.expand(s)
                  for v, s in zip(values, self.shapes)]

@@ -96,7 +96,6 @@ class FunctionalModel:
         self._training = skeleton.training
         self._tied = _tied_names(module)  # from the user's module: moving to meta can untie a shared Parameter
         self._slots = _slots(skeleton, module)
-        self._home = {n: d[k] for n, (d, k) in self._slots.items()}  # the skeleton's own (meta) tensors
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
     def parameters(self, module: nn.Module) -> dict[str, torch.Tensor]:
@@ -121,32 +120,33 @@ class FunctionalModel:
         # own tensors back. functional_call resolves every name and re-derives the ties on every call,
         # which on a model of many small tensors costs as much as the arithmetic of its forward pass.
         slots = self._slots
-        unknown = [n for n in tensors if n not in slots]
-        if unknown:
-            raise KeyError(f"the model has no parameter or buffer {unknown}")
+        if not slots.keys() >= tensors.keys():
+            raise KeyError(f"the model has no parameter or buffer {sorted(tensors.keys() - slots.keys())}")
         try:
             for n, x in tensors.items():
-                d, k = slots[n]
+                d, k, _ = slots[n]
                 d[k] = x
             out = self._skeleton(*args, **(kwargs or {}))
             for n in new_buffers:
-                d, k = slots[n]
+                d, k, _ = slots[n]
                 new_buffers[n] = d[k]
         finally:
             for n in tensors:
-                d, k = slots[n]
-                d[k] = self._home[n]
+                d, k, home = slots[n]
+                d[k] = home
         return out, new_buffers
 
 
-def _slots(skeleton: nn.Module, module: nn.Module) -> dict[str, tuple[dict, str]]:
-    """{name: (the ``_parameters`` or ``_buffers`` dict of its submodule in ``skeleton``, key)} for every
-    name of a parameter or buffer of ``module``, aliases of tied tensors included."""
+def _slots(skeleton: nn.Module, module: nn.Module) -> dict[str, tuple[dict, str, torch.Tensor]]:
+    """{name: (the ``_parameters`` or ``_buffers`` dict of its submodule in ``skeleton``, key, the
+    skeleton's own (meta) tensor there)} for every name of a parameter or buffer of ``module``,
+    aliases of tied tensors included."""
     out = {}
     for name, _ in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
         prefix, _, key = name.rpartition(".")
         sub = skeleton.get_submodule(prefix)
-        out[name] = (sub._parameters if key in sub._parameters else sub._buffers, key)
+        d = sub._parameters if key in sub._parameters else sub._buffers
+        out[name] = (d, key, d[key])
     return out
 
 

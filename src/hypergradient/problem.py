@@ -204,14 +204,13 @@ class InnerProblem:
     def _layout(self, layout: str) -> FlatLayout | None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        one_kind = all(p.dtype == self.dtype and p.device == self.device for p in self._w0)
-        if layout == "flat" and not (self.optimizer.elementwise and one_kind):
+        able = self.optimizer.elementwise and all(p.dtype == self.dtype and p.device == self.device for p in self._w0)
+        if layout == "flat" and not able:
             raise ValueError(f"layout='flat' needs an elementwise optimizer ({type(self.optimizer).__name__}"
                              f".elementwise is {self.optimizer.elementwise}) and weights of one dtype and device; "
                              "use layout='tensors' or 'auto'")
-        mean = sum(p.numel() for p in self._w0) / len(self._w0)
-        if layout == "tensors" or (layout == "auto" and not (self.optimizer.elementwise and one_kind
-                                                             and mean <= FLAT_MAX_MEAN)):
+        small = sum(p.numel() for p in self._w0) <= FLAT_MAX_MEAN * len(self._w0)
+        if layout == "tensors" or not able or (layout == "auto" and not small):
             return None
         return FlatLayout([p.shape for p in self._w0], self.dtype, self.device)
 

@@ -55,7 +55,8 @@ def _sign_table(dtype: torch.dtype) -> torch.Tensor:
 
 
 def random_words(shape, generator: torch.Generator) -> torch.Tensor:
-    """⌈n/64⌉ uniform 64-bit integers: the random bits of :func:`random_signs` (n/8 bytes)."""
+    """⌈n/64⌉ uniform 64-bit integers: the random bits behind n fair signs (:func:`signs_of`; one
+    draw per 64 entries, several times cheaper than ``sign(randn)`` or ``bernoulli_``)."""
     return torch.randint(-2 ** 63, 2 ** 63 - 1, ((math.prod(shape) + 63) // 64,), generator=generator,
                          dtype=torch.int64)
 
@@ -67,24 +68,18 @@ def signs_of(words: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
     return signs.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
-def random_signs(shape, dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
-    """Independent fair ±1 entries from the bits of :func:`random_words` (several times cheaper than
-    ``sign(randn)``, ``bernoulli_`` or shifting the bits out)."""
-    return signs_of(random_words(shape, generator), shape, dtype)
-
-
 def draw(params: Sequence[torch.Tensor], sigma: float, noise: str, generator: torch.Generator) -> list:
     """One perturbation ε aligned with ``params``: σ·s with s uniform on {−1, +1} (the distribution
-    of σ·sign(N(0, I)), drawn by :func:`random_signs`) or σ·N(0, I), from ``generator`` (a CPU
+    of σ·sign(N(0, I)), from :func:`random_words`) or σ·N(0, I), from ``generator`` (a CPU
     generator; the noise is moved to each parameter's device)."""
-    eps = []
-    for p in params:
-        if noise == "sign":
-            z = random_signs(p.shape, p.dtype, generator).mul_(sigma)
-        else:
-            z = torch.randn(p.shape, generator=generator, dtype=p.dtype).mul_(sigma)
-        eps.append(z.to(p.device))
-    return eps
+    if noise == "sign":
+        return [_sign_eps(random_words(p.shape, generator), p, sigma) for p in params]
+    return [torch.randn(p.shape, generator=generator, dtype=p.dtype).mul_(sigma).to(p.device) for p in params]
+
+
+def _sign_eps(words: torch.Tensor, p: torch.Tensor, sigma: float) -> torch.Tensor:
+    """σ·s for ``p`` from the random bits ``words`` (:func:`signs_of`), on ``p``'s device."""
+    return signs_of(words, p.shape, p.dtype).mul_(sigma).to(p.device)
 
 
 def perturbations(params: Sequence[torch.Tensor], K: int, sigma: float, noise: str,
@@ -112,8 +107,7 @@ class _Replay:
 
     def __getitem__(self, k: int) -> list:
         if self.noise == "sign":
-            return [signs_of(w, p.shape, p.dtype).mul_(self.sigma).to(p.device)
-                    for w, p in zip(self.saved[k], self.params)]
+            return [_sign_eps(w, p, self.sigma) for w, p in zip(self.saved[k], self.params)]
         return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.saved[k]))
 
 
