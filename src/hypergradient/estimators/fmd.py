@@ -28,6 +28,7 @@ the whole map Φ, so a clip mask M inside Φ would still give the exact M·H·z.
 """
 
 from __future__ import annotations
+
 import torch
 
 from ..optim import SGD
