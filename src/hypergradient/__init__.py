@@ -1,13 +1,19 @@
-"""hypergradient: gradient-based hyperparameter optimization and meta-learning on PyTorch."""
+"""hypergradient: gradient-based hyperparameter optimization and meta-learning on PyTorch.
 
-from . import diagnostics, drivers, estimators, linalg, optim
+The folders are the layers (README, "Architecture"): ``core`` → ``optim``, ``linalg`` → ``estimators``,
+``diagnostics`` → ``drivers`` → ``learners`` → ``testing``, ``reproduce``, ``cli``; a module imports
+only from layers below its own (``tests/test_layers.py``)."""
+
+from . import _deprecated, diagnostics, drivers, estimators, learners, linalg, optim
+from .core import Cost, DivergenceError, FunctionalModel, Hyper, HyperSpec, InnerProblem, State
 from .estimators import REGISTRY, Estimator, Hypergradient, estimate
-from .functional import FunctionalModel
-from .hparams import Hyper, HyperParameters
-from .problem import Cost, DivergenceError, InnerProblem, State
 
 __version__ = "0.1.0"
 
-__all__ = ["Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "HyperParameters",
-           "Hypergradient", "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators",
+__all__ = ["Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
+           "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "learners",
            "linalg", "optim", "__version__"]
+
+
+def __getattr__(name):
+    return _deprecated.attribute(__name__, name)

@@ -1,5 +1,6 @@
-"""Outer loops: online hyperparameter optimization, sign-based and hypergradient-descent outer
-optimizers, and meta-learning episodes (task samplers, Reptile / first-order MAML, meta-testing)."""
+"""Layer 4, the drivers: online hyperparameter optimization, sign-based and hypergradient-descent outer
+optimizers, meta-learning episodes (task samplers, Reptile / first-order MAML, meta-testing).
+Imports core, optim, linalg, estimators and diagnostics (never learners, reproduce or cli)."""
 
 from .hd import SGDHD, AdamHD
 from .meta import (MetaLearner, MetaTestResult, MetaTrainResult, Task, TaskSampler, confidence_interval,

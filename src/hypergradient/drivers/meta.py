@@ -29,8 +29,9 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..problem import Cost, InnerProblem
-from .online import LinearDecay, _check_outer, lockstep, new_history, online_estimator
+from ..core.problem import InnerProblem
+from ..core.state import Cost
+from .online import LinearDecay, check_outer, lockstep, new_history, online_estimator
 
 __all__ = ["Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "meta_train", "meta_test",
            "confidence_interval"]
@@ -122,7 +123,7 @@ def meta_train(learner: MetaLearner, estimator, hparams: dict, outer: torch.opti
     for name, v in (("iterations", iterations), ("meta_batch", meta_batch)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    _check_outer(outer, hparams)
+    check_outer(outer, hparams)
     est = online_estimator(estimator, hparams, **estimator_options)
     phi = {k: v.detach().clone() for k, v in (learner.init_weights() if init is None else init).items()}
     gen = torch.Generator().manual_seed(seed)

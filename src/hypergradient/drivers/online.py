@@ -25,8 +25,9 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ..core.problem import InnerProblem
+from ..core.state import Cost, State
 from ..estimators import base as _base
-from ..problem import Cost, InnerProblem, State
 
 __all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "lockstep"]
 
@@ -80,7 +81,7 @@ def online_estimator(estimator, hparams: Mapping[str, torch.Tensor], **options) 
     return estimator
 
 
-def _check_outer(outer, hparams):
+def check_outer(outer, hparams):
     if not isinstance(outer, torch.optim.Optimizer):
         raise TypeError(f"outer must be a torch.optim.Optimizer over the hyperparameter tensors, got "
                         f"{type(outer).__name__}")
@@ -168,7 +169,7 @@ def run_online(problem, estimator, hparams: dict, outer: torch.optim.Optimizer, 
     T = problems[0].horizon_or(T)
     for p in problems:
         p.hparams.validate(hparams)
-    _check_outer(outer, hparams)
+    check_outer(outer, hparams)
     est = online_estimator(estimator, hparams, **estimator_options)
     if state is None:
         starts = [p.init_state() for p in problems]

@@ -15,9 +15,11 @@ from typing import Mapping
 
 import torch
 
-from ..problem import Cost, InnerProblem, State
+from ..core.problem import InnerProblem
+from ..core.state import Cost, State
+from ..core.tree import detached, flatten
 
-__all__ = ["Hypergradient", "Estimator", "REGISTRY", "register", "get", "estimate"]
+__all__ = ["Hypergradient", "Estimator", "REGISTRY", "ALIASES", "register", "register_alias", "get", "estimate", "check"]
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Hypergradient:
 
     def flat(self) -> torch.Tensor:
         """All entries concatenated in λ's key order (for cosine similarities and norms)."""
-        return torch.cat([v.reshape(-1) for v in self.value.values()])
+        return flatten(self.value)
 
     def to_grad(self, hparams: Mapping[str, torch.Tensor], accumulate: bool = False) -> None:
         """Write the hypergradient into ``hparams[k].grad`` (for a ``torch.optim`` outer optimizer)."""
@@ -50,9 +52,6 @@ class Estimator:
     online: bool = False         # gives a hypergradient at every inner step (see `online_step`)
     memory: str = ""             # how held memory grows: "O(T·activations)", "O(|w|)", ...
     optimizer_hparams: bool = True   # can it differentiate optimizer hyperparameters (lr, momentum)?
-
-    def __init__(self, **options):
-        self.options = options
 
     def estimate(self, problem: InnerProblem, lam: dict, T: int, state: State) -> tuple[dict, dict, dict]:
         """Offline: run T inner steps from ``state`` and return (direct, indirect, info)."""
@@ -87,7 +86,7 @@ class Estimator:
         T = problem.horizon_or(T)
         problem.hparams.validate(hparams)
         self.check_hparams(hparams)
-        lam = {k: v.detach() for k, v in hparams.items()}
+        lam = detached(hparams)
         unused = problem.unused_hparams(lam)
         if unused:
             warnings.warn(f"{self.name}: nothing depends on the hyperparameters {unused}; their "
@@ -110,20 +109,36 @@ def check(value: Mapping[str, torch.Tensor], name: str) -> None:
 
 
 REGISTRY: dict[str, type[Estimator]] = {}
+ALIASES: dict[str, tuple[str, dict]] = {}   # name -> (registered name, fixed options); not in list / verify
 
 
 def register(cls: type[Estimator]) -> type[Estimator]:
-    if cls.name in REGISTRY:
+    if cls.name in REGISTRY or cls.name in ALIASES:
         raise ValueError(f"estimator {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
     return cls
 
 
+def register_alias(alias: str, name: str, **options) -> None:
+    """``get(alias, **more)`` is ``get(name, **options, **more)`` (e.g. ``ift_cg`` = ``ift`` with ``solver="cg"``)."""
+    if alias in REGISTRY or alias in ALIASES or name not in REGISTRY:
+        raise ValueError(f"cannot alias {alias!r} to {name!r}")
+    ALIASES[alias] = (name, options)
+
+
 def get(name: str, **options) -> Estimator:
+    """The estimator registered as ``name`` (or an alias of one), built with ``options``."""
+    if name in ALIASES:
+        target, fixed = ALIASES[name]
+        clash = set(fixed) & set(options)
+        if clash:
+            raise TypeError(f"{name} fixes {sorted(clash)}; use {target!r} to choose them")
+        return REGISTRY[target](**fixed, **options)
     try:
-        return REGISTRY[name](**options)
-    except KeyError:
+        cls = REGISTRY[name]
+    except (KeyError, TypeError):
         raise ValueError(f"unknown estimator {name!r}; known: {sorted(REGISTRY)}") from None
+    return cls(**options)
 
 
 def estimate(name: str, problem: InnerProblem, hparams, *, T: int | None = None, state: State | None = None,

@@ -14,28 +14,8 @@ T steps and T VJPs. Exact when the trajectory is a straight line.
 
 from __future__ import annotations
 
-from ..problem import State
-from ._online import padded
 from .base import Estimator, register
-from .rmd import reverse_sweep
-
-
-class Interpolated:
-    """``ŝ(τ)`` for absolute step indices τ ∈ [s_0.t, s_T.t]: the straight line from s_0 to s_T."""
-
-    def __init__(self, first: State, last: State):
-        self.first, self.last, self.T = first, last, last.t - first.t
-
-    def __call__(self, tau: int) -> State:
-        c = (tau - self.first.t) / self.T
-        if c == 0:
-            return self.first
-        if c == 1:
-            return self.last
-        flat = [(1 - c) * a + c * b for a, b in zip(self.first.tensors(), self.last.tensors())]
-        buffers = {k: (1 - c) * a + c * self.last.buffers[k] if a.is_floating_point() else self.last.buffers[k]
-                   for k, a in self.first.buffers.items()}
-        return self.last.with_tensors(flat)._replace(buffers=buffers, t=tau)
+from .shared import Interpolated, padded, reverse_sweep
 
 
 @register

@@ -1,14 +1,16 @@
 """EvoGrad (Bohdal, Yang & Hospedales, NeurIPS 2021): a first-order hypergradient through a virtual
 evolutionary step.
 
-With the current weights θ detached, draw K candidates and weigh them by their training losses:
+With the current weights w detached (the paper's θ), draw a population of K candidates and weigh
+them by their training losses:
 
-    θ_k = θ + ε_k,   ε_k = σ·sign(N(0, I))  (``noise="sign"``)  or  σ·N(0, I)  (``"gaussian"``)
-    ℓ_k = L_train(θ_k, λ; D_t)              (graph to λ only)
-    w = softmax(−ℓ/τ),   θ* = Σ_k w_k θ_k                                       (Eqs. 3–4)
-    g = ∇_λ L_val(θ*, λ) = ∂L_val/∂λ + ⟨∂L_val/∂θ*, ∂θ*/∂λ⟩                      (Eq. 5)
+    w_k = w + ε_k,   ε_k = σ·sign(N(0, I))  (``noise="sign"``)  or  σ·N(0, I)  (``"gaussian"``)
+    ℓ_k = L_train(w_k, λ; D_t)              (graph to λ only)
+    a = softmax(−ℓ/τ),   w* = Σ_k a_k w_k                                       (Eqs. 3–4)
+    g = ∇_λ L_val(w*, λ) = ∂L_val/∂λ + ⟨∂L_val/∂w*, ∂w*/∂λ⟩                      (Eq. 5)
 
-and in closed form ``∂L_val/∂θ* · ∂θ*/∂λ = −(1/τ) Σ_k w_k ⟨∇_θ L_val(θ*), θ_k − θ*⟩ ∇_λ ℓ_k``. No
+with K = ``population`` and τ = ``temperature``, and in closed form
+``∂L_val/∂w* · ∂w*/∂λ = −(1/τ) Σ_k a_k ⟨∇_w L_val(w*), w_k − w*⟩ ∇_λ ℓ_k``. No
 second derivatives: K training forward passes, one backward pass through them, one validation
 gradient. For small σ the expectation is the 1-step hypergradient with virtual learning rate
 σ²(1 − 1/K)/τ (ALGORITHMS.md §7). Like implicit differentiation it cannot learn the optimizer's
@@ -23,21 +25,25 @@ first and estimates at s_t. Both use the step's batch D_t and the validation bat
 Defaults K = 2, σ = 1e-3, τ = 0.05 (paper, §4.2 and Appendix B). The offline call runs T online
 steps at fixed λ and returns the last hypergradient (``info["sum"]`` holds Σ_t g_t).
 
-    >>> hg = estimate("evograd", problem, lam, T=1, K=2, sigma=1e-3, tau=0.05, when="before")
+    >>> hg = estimate("evograd", problem, lam, T=1, population=2, sigma=1e-3, temperature=0.05, when="before")
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
 
-from ..problem import InnerProblem, State
-from ._online import detached, result
+from ..core.autograd import grad_or_zero
+from ..core.problem import InnerProblem
+from ..core.state import State
+from ..core.tree import detached, zeros_like
 from .base import Estimator, register
+from .shared import result
 
-__all__ = ["EvoGrad", "perturbations", "evolve"]
+__all__ = ["EvoGrad", "perturbations"]
 
 NOISE = ("sign", "gaussian")
 WHEN = ("before", "after")
@@ -82,10 +88,10 @@ def _sign_eps(words: torch.Tensor, p: torch.Tensor, sigma: float) -> torch.Tenso
     return signs_of(words, p.shape, p.dtype).mul_(sigma).to(p.device)
 
 
-def perturbations(params: Sequence[torch.Tensor], K: int, sigma: float, noise: str,
+def perturbations(params: Sequence[torch.Tensor], population: int, sigma: float, noise: str,
                   generator: torch.Generator) -> list[list[torch.Tensor]]:
-    """ε_1 … ε_K (:func:`draw`, in order from ``generator``)."""
-    return [draw(params, sigma, noise, generator) for _ in range(K)]
+    """ε_1 … ε_K for K = ``population`` (:func:`draw`, in order from ``generator``)."""
+    return [draw(params, sigma, noise, generator) for _ in range(population)]
 
 
 class _Replay:
@@ -93,9 +99,9 @@ class _Replay:
     re-expanded on demand: sign noise keeps its random bits (1/32 of the floats in float32), Gaussian
     noise the generator's state before each draw. The K perturbations never coexist in memory."""
 
-    def __init__(self, params, K, sigma, noise, generator):
+    def __init__(self, params, population, sigma, noise, generator):
         self.params, self.sigma, self.noise, self.saved = params, sigma, noise, []
-        for _ in range(K):
+        for _ in range(population):
             if noise == "sign":
                 self.saved.append([random_words(p.shape, generator) for p in params])
             else:
@@ -111,22 +117,16 @@ class _Replay:
         return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.saved[k]))
 
 
-def evolve(candidates: Sequence[Sequence[torch.Tensor]], losses: torch.Tensor, tau: float):
-    """(θ*, w): w = softmax(−ℓ/τ) over the K candidates and θ* = Σ_k w_k θ_k (Eqs. 3–4)."""
-    w = torch.softmax(-losses / tau, dim=0)
-    star = [sum(w[k] * c[i] for k, c in enumerate(candidates)) for i in range(len(candidates[0]))]
-    return star, w
-
-
 @register
 class EvoGrad(Estimator):
     """First-order hypergradient through a virtual evolutionary step; memory O(|w|) for any K
     (the perturbations are redrawn, never stored).
 
     Args:
-        K: population size (≥ 2; with K = 1 the weights are constant and g is the direct term).
+        population: K, the number of candidates (≥ 2; with K = 1 the weights are constant and g is the
+            direct term).
         sigma: σ, the perturbation scale.
-        tau: τ, the softmax temperature.
+        temperature: τ, the softmax temperature.
         noise: ``"sign"`` (σ·sign(N(0, I)), the paper's experiments) or ``"gaussian"`` (the 1-D toy).
         when: ``"before"`` or ``"after"`` the model's own step.
         seed: seed of the estimator's generator for the perturbations (kept across calls;
@@ -139,56 +139,64 @@ class EvoGrad(Estimator):
     no_optimizer_hparams = "its virtual step is evolutionary, not the optimizer's, so lr / momentum do not enter"
     memory = "O(|w|)"
 
-    def __init__(self, K: int = 2, sigma: float = 1e-3, tau: float = 0.05, noise: str = "sign",
-                 when: str = "after", seed: int = 0):
-        if not isinstance(K, int) or K < 1:
-            raise ValueError(f"K (population size) must be a positive int, got {K!r}")
+    def __init__(self, population: int = 2, sigma: float = 1e-3, temperature: float = 0.05, noise: str = "sign",
+                 when: str = "after", seed: int = 0, **deprecated):
+        for old, new in (("K", "population"), ("tau", "temperature")):
+            if old in deprecated:
+                warnings.warn(f"evograd's {old}= is now {new}=; the old name goes in 0.3", DeprecationWarning,
+                              stacklevel=3)
+                if new == "population":
+                    population = deprecated.pop(old)
+                else:
+                    temperature = deprecated.pop(old)
+        if deprecated:
+            raise TypeError(f"evograd has no option {sorted(deprecated)}")
+        if not isinstance(population, int) or isinstance(population, bool) or population < 1:
+            raise ValueError(f"population (K, the number of candidates) must be a positive int, got {population!r}")
         if not isinstance(sigma, (int, float)) or not sigma > 0:
             raise ValueError(f"sigma must be a positive float, got {sigma!r}")
-        if not isinstance(tau, (int, float)) or not tau > 0:
-            raise ValueError(f"tau (temperature) must be a positive float, got {tau!r}")
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature (τ) must be a positive float, got {temperature!r}")
         if noise not in NOISE:
             raise ValueError(f"noise must be one of {NOISE}, got {noise!r}")
         if when not in WHEN:
             raise ValueError(f"when must be one of {WHEN}, got {when!r}")
-        super().__init__(K=K, sigma=sigma, tau=tau, noise=noise, when=when, seed=seed)
-        self.K, self.sigma, self.tau, self.noise, self.when, self.seed = K, float(sigma), float(tau), noise, when, seed
+        self.population, self.sigma, self.temperature = population, float(sigma), float(temperature)
+        self.noise, self.when, self.seed = noise, when, seed
         self.reset()
 
     def reset(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def hypergradient(self, problem: InnerProblem, lam, state: State, t: int, batch=None):
-        """(direct, indirect, info) at θ = ``state``'s weights, candidates on the batch of step t.
+        """(direct, indirect, info) at w = ``state``'s weights, candidates on the batch of step t.
 
-        Streamed so that memory is O(|w|) whatever K: the candidates θ + ε_k are formed one at a
-        time for their losses, θ* = θ + Σ_k w_k ε_k is accumulated from redrawn ε_k (Σ_k w_k = 1),
-        and the indirect term is ∇_λ of w with output gradient c_k = ⟨∇_θ L_val(θ*), ε_k⟩ (the
-        chain rule through θ*; the θ part of θ_k drops out because Σ_k ∂w_k/∂λ = 0)."""
-        theta = [p.detach() for p in state.params]
-        eps = _Replay(theta, self.K, self.sigma, self.noise, self.generator)
-        lam_g = {k: v.detach().requires_grad_() for k, v in lam.items()}
+        Streamed so that memory is O(|w|) whatever K: the candidates w + ε_k are formed one at a
+        time for their losses, w* = w + Σ_k a_k ε_k is accumulated from redrawn ε_k (Σ_k a_k = 1),
+        and the indirect term is ∇_λ of a with output gradient c_k = ⟨∇_w L_val(w*), ε_k⟩ (the
+        chain rule through w*; the w part of w_k drops out because Σ_k ∂a_k/∂λ = 0)."""
+        w = [p.detach() for p in state.params]
+        eps = _Replay(w, self.population, self.sigma, self.noise, self.generator)
+        lam_g = detached(lam, requires_grad=True)
         with torch.enable_grad():
             losses = []
-            for k in range(self.K):          # the returned buffers are discarded
-                cand = tuple(p + e for p, e in zip(theta, eps[k]))
+            for k in range(self.population):          # the returned buffers are discarded
+                cand = tuple(p + e for p, e in zip(w, eps[k]))
                 losses.append(problem.train_loss_at(state._replace(params=cand), lam_g, t, batch)[0])
                 del cand
             losses = torch.stack(losses)
-            w = torch.softmax(-losses / self.tau, dim=0)
-        star = [p.clone() for p in theta]
-        for k, wk in enumerate(w.detach().tolist()):
+            a = torch.softmax(-losses / self.temperature, dim=0)
+        star = [p.clone() for p in w]
+        for k, ak in enumerate(a.detach().tolist()):
             for x, e in zip(star, eps[k]):
-                x.add_(e, alpha=wk)
+                x.add_(e, alpha=ak)
         loss, alpha, direct = problem.val_grad(state._replace(params=tuple(star)), lam, t)
         del star
-        c = torch.stack([sum(torch.dot(a.reshape(-1), e.reshape(-1)) for a, e in zip(alpha, eps[k]))
-                         for k in range(self.K)]).to(w.dtype)
+        c = torch.stack([sum(torch.dot(g.reshape(-1), e.reshape(-1)) for g, e in zip(alpha, eps[k]))
+                         for k in range(self.population)]).to(a.dtype)
         keys = list(lam_g)
-        g = torch.autograd.grad(w, [lam_g[k] for k in keys], c, allow_unused=True, materialize_grads=True) \
-            if w.requires_grad else [torch.zeros_like(lam_g[k]) for k in keys]
-        indirect = dict(zip(keys, g))
-        info = {"val_loss": loss, "weights": w.detach(), "train_losses": losses.detach(), "forwards": self.K}
+        indirect = dict(zip(keys, grad_or_zero(a, [lam_g[k] for k in keys], [c])))
+        info = {"val_loss": loss, "weights": a.detach(), "train_losses": losses.detach(), "forwards": self.population}
         return direct, indirect, info
 
     def _step(self, problem, lam, state):
@@ -204,7 +212,7 @@ class EvoGrad(Estimator):
         return state, result(problem, before, direct, indirect, info, self.name)
 
     def estimate(self, problem, lam, T, state):
-        total = {k: torch.zeros_like(v) for k, v in lam.items()}
+        total = zeros_like(lam)
         hg = None
         for _ in range(T):
             state, hg = self._step(problem, lam, state)

@@ -10,10 +10,9 @@ identically zero under FO.
 
 from __future__ import annotations
 
-import torch
-
-from ._online import Lookahead
+from ..core.tree import zeros_like
 from .base import register
+from .lookahead import Lookahead
 
 
 @register
@@ -25,4 +24,4 @@ class FirstOrder(Lookahead):
     def lookahead(self, problem, lam, prev):
         state = problem.step(prev, lam)
         loss, _, direct = problem.val_grad(state, lam)
-        return state, loss, direct, {k: torch.zeros_like(v) for k, v in lam.items()}
+        return state, loss, direct, zeros_like(lam)

@@ -19,10 +19,12 @@ with C = dv/dλ and H_t the training Hessian at w_{t-1}::
 
 where α', β', μ' are the derivatives of step t's lr, momentum and weight decay with respect to each
 column (a schedule's active value and a positivity transform included). It spends one batched HVP per
-step instead of a batched JVP of the whole step. Used with ``closed_form=True``, or automatically
-(``None``) for SGD without Nesterov or dampening when λ holds only lr / momentum / weight_decay.
-Clipping trap (ALGORITHMS.md §2): our optimizers do not clip gradients; the generic path is a JVP of
-the whole map Φ, so a clip mask M inside Φ would still give the exact M·H·z.
+step instead of a batched JVP of the whole step. The recursion is the optimizer's own
+(:meth:`hypergradient.core.optimizer.Optimizer.tangent_update`; SGD offers it): used with
+``closed_form=True``, or automatically (``None``) where the optimizer offers one for what λ holds (SGD
+without Nesterov or dampening, λ only lr / momentum / weight_decay). Clipping trap (ALGORITHMS.md
+§2): our optimizers do not clip gradients; the generic path is a JVP of the whole map Φ, so a clip
+mask M inside Φ would still give the exact M·H·z.
 
     >>> hg = estimate("fmd", problem, lam, T=1000)          # lam with a few entries
 """
@@ -31,13 +33,10 @@ from __future__ import annotations
 
 import torch
 
-from ..optim import SGD
-from ..optim.base import is_zero
-from ..problem import State
-from ._online import detached, result
+from ..core.state import State
+from ..core.tree import detached, zeros_like
 from .base import Estimator, register
-
-FAST = ("lr", "momentum", "weight_decay")
+from .shared import result
 
 
 def columns(lam) -> dict:
@@ -62,37 +61,30 @@ def contract(alpha, Z, lam) -> dict:
 
 
 def closed_form_blocker(problem, lam) -> str | None:
-    """Why the SGD closed form does not apply (None when it does)."""
-    opt, hp = problem.optimizer, problem.hparams
-    if type(opt) is not SGD:
-        return f"the inner optimizer is {type(opt).__name__}, not SGD"
-    if opt.nesterov:
-        return "Nesterov momentum is not covered"
-    if "dampening" in hp.specs or hp.constants.get("dampening", 0.0) != 0:
-        return "dampening must be the constant 0"
-    other = [k for k in lam if not (k.startswith("optim.") and k[6:].split("[")[0] in FAST)]
+    """Why the optimizer's closed-form tangent rule does not apply (None when it does)."""
+    opt, spec = problem.optimizer, problem.spec
+    why = opt.tangent_blocker(set(spec.specs), spec.constants)
+    if why:
+        return why
+    other = [k for k in lam if not (k.startswith("optim.") and k[6:].split("[")[0] in opt.tangent_hparams)]
     if other:
-        return f"λ holds {other}; the closed form covers only optimizer lr / momentum / weight_decay"
+        return f"λ holds {other}; the closed form covers only optimizer {' / '.join(opt.tangent_hparams)}"
     return None
 
 
-def _bcast(d, w):
-    """A (N, *hp shape) derivative broadcast against a (N, *w.shape) tangent."""
-    return d if d.dim() - 1 == w.dim() else d.reshape(d.shape[0], *([1] * w.dim()))
-
-
-def _hp_tangents(problem, lam, cols, t, cache):
-    """{name: [per parameter: (N, ...) derivative of the step-t value w.r.t. each column, or None]};
-    a batched JVP of the (cheap) map λ ↦ step-t hyperparameter values, by double backward."""
-    hps = problem.hparams
-    key = tuple(hps.index(h, t) if (h.schedule or h.block) else -1 for h in hps.specs.values())
+def coefficient_tangents(problem, lam, cols, t, cache):
+    """{name: [per parameter: (N, ...) derivative of the step-t coefficient w.r.t. each column, or None]}
+    for the optimizer's ``tangent_hparams``: a batched JVP of the (cheap) map λ ↦ step-t coefficients,
+    by double backward."""
+    spec, names = problem.spec, problem.optimizer.tangent_hparams
+    key = spec.window(t)
     if cache is not None and key in cache:
         return cache[key]
-    lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+    lam_d = detached(lam, requires_grad=True)
     tan: dict[int, torch.Tensor] = {}
     with torch.enable_grad():
-        vals = hps.resolve_optim(lam_d, t)
-        xs = list({id(x): x for name in FAST for x in vals[name]
+        vals = spec.coefficients(lam_d, t)
+        xs = list({id(x): x for name in names for x in vals[name]
                    if isinstance(x, torch.Tensor) and x.requires_grad}.values())
         if xs:
             us = [torch.zeros_like(x, requires_grad=True) for x in xs]
@@ -101,14 +93,14 @@ def _hp_tangents(problem, lam, cols, t, cache):
             jv = torch.autograd.grad([p[0] for p in pairs], us, [p[1] for p in pairs], is_grads_batched=True,
                                      allow_unused=True)
             tan = {id(x): j for x, j in zip(xs, jv) if j is not None}
-    out = {name: [tan.get(id(x)) if isinstance(x, torch.Tensor) else None for x in vals[name]] for name in FAST}
+    out = {name: [tan.get(id(x)) if isinstance(x, torch.Tensor) else None for x in vals[name]] for name in names}
     if cache is not None:
         cache[key] = out
     return out
 
 
-def sgd_step(problem, lam, state: State, carry: dict) -> State:
-    """One SGD step and the closed-form update of (Z, C) over the weights; counts 1 step, N HVPs."""
+def closed_form_step(problem, lam, state: State, carry: dict) -> State:
+    """One step and the optimizer's closed-form update of (Z, C) over the weights; counts 1 step, N HVPs."""
     t, Z, C, N = state.t + 1, carry["Z"], carry["C"], carry["N"]
     params, grads, buffers = problem.train_grad(state.detach(), lam, t, create_graph=Z is not None)
     with torch.enable_grad():
@@ -121,34 +113,12 @@ def sgd_step(problem, lam, state: State, carry: dict) -> State:
     problem.cost.steps += 1
     problem.cost.hvps += N if Z is not None else 0
     grads = tuple(g.detach() for g in grads)
-    hp = problem.hparams.resolve_optim(lam, t)
+    coef = problem.spec.coefficients(lam, t)
     with torch.no_grad():
-        new_p, new_opt = problem.optimizer.update(grads, state.opt, state.params, hp, t)
-        d = _hp_tangents(problem, lam, carry["cols"], t, carry["cache"])
-        newZ, newC = [], []
-        for i, w in enumerate(state.params):
-            lr, mom, wd = hp["lr"][i], hp["momentum"][i], hp["weight_decay"][i]
-            dlr, dmom, dwd = d["lr"][i], d["momentum"][i], d["weight_decay"][i]
-            c = torch.zeros((N, *w.shape), dtype=w.dtype, device=w.device)
-            if Z is not None:
-                if hz[i] is not None:
-                    c = c + hz[i]
-                if not is_zero(wd):
-                    c = c + wd * Z[i]
-            if dwd is not None:
-                c = c + _bcast(dwd, w) * w
-            active = not is_zero(mom)  # the same test SGD.update makes
-            if active and t > 1:
-                if C is not None:
-                    c = c + mom * C[i]
-                if dmom is not None:
-                    c = c + _bcast(dmom, w) * state.opt.momentum_buffer[i]
-            u = new_opt.momentum_buffer[i] if active else (grads[i] if is_zero(wd) else grads[i] + wd * w)
-            z = (Z[i] if Z is not None else 0) - lr * c
-            if dlr is not None:
-                z = z - _bcast(dlr, w) * u
-            newZ.append(z)
-            newC.append(c)
+        new_p, new_opt = problem.optimizer.update(grads, state.opt, state.params, coef, t)
+        dcoef = coefficient_tangents(problem, lam, carry["cols"], t, carry["cache"])
+        newZ, newC = problem.optimizer.tangent_update((Z, C), hz, dcoef, coef, grads, state.params, state.opt,
+                                                      new_opt, t, N)
     carry["Z"], carry["C"] = newZ, newC
     return State(tuple(new_p), new_opt, buffers, t)
 
@@ -161,8 +131,9 @@ def generic_step(problem, lam, state: State, carry: dict) -> State:
 
 @register
 class FMD(Estimator):
-    """Exact forward mode; ``closed_form``: None (automatic for SGD with lr / momentum / weight decay),
-    True (require it) or False (always the generic batched JVP)."""
+    """Exact forward mode; ``closed_form``: None (the optimizer's closed-form tangent rule where it
+    applies, e.g. SGD with lr / momentum / weight decay), True (require it) or False (always the generic
+    batched JVP)."""
 
     name = "fmd"
     exact = True
@@ -172,7 +143,6 @@ class FMD(Estimator):
     def __init__(self, closed_form: bool | None = None):
         if closed_form not in (None, True, False):
             raise ValueError(f"closed_form must be None, True or False, got {closed_form!r}")
-        super().__init__(closed_form=closed_form)
         self.closed_form = closed_form
 
     def _carry(self, problem, lam, offline: bool) -> dict:
@@ -182,7 +152,7 @@ class FMD(Estimator):
         fast = why is None and self.closed_form is not False
         cols = columns(lam)
         return {"Z": None, "C": None, "cols": cols, "N": next(iter(cols.values())).shape[0],
-                "step": sgd_step if fast else generic_step, "cache": {} if offline else None}
+                "step": closed_form_step if fast else generic_step, "cache": {} if offline else None}
 
     def _held(self, carry, state) -> int:
         held = [z for z in (carry["Z"] or []) + (carry["C"] or []) + list(carry["cols"].values())]
@@ -193,10 +163,9 @@ class FMD(Estimator):
         for _ in range(T):
             state = carry["step"](problem, lam, state, carry)
         loss, alpha, direct = problem.val_grad(state, lam)
-        indirect = contract(alpha, carry["Z"], lam) if carry["Z"] is not None else \
-            {k: torch.zeros_like(v) for k, v in lam.items()}
+        indirect = contract(alpha, carry["Z"], lam) if carry["Z"] is not None else zeros_like(lam)
         return direct, indirect, {"val_loss": loss, "state": state, "stored_bytes": self._held(carry, state),
-                                  "closed_form": carry["step"] is sgd_step}
+                                  "closed_form": carry["step"] is closed_form_step}
 
     def online_init(self, problem, lam, state):
         return self._carry(problem, detached(lam), offline=False)

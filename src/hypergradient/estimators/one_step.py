@@ -13,8 +13,9 @@ the same formula with T = t.
 
 from __future__ import annotations
 
-from ._online import Lookahead, padded
 from .base import register
+from .lookahead import Lookahead
+from .shared import padded
 
 
 @register

@@ -18,38 +18,27 @@ import math
 
 import torch
 
-from ..problem import InnerProblem, State
+from ..core.autograd import grad_or_zero
+from ..core.problem import InnerProblem
+from ..core.state import State
+from ..core.tree import detached, zeros_like
 from .base import Estimator, register
+from .shared import padded
 
 STORAGE = ("graph", "recompute", "checkpoint")
-
-
-def reverse_sweep(problem: InnerProblem, lam, state_at, T: int, K: int, adjoint: list):
-    """Σ_{t=T-K+1..T} ᾱ_t B_t by K VJPs from step T down; ``state_at(t)`` returns s_t (T and t are
-    absolute step indices, as in ``State.t``)."""
-    g = {k: torch.zeros_like(v) for k, v in lam.items()}
-    cot = adjoint
-    for t in range(T, T - K, -1):
-        cot, gl = problem.vjp(state_at(t - 1), lam, cot)
-        for k in g:
-            g[k] = g[k] + gl[k]
-    return g
 
 
 def unrolled(problem: InnerProblem, lam, state: State, T: int, K: int):
     """The ``graph`` policy: T − K steps without a graph, K with it, one backward pass.
     Returns (direct, indirect, val loss, s_T)."""
     state, _ = problem.run(state, lam, T - K)
-    lam_g = {k: v.detach().requires_grad_() for k, v in lam.items()}
+    lam_g = detached(lam, requires_grad=True)
     s = state.detach()
     problem.cost.steps += K
     with torch.enable_grad():
         s = problem.unroll(s, lam_g, K)
         loss, alpha, direct = problem.val_grad(s, lam)
-        outs = [(p, a) for p, a in zip(s.params, alpha) if p.requires_grad]
-        g = torch.autograd.grad([o for o, _ in outs], list(lam_g.values()), [a for _, a in outs],
-                                allow_unused=True, materialize_grads=True) if outs else \
-            [torch.zeros_like(v) for v in lam_g.values()]
+        g = grad_or_zero(s.params, list(lam_g.values()), alpha)
     return direct, dict(zip(lam, g)), loss, s.detach()
 
 
@@ -58,23 +47,16 @@ def segment_sweep(problem: InnerProblem, lam, kept: dict[int, State], end: int, 
     the segment [c, c') between kept states s_c and s_c' (s_end for the last) is replayed from s_c
     with a graph and the adjoint at its end goes back through it in one backward pass, giving the
     adjoint at s_c and the segment's share of the hypergradient. Memory: one segment's graph."""
-    g = {k: torch.zeros_like(v) for k, v in lam.items()}
+    g = zeros_like(lam)
     cot = adjoint
     bounds = sorted(kept) + [end]
     for c, c_next in reversed(list(zip(bounds[:-1], bounds[1:]))):
         s0 = kept[c].detach(requires_grad=True)
-        lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+        lam_d = detached(lam, requires_grad=True)
         problem.cost.vjps += c_next - c  # the work of that many VJPs, in one backward pass
         with torch.enable_grad():
             s = problem.unroll(s0, lam_d, c_next - c)
-            outs, cots = [], []
-            for o, a in zip(s.tensors(), cot):
-                if a is not None and o.requires_grad:
-                    outs.append(o)
-                    cots.append(a)
-            inputs = s0.tensors() + list(lam_d.values())
-            grads = torch.autograd.grad(outs, inputs, cots, allow_unused=True, materialize_grads=True) if outs \
-                else [torch.zeros_like(x) for x in inputs]
+            grads = grad_or_zero(s.tensors(), s0.tensors() + list(lam_d.values()), cot)
         n = len(s0.tensors())
         cot = list(grads[:n])
         for k, gk in zip(lam_d, grads[n:]):
@@ -89,8 +71,7 @@ def stored(problem: InnerProblem, lam, state: State, T: int, K: int, every: int)
     first = end - K    # the sweep starts from s_first
     state, kept = problem.run(state, lam, T, keep=lambda t: first <= t < end and (t - first) % every == 0)
     loss, alpha, direct = problem.val_grad(state, lam)
-    nstate = len(state.tensors())
-    indirect = segment_sweep(problem, lam, kept, end, alpha + [None] * (nstate - len(alpha)))
+    indirect = segment_sweep(problem, lam, kept, end, padded(alpha, state))
     held = sum(s.nbytes() for s in kept.values()) + min(every, K) * state.nbytes()
     return direct, indirect, loss, state, held
 
@@ -104,7 +85,6 @@ class _Reverse(Estimator):
             raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
         if every is not None and storage != "checkpoint":
             raise ValueError("every=k applies to storage='checkpoint'")
-        super().__init__(storage=storage, every=every, K=K)
         self.storage, self.every, self.K = storage, every, K
 
     def estimate(self, problem, lam, T, state):

@@ -1,24 +1,14 @@
-"""Differentiable inner optimizers: pure ``init`` / ``update`` pairs with explicit state."""
+"""Differentiable inner optimizers: pure ``init`` / ``update`` pairs with explicit state, each
+reproducing ``torch.optim``. Imports :mod:`hypergradient.core` only; registers every optimizer by name."""
 
+from ..core.optimizer import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
-from .base import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad)}
+for _cls in (SGD, Adam, AdamW, RMSprop, Adagrad):
+    register_optimizer(_cls)
+get = get_optimizer
 
-
-def get(name_or_optimizer, **options) -> Optimizer:
-    """An optimizer by registry name (``"sgd"``, ``"adam"``, ...) or an instance passed through."""
-    if isinstance(name_or_optimizer, Optimizer):
-        if options:
-            raise TypeError("options can only be given with an optimizer name")
-        return name_or_optimizer
-    try:
-        return OPTIMIZERS[name_or_optimizer](**options)
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name_or_optimizer!r}; known: {sorted(OPTIMIZERS)}") from None
-
-
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get", "register_optimizer"]

@@ -37,8 +37,8 @@ class Adagrad(Optimizer):
     def init(self, params):
         return AdagradState(tuple(torch.full_like(p, self.initial_accumulator_value) for p in params))
 
-    def update(self, grads, state, params, hp, t):
-        lr, decay, wd, eps = hp["lr"], hp["lr_decay"], hp["weight_decay"], hp["eps"]
+    def update(self, grads, state, params, coef, t):
+        lr, decay, wd, eps = coef["lr"], coef["lr_decay"], coef["weight_decay"], coef["eps"]
         out_p, out_s = [], []
         for i, (p, g) in enumerate(zip(params, grads)):
             if not is_zero(wd[i]):

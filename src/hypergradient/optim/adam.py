@@ -51,8 +51,8 @@ class Adam(Optimizer):
         return AdamState(zeros_like_all(params), zeros_like_all(params),
                          zeros_like_all(params) if self.amsgrad else ())
 
-    def update(self, grads, state, params, hp, t):
-        lr, b1, b2, eps, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"]
+    def update(self, grads, state, params, coef, t):
+        lr, b1, b2, eps, wd = coef["lr"], coef["beta1"], coef["beta2"], coef["eps"], coef["weight_decay"]
         out_p, out_m, out_s, out_max = [], [], [], []
         for i, (p, g) in enumerate(zip(params, grads)):
             if not is_zero(wd[i]):

@@ -1,61 +1,18 @@
-"""The differentiable-optimizer protocol: a pure ``init`` / ``update`` pair with explicit state.
-
-``init(params) -> state`` and ``update(grads, state, params, hp, t) -> (params, state)``. ``params``,
-``grads`` and every field of ``state`` are tuples of tensors aligned with one another; ``hp`` maps
-each hyperparameter name to a tuple (one entry per parameter tensor) of floats or tensors that
-broadcast against that parameter, so scalar, per-tensor, element-wise and scheduled hyperparameters
-all reach the update the same way (see :mod:`hypergradient.hparams`). ``t`` is the 1-based step
-index. Nothing is mutated in place, so the update can be differentiated with respect to params,
-state and hyperparameters.
-"""
+"""Numerics shared by the optimizers: exact-zero tests, a square root safe under double backward, the
+``torch._foreach_*`` fast path and fused axpy. The protocol itself is
+:class:`hypergradient.core.optimizer.Optimizer`."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 
-Tensors = tuple  # tuple[torch.Tensor, ...]
+from ..core.optimizer import Optimizer
+from ..core.tree import is_number
 
-
-class Optimizer:
-    """Base class. Subclasses set ``name``, ``hparam_names`` (what may be learned), ``defaults``
-    and implement :meth:`init` and :meth:`update`."""
-
-    name: str = ""
-    hparam_names: tuple[str, ...] = ()
-    defaults: dict = {}
-    torch_class: str = ""  # the torch.optim class it reproduces
-    # True when ``update`` acts element by element (no norm or other reduction over a tensor), so that
-    # it may run on all weights as one flat buffer (:mod:`hypergradient.flat`); a custom optimizer
-    # keeps the per-tensor layout unless it says so
-    elementwise: bool = False
-
-    def __init__(self, **options):
-        unknown = set(options) - set(self.options())
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no option {sorted(unknown)}; options are {self.options()}")
-        self._options = {**self.static_defaults(), **options}
-        for k, v in self._options.items():
-            setattr(self, k, v)
-
-    @classmethod
-    def static_defaults(cls) -> dict:
-        return {}
-
-    @classmethod
-    def options(cls) -> list[str]:
-        return list(cls.static_defaults())
-
-    def init(self, params: Sequence[torch.Tensor]) -> NamedTuple:
-        raise NotImplementedError
-
-    def update(self, grads, state, params, hp: dict, t: int):
-        raise NotImplementedError
-
-    def __repr__(self):
-        opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
-        return f"{type(self).__name__}({opts})"
+__all__ = ["Optimizer", "is_zero", "safe_sqrt", "zeros_like_all", "foreach_ok", "same_zero", "fmul", "axpy",
+           "shared_number", "faxpy"]
 
 
 def is_zero(x) -> bool:
@@ -90,10 +47,6 @@ _peek_transforms = getattr(getattr(torch._C, "_functorch", None), "peek_interpre
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def foreach_ok(tensor_lists: Sequence[Sequence], hps: Sequence[Sequence]) -> bool:
     """True when the foreach path may replace a per-tensor loop over ``tensor_lists`` (aligned lists
     of tensors) with per-tensor hyperparameters ``hps`` (each a sequence of all numbers or all
@@ -117,7 +70,7 @@ def foreach_ok(tensor_lists: Sequence[Sequence], hps: Sequence[Sequence]) -> boo
     for h in hps:
         if len(h) != len(first):
             return False
-        if all(_is_number(v) for v in h):
+        if all(is_number(v) for v in h):
             continue
         if not all(type(v) in _PLAIN and v.device == dev for v in h):
             return False
@@ -141,16 +94,16 @@ def fmul(xs, h):
 # node and one pass over memory instead of two, which matters once Φ runs on one flat buffer.
 def axpy(y: torch.Tensor, a, x: torch.Tensor) -> torch.Tensor:
     """y + a·x: one fused op for a number a, ``y + a * x`` for a tensor."""
-    return torch.add(y, x, alpha=a) if _is_number(a) else y + a * x
+    return torch.add(y, x, alpha=a) if is_number(a) else y + a * x
 
 
 def shared_number(h) -> bool | None:
     """For a per-tensor hyperparameter on the foreach path: True if all entries are the same number
     (one fused foreach op does what :func:`axpy` does per tensor), False if all are tensors, None if
     neither (then the caller must take the per-tensor loop)."""
-    if all(_is_number(v) for v in h):
+    if all(is_number(v) for v in h):
         return True if all(v == h[0] for v in h) else None
-    return False if not any(_is_number(v) for v in h) else None
+    return False if not any(is_number(v) for v in h) else None
 
 
 def faxpy(ys, h, xs):

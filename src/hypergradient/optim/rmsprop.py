@@ -38,8 +38,8 @@ class RMSprop(Optimizer):
         return RMSpropState(zeros_like_all(params), zeros_like_all(params) if self.centered else (),
                             zeros_like_all(params))
 
-    def update(self, grads, state, params, hp, t):
-        lr, a, eps, wd, mom = hp["lr"], hp["alpha"], hp["eps"], hp["weight_decay"], hp["momentum"]
+    def update(self, grads, state, params, coef, t):
+        lr, a, eps, wd, mom = coef["lr"], coef["alpha"], coef["eps"], coef["weight_decay"], coef["momentum"]
         out_p, out_s, out_ga, out_b = [], [], [], []
         for i, (p, g) in enumerate(zip(params, grads)):
             if not is_zero(wd[i]):

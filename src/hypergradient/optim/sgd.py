@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from .base import (Optimizer, _is_number, axpy, faxpy, fmul, foreach_ok, is_zero, same_zero, shared_number,
+from .base import (Optimizer, axpy, faxpy, fmul, foreach_ok, is_number, is_zero, same_zero, shared_number,
                    zeros_like_all)
 
 
@@ -40,8 +40,8 @@ class SGD(Optimizer):
     def init(self, params):
         return SGDState(zeros_like_all(params))
 
-    def update(self, grads, state, params, hp, t):
-        lr, mom, damp, wd = hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"]
+    def update(self, grads, state, params, coef, t):
+        lr, mom, damp, wd = coef["lr"], coef["momentum"], coef["dampening"], coef["weight_decay"]
         if foreach_ok((params, grads, state.momentum_buffer), (lr, mom, damp, wd)):
             out = self._update_foreach(grads, state, params, lr, mom, damp, wd, t)
             if out is not None:
@@ -93,6 +93,53 @@ class SGD(Optimizer):
         return tuple(new_p), SGDState(tuple(v))
 
 
+    # ---- forward mode's closed form (non-greedy paper, Appendix A; estimators/fmd.py) ----------------
+    tangent_hparams = ("lr", "momentum", "weight_decay")
+
+    def tangent_blocker(self, learned, constants):
+        if self.nesterov:
+            return "Nesterov momentum is not covered"
+        if "dampening" in learned or constants.get("dampening", 0.0) != 0:
+            return "dampening must be the constant 0"
+        return None
+
+    def tangent_update(self, tangents, hz, dcoef, coef, grads, params, opt, new_opt, t, N):
+        """Z_t = Z_{t-1} − α C_t − α' u_t with C_t = β C_{t-1} + H_t Z_{t-1} + μ Z_{t-1} + β' v_{t-1} + μ' w_{t-1}
+        (C = dv/dλ; the momentum terms only where the momentum buffer is in use, as in :meth:`update`),
+        per parameter tensor; ``tangents`` = (Z, C), ``hz`` = H_t Z_{t-1} (None entries: zero)."""
+        Z, C = tangents
+        newZ, newC = [], []
+        for i, w in enumerate(params):
+            lr, mom, wd = coef["lr"][i], coef["momentum"][i], coef["weight_decay"][i]
+            dlr, dmom, dwd = dcoef["lr"][i], dcoef["momentum"][i], dcoef["weight_decay"][i]
+            c = torch.zeros((N, *w.shape), dtype=w.dtype, device=w.device)
+            if Z is not None:
+                if hz[i] is not None:
+                    c = c + hz[i]
+                if not is_zero(wd):
+                    c = c + wd * Z[i]
+            if dwd is not None:
+                c = c + _bcast(dwd, w) * w
+            active = not is_zero(mom)  # the same test update makes
+            if active and t > 1:
+                if C is not None:
+                    c = c + mom * C[i]
+                if dmom is not None:
+                    c = c + _bcast(dmom, w) * opt.momentum_buffer[i]
+            u = new_opt.momentum_buffer[i] if active else (grads[i] if is_zero(wd) else grads[i] + wd * w)
+            z = (Z[i] if Z is not None else 0) - lr * c
+            if dlr is not None:
+                z = z - _bcast(dlr, w) * u
+            newZ.append(z)
+            newC.append(c)
+        return newZ, newC
+
+
+def _bcast(d, w):
+    """A (N, *coefficient shape) derivative broadcast against a (N, *w.shape) tangent."""
+    return d if d.dim() - 1 == w.dim() else d.reshape(d.shape[0], *([1] * w.dim()))
+
+
 def _descend(p: torch.Tensor, lr, u: torch.Tensor) -> torch.Tensor:
     """p − lr·u as one op: ``add(alpha=−lr)`` for a number, ``addcmul`` for a tensor lr."""
-    return torch.add(p, u, alpha=-lr) if _is_number(lr) else torch.addcmul(p, lr, u, value=-1)
+    return torch.add(p, u, alpha=-lr) if is_number(lr) else torch.addcmul(p, lr, u, value=-1)

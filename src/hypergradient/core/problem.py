@@ -17,101 +17,26 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, fields
-from typing import Callable, Mapping, NamedTuple, Sequence
+import warnings
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from . import optim as _optim
+from .autograd import grad_or_zero
+from .batches import stream
 from .flat import FlatLayout
 from .functional import Forward, FunctionalModel, select
-from .hparams import HyperParameters
+from .hyper import HyperSpec
+from .optimizer import get_optimizer
+from .state import Cost, DivergenceError, State
+from .tree import detached
 
 __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 
 
 LAYOUTS = ("auto", "flat", "tensors")
 FLAT_MAX_MEAN = 16384  # "auto" takes the flat layout up to this mean number of elements per weight tensor
-
-
-class DivergenceError(FloatingPointError):
-    """The inner loop produced a non-finite training loss."""
-
-
-@dataclass
-class Cost:
-    """How many primitives were spent (the papers compare estimators by exactly this)."""
-
-    steps: int = 0      # applications of Φ
-    vjps: int = 0       # reverse products with ∂Φ/∂(s, λ)
-    jvps: int = 0       # forward products (a batched call with N columns counts N)
-    hvps: int = 0       # Hessian-vector products of the training loss
-    val_grads: int = 0  # validation-loss gradients
-
-    def __sub__(self, other: "Cost") -> "Cost":
-        return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
-
-    def __add__(self, other: "Cost") -> "Cost":
-        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
-
-    def copy(self) -> "Cost":
-        return Cost(**vars(self))
-
-
-class State(NamedTuple):
-    """s_t: inner weights, optimizer state, buffers (not differentiated) and the step index t."""
-
-    params: tuple   # w_t, aligned with InnerProblem.names
-    opt: tuple      # optimizer state (a NamedTuple of tuples of tensors)
-    buffers: dict   # BatchNorm running statistics etc., carried explicitly
-    t: int          # number of inner steps taken
-
-    def tensors(self) -> list[torch.Tensor]:
-        """The differentiable part, flattened: w then every optimizer-state tensor."""
-        return list(self.params) + [x for field in self.opt for x in field]
-
-    def with_tensors(self, flat: Sequence[torch.Tensor]) -> "State":
-        n = len(self.params)
-        params, rest = tuple(flat[:n]), list(flat[n:])
-        fields_ = []
-        for field in self.opt:
-            fields_.append(tuple(rest[:len(field)]))
-            rest = rest[len(field):]
-        return State(params, type(self.opt)(*fields_), self.buffers, self.t)
-
-    def detach(self, requires_grad: bool = False) -> "State":
-        flat = [x.detach().requires_grad_(requires_grad) for x in self.tensors()]
-        return self.with_tensors(flat)
-
-    def nbytes(self) -> int:
-        return sum(x.numel() * x.element_size() for x in self.tensors()) + \
-            sum(b.numel() * b.element_size() for b in self.buffers.values())
-
-
-def _stream(data, what: str) -> Callable[[int], object]:
-    """Turn a batch source into ``t -> batch``: a callable is used as is, a sequence is cycled
-    (``[batch]`` is full-batch training), an iterator is cached so that steps can be replayed."""
-    if callable(data):
-        return data
-    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        if len(data) == 0:
-            raise ValueError(f"{what} is empty")
-        if isinstance(data, tuple) and all(isinstance(x, torch.Tensor) for x in data):
-            return lambda t: data  # a single batch given as a tuple of tensors
-        return lambda t: data[(t - 1) % len(data)]
-    if hasattr(data, "__next__"):
-        cache: list = []
-
-        def get(t):
-            while len(cache) < t:
-                cache.append(next(data))
-            return cache[t - 1]
-        return get
-    if isinstance(data, (torch.Tensor, Mapping)):
-        return lambda t: data
-    raise TypeError(f"{what} must be a callable t -> batch, a sequence of batches, an iterator or a "
-                    f"single batch; got {type(data).__name__}")
 
 
 def _check_val_loss(loss) -> None:
@@ -138,7 +63,8 @@ class InnerProblem:
         val_loss: same signature, evaluated on validation batches.
         optimizer: a name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``) or an
             :class:`hypergradient.optim.Optimizer`; ``optimizer_options`` go to its constructor.
-        hparams: optimizer hyperparameters: name -> float (constant) or :class:`Hyper` (learned).
+        optimizer_values: the optimizer's hyperparameters: name -> float (a constant) or
+            :class:`Hyper` (learned, part of λ). (Formerly ``hparams``, a name now kept for λ.)
         model_hparams: which model parameters are hyperparameters λ (names, prefixes, glob patterns or
             a predicate); the rest are the inner weights w.
         loss_hparams: free hyperparameters of the losses: name -> tensor / float / Hyper.
@@ -153,7 +79,7 @@ class InnerProblem:
         seed: base of the per-step seeds that make dropout replayable.
         check_finite: raise :class:`DivergenceError` when a training loss is not finite.
         layout: how :meth:`unroll` holds the weights: ``"flat"`` (one buffer, see
-            :mod:`hypergradient.flat`), ``"tensors"`` (one tensor each) or ``"auto"``: flat when the
+            :mod:`hypergradient.core.flat`), ``"tensors"`` (one tensor each) or ``"auto"``: flat when the
             optimizer is elementwise and the weight tensors average at most ``FLAT_MAX_MEAN``
             elements. Flat saves per-tensor ops, which dominate on many small tensors; on large
             ones it costs a copy per step and keeps whole weight buffers in the graph where the
@@ -163,10 +89,17 @@ class InnerProblem:
     """
 
     def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer="sgd", *,
-                 hparams: Mapping | None = None, model_hparams=None, loss_hparams: Mapping | None = None,
+                 optimizer_values: Mapping | None = None, model_hparams=None, loss_hparams: Mapping | None = None,
                  hparam_modules: Mapping[str, nn.Module] | None = None, train_batches=None, val_batches=None,
                  horizon: int | None = None, val_mode: str = "train", seed: int = 0,
-                 optimizer_options: Mapping | None = None, check_finite: bool = True, layout: str = "auto"):
+                 optimizer_options: Mapping | None = None, check_finite: bool = True, layout: str = "auto",
+                 hparams: Mapping | None = None):
+        if hparams is not None:
+            if optimizer_values is not None:
+                raise TypeError("give optimizer_values only (hparams is its deprecated name)")
+            warnings.warn("InnerProblem(hparams=...) is now InnerProblem(optimizer_values=...); 'hparams' names "
+                          "the λ dict only. The old name goes in 0.3", DeprecationWarning, stacklevel=2)
+            optimizer_values = hparams
         if not callable(train_loss) or not callable(val_loss):
             raise TypeError("train_loss and val_loss must be callables (f, batch, hp) -> scalar tensor")
         if val_mode not in ("train", "eval"):
@@ -186,19 +119,26 @@ class InnerProblem:
         self._buffers0 = self.fmodel.buffers(model)
         self.dtype = self._w0[0].dtype
         self.device = self._w0[0].device
-        self.optimizer = _optim.get(optimizer, **dict(optimizer_options or {}))
-        self.hparams = HyperParameters(
-            self.optimizer, hparams or {}, self.names, {n: all_params[n].shape for n in self.names},
+        self.optimizer = get_optimizer(optimizer, **dict(optimizer_options or {}))
+        self.spec = HyperSpec(
+            self.optimizer, optimizer_values or {}, self.names, {n: all_params[n].shape for n in self.names},
             model={n: all_params[n] for n in lam_names}, loss=loss_hparams, modules=hparam_modules,
             horizon=horizon, dtype=self.dtype, device=self.device)
         self.train_loss, self.val_loss = train_loss, val_loss
-        self._train = _stream(train_batches, "train_batches")
+        self._train = stream(train_batches, "train_batches")
         self._val = val_batches if callable(val_batches) else (lambda t: val_batches)
         self.horizon, self.val_mode, self.seed, self.check_finite = horizon, val_mode, seed, check_finite
         self.cost = Cost()
         self.layout = self._layout(layout)  # a FlatLayout where Φ runs on one flat buffer (see unroll)
         self._unused: dict[tuple, list[str]] = {}
         self._val_unreached: dict[tuple, list[str]] = {}
+
+    @property
+    def hparams(self) -> HyperSpec:
+        """Deprecated name of :attr:`spec`."""
+        warnings.warn("problem.hparams is now problem.spec (the HyperSpec of λ); the old name goes in 0.3",
+                      DeprecationWarning, stacklevel=2)
+        return self.spec
 
     # ---- set-up -------------------------------------------------------------------------------------
     def _layout(self, layout: str) -> FlatLayout | None:
@@ -215,8 +155,8 @@ class InnerProblem:
         return FlatLayout([p.shape for p in self._w0], self.dtype, self.device)
 
     def init_hparams(self) -> dict[str, torch.Tensor]:
-        """Fresh raw leaves of λ (see :mod:`hypergradient.hparams` for the keys)."""
-        return self.hparams.init()
+        """Fresh raw leaves of λ (see :mod:`hypergradient.core.hyper` for the keys)."""
+        return self.spec.init()
 
     def init_state(self, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | None = None) -> State:
         """s_0: the module's weights (or ``params``), a fresh optimizer state, the module's buffers."""
@@ -242,19 +182,26 @@ class InnerProblem:
         if T is None:
             raise ValueError("give the number of inner steps T (or InnerProblem(horizon=T))")
         if self.horizon is not None and T != self.horizon and any(
-                h.schedule or h.block for h in self.hparams.specs.values()):
+                h.schedule or h.block for h in self.spec.specs.values()):
             raise ValueError(f"schedules were built for horizon {self.horizon}; T={T} differs")
         return T
 
     # ---- losses -------------------------------------------------------------------------------------
     def _forward(self, params, lam, buffers, training, seed) -> Forward:
-        return Forward(self.fmodel, dict(zip(self.names, params)), self.hparams.model_values(lam), buffers,
+        return Forward(self.fmodel, dict(zip(self.names, params)), self.spec.model_values(lam), buffers,
                        training, seed, self.device)
+
+    def forward(self, state: State, lam=None, *, training: bool = False) -> Forward:
+        """The model at ``state``'s weights and buffers (and λ's model parts), as the losses see it:
+        ``problem.forward(state, lam)(x)`` predicts (eval mode by default, no seed: for evaluation)."""
+        if self.spec.model and lam is None:
+            raise ValueError(f"the model's parts {sorted(self.spec.model)} are hyperparameters: give lam")
+        return self._forward(state.params, lam or {}, state.buffers, training, None)
 
     def train_loss_at(self, state: State, lam, t: int, batch=None):
         """L_train at state's weights on the batch of step t; returns (loss, new buffers)."""
         f = self._forward(state.params, lam, state.buffers, True, _seed(self.seed, t, "train"))
-        loss = self.train_loss(f, self._train(t) if batch is None else batch, self.hparams.view(lam))
+        loss = self.train_loss(f, self._train(t) if batch is None else batch, self.spec.view(lam))
         return loss, f.buffers
 
     def train_batch(self, t: int):
@@ -264,7 +211,7 @@ class InnerProblem:
     def val_loss_at(self, state: State, lam, t: int | None = None):
         t = state.t if t is None else t
         f = self._forward(state.params, lam, state.buffers, self.val_mode == "train", _seed(self.seed, t, "val"))
-        return self.val_loss(f, self._val(t), self.hparams.view(lam))
+        return self.val_loss(f, self._val(t), self.spec.view(lam))
 
     # ---- Φ ------------------------------------------------------------------------------------------
     def step(self, state: State, lam, *, create_graph: bool = False, batch=None) -> State:
@@ -290,22 +237,21 @@ class InnerProblem:
             if not loss.requires_grad:
                 raise ValueError("the training loss does not depend on the inner weights; train_loss must "
                                  "call f(x) (or use f.params)")
-            grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True,
-                                        materialize_grads=True)
+            grads = tuple(grad_or_zero(loss, params, create_graph=create_graph))
         return params, grads, buffers
 
-    def _phi(self, state: State, lam, create_graph: bool, batch=None, *, hp=None, flat: bool = False) -> State:
-        """Φ; ``hp`` are step t's optimizer hyperparameters when already resolved (required with
-        ``flat``, where the state and ``hp`` are on :attr:`layout`)."""
+    def _phi(self, state: State, lam, create_graph: bool, batch=None, *, coef=None, flat: bool = False) -> State:
+        """Φ; ``coef`` are step t's optimizer coefficients when already resolved (required with
+        ``flat``, where the state and ``coef`` are on :attr:`layout`)."""
         t = state.t + 1
         params, grads, buffers = self.train_grad(state, lam, t, create_graph=create_graph, batch=batch, flat=flat)
-        if hp is None:
-            hp = self.hparams.resolve_optim(lam, t)
+        if coef is None:
+            coef = self.spec.coefficients(lam, t)
         if create_graph:
-            new_p, new_opt = self.optimizer.update(grads, state.opt, params, hp, t)
+            new_p, new_opt = self.optimizer.update(grads, state.opt, params, coef, t)
         else:
             with torch.no_grad():
-                new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, hp, t)
+                new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t)
 
     def unroll(self, state: State, lam, n: int) -> State:
@@ -317,21 +263,21 @@ class InnerProblem:
         way each step's optimizer hyperparameters (transforms, and spreading on the flat layout) are
         computed once per schedule window and shared by its steps. The flat result holds views into
         the flat buffers; the same values as n :meth:`step` calls up to the order of summation."""
-        lay, hp = self.layout, {}
+        lay, coef = self.layout, {}
 
         def at(t):
-            key = self.hparams.window(t)
-            if key not in hp:
-                v = self.hparams.resolve_optim(lam, t)
-                hp[key] = v if lay is None else lay.spread_hparams(v)
-            return hp[key]
+            key = self.spec.window(t)
+            if key not in coef:
+                v = self.spec.coefficients(lam, t)
+                coef[key] = v if lay is None else lay.spread_coefficients(v)
+            return coef[key]
         if lay is None:
             for _ in range(n):
-                state = self._phi(state, lam, True, hp=at(state.t + 1))
+                state = self._phi(state, lam, True, coef=at(state.t + 1))
             return state
         s = State((lay.pack(state.params),), type(state.opt)(*lay.pack_fields(state.opt)), state.buffers, state.t)
         for _ in range(n):
-            s = self._phi(s, lam, True, hp=at(s.t + 1), flat=True)
+            s = self._phi(s, lam, True, coef=at(s.t + 1), flat=True)
         return State(lay.unpack(s.params[0]), type(s.opt)(*lay.unpack_fields(s.opt)), s.buffers, s.t)
 
     # ---- primitives ---------------------------------------------------------------------------------
@@ -341,19 +287,11 @@ class InnerProblem:
         ``batch`` when given (else on the batch of step ``state.t + 1``)."""
         self.cost.vjps += 1
         s = state.detach(requires_grad=True)
-        lam_d = {k: v.detach().requires_grad_(wrt_lam) for k, v in lam.items()}
+        lam_d = detached(lam, requires_grad=wrt_lam)
         with torch.enable_grad():
             nxt = self._phi(s, lam_d, True, batch)
-            outs, cots = [], []
-            for o, c in zip(nxt.tensors(), cotangent):
-                if c is not None and o.requires_grad:
-                    outs.append(o)
-                    cots.append(c)
             inputs = s.tensors() + (list(lam_d.values()) if wrt_lam else [])
-            if not outs:
-                g = [torch.zeros_like(x) for x in inputs]
-            else:
-                g = torch.autograd.grad(outs, inputs, cots, allow_unused=True, materialize_grads=True)
+            g = grad_or_zero(nxt.tensors(), inputs, cotangent)
         n = len(s.tensors())
         return list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
 
@@ -364,7 +302,7 @@ class InnerProblem:
         With ``batched`` every tangent carries a leading axis of N columns (vmapped double backward).
         """
         s = state.detach(requires_grad=True)
-        lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+        lam_d = detached(lam, requires_grad=True)
         flat_s = s.tensors()
         tz = list(tangent_state) if tangent_state is not None else [None] * len(flat_s)
         tl = dict(tangent_lam or {})
@@ -403,22 +341,18 @@ class InnerProblem:
         t = state.t + 1 if t is None else t
         params, g, _ = self.train_grad(state.detach(), lam, t, create_graph=True)
         with torch.enable_grad():
-            pairs = [(gi, vi) for gi, vi in zip(g, v) if gi.requires_grad]
-            hv = torch.autograd.grad([p[0] for p in pairs], params, [p[1] for p in pairs],
-                                     allow_unused=True, materialize_grads=True) if pairs else \
-                [torch.zeros_like(p) for p in params]
-        return list(hv)
+            return grad_or_zero(g, params, v)
 
     def val_grad(self, state: State, lam, t: int | None = None, *, wrt_lam: bool = True):
         """(L_val, ∂L_val/∂w, ∂L_val/∂λ) at state's weights: the adjoint α and the direct term."""
         self.cost.val_grads += 1
         params = tuple(p.detach().requires_grad_() for p in state.params)
-        lam_d = {k: v.detach().requires_grad_(wrt_lam) for k, v in lam.items()}
+        lam_d = detached(lam, requires_grad=wrt_lam)
         with torch.enable_grad():
             loss = self.val_loss_at(state._replace(params=params), lam_d, t)
             _check_val_loss(loss)
             inputs = list(params) + (list(lam_d.values()) if wrt_lam else [])
-            g = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+            g = grad_or_zero(loss, inputs)
         n = len(params)
         return loss.detach(), list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
 
@@ -429,7 +363,7 @@ class InnerProblem:
         before any inner loop runs."""
         key = tuple(lam)
         if key not in self._unused:
-            lam_d = {k: v.detach().requires_grad_() for k, v in lam.items()}
+            lam_d = detached(lam, requires_grad=True)
             with torch.enable_grad():
                 s0 = self.init_state()
                 s1 = self._phi(s0, lam_d, True)

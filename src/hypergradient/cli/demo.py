@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import Hyper, InnerProblem, estimate
-from .data import digits, minibatches
+from ..core.hyper import Hyper
+from ..core.problem import InnerProblem
+from ..estimators import estimate
+from ..learners.data import digits, minibatches
 
 
 def _ce(f, batch, hp):
@@ -26,7 +28,7 @@ def _ce(f, batch, hp):
 
 def _accuracy(problem, state, X, y):
     with torch.no_grad():
-        f = problem._forward(state.params, {}, state.buffers, False, None)
+        f = problem.forward(state)
         return (f(X).argmax(-1) == y).float().mean().item()
 
 
@@ -36,7 +38,7 @@ def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_
     model = nn.Sequential(nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
     problem = InnerProblem(
         model, _ce, _ce, "sgd",
-        hparams={"lr": Hyper(lr, "tensor", positive="exp"), "momentum": 0.9,
+        optimizer_values={"lr": Hyper(lr, "tensor", positive="exp"), "momentum": 0.9,
                  "weight_decay": Hyper(weight_decay, "tensor", positive="exp")},
         train_batches=minibatches(Xtr, ytr, 100, T, seed), val_batches=(Xva, yva), horizon=T, seed=seed)
     return problem, (Xva, yva), (Xte, yte)
@@ -65,7 +67,7 @@ def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0
         return _accuracy(problem, s, *val), _accuracy(problem, s, *test), problem.val_loss_at(s, l).item()
 
     before, after = evaluate(lam0), evaluate(lam)
-    hp = {k: problem.hparams.value(lam, k).item() for k in lam}
+    hp = {k: problem.spec.value(lam, k).item() for k in lam}
     result = {"T": T, "outer_steps": outer_steps, "seconds": seconds,
               "initial": dict(zip(("val_acc", "test_acc", "val_loss"), before)),
               "learned": dict(zip(("val_acc", "test_acc", "val_loss"), after)),

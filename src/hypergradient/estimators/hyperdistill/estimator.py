@@ -57,176 +57,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
-from ..linalg import _dot as linalg_dot
-from ..problem import Cost, InnerProblem, State
-from ._online import detached, padded, result
-from .base import Estimator, register
-from .drmad import Interpolated
+from ...core.problem import InnerProblem
+from ...core.state import Cost, State
+from ...core.tree import detached, dot, zeros_like
+from ..base import Estimator, register
+from ..shared import padded, result
+from .data import batch_size, distill_batch
+from .linear_estimation import linear_estimation
+from .weights import forward_weight, geometric_sum, mix
 
-__all__ = ["HyperDistill", "geometric_sum", "forward_weight", "backward_weight", "subsample",
-           "distill_batch", "linear_estimation"]
+__all__ = ["HyperDistill", "HyperDistillCarry", "direct_is_zero"]
 
 ROUNDING = ("nearest", "stochastic")
 ZERO_DIRECT = ("unit", "normalized", "fit")
-
-
-# ---- the weights of Eqs. 12, 13, 15, 17 -------------------------------------------------------------
-def geometric_sum(gamma: float, k: int) -> float:
-    """S_k = Σ_{i<k} γ^i = (1 − γ^k)/(1 − γ) (= k at γ = 1; S_0 = 0)."""
-    if gamma == 1.0:
-        return float(k)
-    return (1.0 - gamma ** k) / (1.0 - gamma)
-
-
-def forward_weight(gamma: float, k: int) -> float:
-    """p_k = (γ − γ^k)/(1 − γ^k) = γ S_{k−1}/S_k, the weight kept on w*_{k−1} (Eq. 13); p_1 = 0."""
-    return gamma * geometric_sum(gamma, k - 1) / geometric_sum(gamma, k)
-
-
-def backward_weight(gamma: float, s: int) -> float:
-    """q_s = (1 − γ^{s−1})/(1 − γ^s) = S_{s−1}/S_s, the weight kept on w*_{s−1} (Eq. 17); q_1 = 0."""
-    return geometric_sum(gamma, s - 1) / geometric_sum(gamma, s)
-
-
-def _mix(p: float, old: list, new: list) -> list:
-    """p·old + (1 − p)·new, returning ``new`` itself when p = 0 (exact 1-step equivalence)."""
-    if p == 0.0:
-        return list(new)
-    return [p * a + (1.0 - p) * b for a, b in zip(old, new)]
-
-
-# ---- distilled datasets (Eqs. 14 and 18) ------------------------------------------------------------
-def _leaves(batch) -> list[torch.Tensor]:
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    if isinstance(batch, Mapping):
-        items = list(batch.values())
-    elif isinstance(batch, (tuple, list)):
-        items = list(batch)
-    else:
-        items = [batch]
-    bad = [type(x).__name__ for x in items if not isinstance(x, torch.Tensor)]
-    if bad or not items:
-        raise TypeError("HyperDistill subsamples training batches: give batches as a tensor or a tuple / "
-                        f"list / dict of tensors with a leading batch dimension (found {bad or 'nothing'})")
-    return items
-
-
-def _size(batch) -> int:
-    leaves = _leaves(batch)
-    n = {x.shape[0] if x.dim() else None for x in leaves}
-    if len(n) != 1 or None in n:
-        raise ValueError("every tensor of a training batch needs the same leading batch dimension to be "
-                         f"subsampled; found sizes {sorted(map(str, n))}")
-    return n.pop()
-
-
-def _map(batch, fn):
-    if isinstance(batch, torch.Tensor):
-        return fn(batch)
-    if isinstance(batch, Mapping):
-        return {k: fn(v) for k, v in batch.items()}
-    out = [fn(x) for x in batch]
-    return tuple(out) if isinstance(batch, tuple) else out
-
-
-def _cat(a, b):
-    if isinstance(a, torch.Tensor):
-        return torch.cat([a, b])
-    if isinstance(a, Mapping):
-        return {k: torch.cat([a[k], b[k]]) for k in a}
-    out = [torch.cat([x, y]) for x, y in zip(a, b)]
-    return tuple(out) if isinstance(a, tuple) else out
-
-
-def _count(x: float, rounding: str, generator: torch.Generator) -> int:
-    if rounding == "nearest":
-        return int(math.floor(x + 0.5))
-    lo = math.floor(x)
-    frac = x - lo
-    return lo + int(frac > 0 and torch.rand((), generator=generator, dtype=torch.float64).item() < frac)
-
-
-def subsample(batch, p: float, generator: torch.Generator, rounding: str = "nearest"):
-    """SS(D, p): a uniformly random subset of round(|D| p) examples (in their original order), the
-    batch itself when that is all of it, ``None`` when it is empty."""
-    n = _size(batch)
-    m = min(n, max(0, _count(n * p, rounding, generator)))
-    if m == n:
-        return batch
-    if m == 0:
-        return None
-    idx = torch.randperm(n, generator=generator)[:m].sort().values
-    return _map(batch, lambda x: x[idx.to(x.device)])
-
-
-def distill_batch(old, new, p: float, generator: torch.Generator, rounding: str = "nearest"):
-    """D* = SS(old, p) ∪ SS(new, 1 − p) (Eqs. 14 and 18); ``new`` itself when p = 0."""
-    if p == 0.0:
-        return new
-    a = subsample(old, p, generator, rounding)
-    b = subsample(new, 1.0 - p, generator, rounding)
-    if a is None:
-        return new if b is None else b
-    return a if b is None else _cat(a, b)
-
-
-# ---- LinearEstimation (Algorithm 4) -----------------------------------------------------------------
-def _dot(a: Mapping, b: Mapping) -> torch.Tensor:
-    """⟨a, b⟩ over λ-shaped dicts (:func:`hypergradient.linalg._dot` on aligned values)."""
-    return linalg_dot(list(a.values()), [b[k] for k in a])
-
-
-def linear_estimation(problem: InnerProblem, lam, state: State, T: int, gamma: float, *,
-                      generator: torch.Generator, rounding: str = "nearest", distill_opt_state: bool = True):
-    """θ = xᵀy / xᵀx from one DrMAD backward pass (Algorithm 4); returns (θ, info).
-
-    Memory O(|s|): only s_0, s_T, the interpolated state, s* and D* are held. ``info`` has the
-    samples ``x`` and ``y`` (tensors of length T, s = 1..T), the fitted ``theta`` and ``cost``.
-    θ = 1 (``info["degenerate"] = True``) when every v_s is zero.
-    """
-    before = problem.cost.copy()
-    first = state.detach()
-    last, _ = problem.run(first, lam, T)
-    _, alpha, _ = problem.val_grad(last, lam, wrt_lam=False)
-    aT = padded(alpha, last)
-    interpolated = Interpolated(first, last)                          # DrMAD's ŝ (Algorithm 2, line 5)
-    cot = aT
-    gso = {k: torch.zeros_like(v) for k, v in lam.items()}
-    xs, ys, xy, xx = [], [], 0.0, 0.0
-    star, dstar = None, None
-    for t in range(T, 0, -1):
-        shat = interpolated(first.t + t - 1)                          # ŝ_{t−1}
-        hat = shat.tensors()
-        cot, gl = problem.vjp(shat, lam, cot)                         # g^SO += α B̂_t; α ← α Â_t (Eq. 16)
-        gso = {k: gso[k] + gl[k] for k in gso}
-        s = T - t + 1
-        batch = problem.train_batch(first.t + t)                      # D_{T−s+1}
-        if s == 1:
-            star, dstar = hat, batch
-        else:                                                         # Eqs. 17, 18 on interpolated states
-            q = backward_weight(gamma, s)
-            star = _mix(q, star, hat) if distill_opt_state else \
-                _mix(q, star, hat[:len(first.params)]) + hat[len(first.params):]
-            dstar = distill_batch(dstar, batch, q, generator, rounding)
-        dist = last.with_tensors(star)._replace(t=last.t - 1)         # the distilled step is step T
-        _, v = problem.vjp(dist, lam, aT, batch=dstar)
-        S = geometric_sum(gamma, s)
-        nv = math.sqrt(float(_dot(v, v)))
-        proj = float(_dot(v, gso))
-        xs.append(nv * S)
-        ys.append(proj / nv if nv > 0 else 0.0)
-        xy += S * proj
-        xx += (S * nv) ** 2
-    degenerate = xx == 0.0
-    theta = 1.0 if degenerate else xy / xx
-    return theta, {"theta": theta, "x": torch.tensor(xs, dtype=torch.float64),
-                   "y": torch.tensor(ys, dtype=torch.float64), "degenerate": degenerate,
-                   "cost": problem.cost - before, "T": T}
 
 
 def direct_is_zero(problem: InnerProblem, lam) -> bool:
@@ -287,8 +133,6 @@ class HyperDistill(Estimator):
             raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
         if zero_direct not in ZERO_DIRECT:
             raise ValueError(f"zero_direct must be one of {ZERO_DIRECT}, got {zero_direct!r}")
-        super().__init__(gamma=gamma, theta=theta, period=period, T_estimate=T_estimate, seed=seed,
-                         rounding=rounding, distill_opt_state=distill_opt_state, zero_direct=zero_direct)
         self.gamma, self.fixed_theta, self.period, self.T_estimate = float(gamma), theta, period, T_estimate
         self.seed, self.rounding, self.distill_opt_state, self.zero_direct = seed, rounding, distill_opt_state, zero_direct
         self.reset()
@@ -327,8 +171,8 @@ class HyperDistill(Estimator):
             p, star, dstar = 0.0, cur, batch
         else:                                                         # Eqs. 13, 14
             p = forward_weight(self.gamma, k)
-            star = _mix(p, carry.star, cur) if self.distill_opt_state else \
-                _mix(p, carry.star[:n], cur[:n]) + cur[n:]
+            star = mix(p, carry.star, cur) if self.distill_opt_state else \
+                mix(p, carry.star[:n], cur[:n]) + cur[n:]
             dstar = distill_batch(carry.dstar, batch, p, self.generator, self.rounding)
         nxt = problem.step(state, lam)
         loss, alpha, direct = problem.val_grad(nxt, lam)
@@ -338,12 +182,12 @@ class HyperDistill(Estimator):
         elif carry.mode == "unit":
             scale = 1.0
         else:
-            norm = math.sqrt(float(_dot(v, v)))
+            norm = math.sqrt(float(dot(v, v)))
             scale = 1.0 / norm if norm > 0 else 0.0
         indirect = {key: scale * x for key, x in v.items()}
         carry.k, carry.star, carry.dstar = k, star, dstar
         info = {"val_loss": loss, "t": t, "p": p, "scale": scale, "theta": carry.theta, "mode": carry.mode,
-                "distilled_size": _size(dstar)}
+                "distilled_size": batch_size(dstar)}
         if carry.estimation is not None:
             info["linear_estimation"], carry.estimation = carry.estimation, None
         hg = result(problem, before, direct, indirect, info, self.name)
@@ -353,7 +197,7 @@ class HyperDistill(Estimator):
     # ---- offline ------------------------------------------------------------------------------------
     def estimate(self, problem, lam, T, state):
         carry = self._init(problem, lam, state, T, refit=True)
-        total = {k: torch.zeros_like(v) for k, v in lam.items()}
+        total = zeros_like(lam)
         hg = None
         for _ in range(T):
             state, hg = self._step(problem, lam, state, carry)

@@ -1,4 +1,5 @@
-"""The ``hypergradient`` command: ``demo`` (the main job), ``list``, ``verify``, ``reproduce``."""
+"""Layer 6, the ``hypergradient`` command: ``demo`` (the main job), ``list``, ``verify``, ``reproduce``.
+Imports any layer (nothing imports it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 
 def _demo(args):
-    from .experiments import demo
+    from . import demo
     torch_threads(args.threads)
     demo.run(outer_steps=args.outer_steps, T=args.T, hyper_lr=args.hyper_lr, seed=args.seed, json_path=args.json)
     return 0
@@ -15,8 +16,8 @@ def _demo(args):
 
 def _list(args):
     import json
-    from .estimators import REGISTRY
-    from .optim import OPTIMIZERS
+    from ..estimators import REGISTRY
+    from ..optim import OPTIMIZERS
     est = [{"name": n, "kind": "estimator", "exact": c.exact, "online": c.online,
             "offline": True, "optimizer_hparams": c.optimizer_hparams, "memory": c.memory,
             "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in sorted(REGISTRY.items())]
@@ -38,14 +39,14 @@ def _list(args):
 
 
 def _verify(args):
-    from .experiments import verify
+    from ..testing import verify
     torch_threads(args.threads)
     return verify.main(args.json)
 
 
 def _reproduce(args):
     if args.experiment == "sinusoid":
-        from .experiments import sinusoid
+        from ..reproduce import sinusoid
         sinusoid.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
     return 0
 

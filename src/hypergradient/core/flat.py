@@ -12,7 +12,7 @@ one ``cat``). A per-tensor hyperparameter is spread over its segment once per un
 schedule window), not once per step. The arithmetic per element is unchanged; only the sums over a
 tensor's elements that give a per-tensor hypergradient are taken in another order (rounding).
 
-Only for optimizers whose update is elementwise (:attr:`hypergradient.optim.Optimizer.elementwise`).
+Only for optimizers whose update is elementwise (:attr:`hypergradient.core.optimizer.Optimizer.elementwise`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .optim.base import _is_number
+from .tree import is_number
 
 __all__ = ["FlatLayout"]
 
@@ -54,14 +54,14 @@ class FlatLayout:
         broadcast against their tensor): a shared number or 0-dim tensor is kept as it is;
         otherwise ``cat(broadcast(v_i, shape_i))``, so each element meets its tensor's value."""
         first = values[0]
-        if _is_number(first) and all(_is_number(v) and v == first for v in values):
+        if is_number(first) and all(is_number(v) and v == first for v in values):
             return first
         if isinstance(first, torch.Tensor) and first.dim() == 0 and all(v is first for v in values):
             return first
-        parts = [torch.full(s, float(v), dtype=self.dtype, device=self.device) if _is_number(v) else v.expand(s)
+        parts = [torch.full(s, float(v), dtype=self.dtype, device=self.device) if is_number(v) else v.expand(s)
                  for v, s in zip(values, self.shapes)]
         return self.pack(parts)
 
-    def spread_hparams(self, hp: Mapping[str, Sequence]) -> dict[str, tuple]:
-        """An optimizer's ``hp`` (name -> n per-tensor values) for the flat buffer (name -> 1-tuple)."""
-        return {k: (self.spread(v),) for k, v in hp.items()}
+    def spread_coefficients(self, coef: Mapping[str, Sequence]) -> dict[str, tuple]:
+        """An optimizer's ``coef`` (name -> n per-tensor values) for the flat buffer (name -> 1-tuple)."""
+        return {k: (self.spread(v),) for k, v in coef.items()}

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..estimators.base import check
+from ...estimators.base import check
 
 __all__ = ["SinusoidConfig", "METHODS", "PAPER_TABLE4", "run", "train_one", "adapt_and_score", "task_set",
            "make_estimator", "applied_hypergradient", "summarize", "main"]
@@ -142,7 +142,7 @@ class SinusoidConfig:
 
 # ---- tasks and fast evaluation ------------------------------------------------------------------------
 def _sampler(cfg: SinusoidConfig, query: int):
-    from .tasks import SinusoidTasks
+    from ...learners.tasks import SinusoidTasks
     return SinusoidTasks(shots=cfg.shots, query=query, dtype=cfg.torch_dtype)
 
 
@@ -203,7 +203,7 @@ def inner_stability(learner, lam, tasks: dict, cfg: SinusoidConfig) -> dict:
 
 # ---- estimators -------------------------------------------------------------------------------------
 def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | None = None):
-    from ..estimators import get
+    from ...estimators import get
     name, fixed = METHODS[method]
     opts = dict(fixed)
     if method == "HyperDistill":
@@ -231,8 +231,8 @@ def applied_hypergradient(est, problem, lam, state, T: int):
 
 def _measure_cosines(methods_opts: dict, learner, lam, phi, probe: dict, cfg: SinusoidConfig, seed: int) -> dict:
     """{method: {"applied", "last", "last_so": mean cosine over probe tasks, "per_task": ...}}."""
-    from ..diagnostics import cosine
-    from ..estimators import get
+    from ...diagnostics import cosine
+    from ...estimators import get
     lam = {k: v.detach() for k, v in lam.items()}
     problems = [learner.problem(t) for t in probe["tasks"]]
     rmd = get("rmd", storage="graph")
@@ -310,7 +310,7 @@ def peak_bytes(fn) -> int | None:
 
 # ---- one meta-training run --------------------------------------------------------------------------
 def _learner(cfg: SinusoidConfig, seed: int):
-    from .metalearners import ANIL, anil_mlp
+    from ...learners import ANIL, anil_mlp
     torch.manual_seed(seed)
     model = anil_mlp(tuple(cfg.sizes)).to(cfg.torch_dtype)
     return ANIL(model, horizon=cfg.T, lr=cfg.inner_lr, momentum=cfg.inner_momentum)
@@ -356,8 +356,8 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
     """Meta-train one method with one seed, then meta-test. ``options`` are the method's tuned
     estimator options (γ; N, K); ``shared_cosines`` {method: options} are measured at the cosine
     checkpoints in addition to the method itself. ``tick()`` is called after every meta-iteration."""
-    from ..problem import Cost
-    from ..drivers.meta import confidence_interval
+    from ...core.state import Cost
+    from ...drivers.meta import confidence_interval
     torch.set_num_threads(cfg.threads)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     options = dict(options or {})
@@ -383,7 +383,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
             c = _measure_cosines(opts, learner, lam, phi, probe, cfg, seed)
             rec["cosines"].append({"iteration": it, **c})
 
-    from ..problem import DivergenceError
+    from ...core.state import DivergenceError
     try:
         rec["meta_val_mse"].append(float(adapt_and_score(learner, lam, phi, val, cfg).mean()))
         rec["stability"].append(inner_stability(learner, lam, val, cfg))
@@ -439,7 +439,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
 def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
     """Seconds (median of ``cost_repeats``, methods interleaved round-robin), peak tensor memory and
     primitive counts of one inner optimization of one task, including its outer steps."""
-    from ..diagnostics import SavedTensorMeter
+    from ...diagnostics import SavedTensorMeter
     torch.set_num_threads(cfg.threads)
     learner = _learner(cfg, seed)
     phi = learner.init_weights()
@@ -474,7 +474,7 @@ def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
                   "peak_bytes": peak_bytes(lambda: one(m)), "saved_tensor_peak_bytes": meter.peak,
                   "cost": dataclasses.asdict(c)}
     # HyperDistill's LinearEstimation (run every hd_period inner optimizations), timed on its own
-    from ..estimators.hyperdistill import linear_estimation
+    from ...estimators.hyperdistill import linear_estimation
     est, lam, _ = setups["HyperDistill"]
     p = learner.problem(task)
     t0 = time.perf_counter()
@@ -691,7 +691,7 @@ def _choose(cfg, grid, records, path_of):
 
 # ---- summaries --------------------------------------------------------------------------------------
 def _ci(values):
-    from ..drivers.meta import confidence_interval
+    from ...drivers.meta import confidence_interval
     vals = [float(v) for v in values]
     if not all(math.isfinite(v) for v in vals):
         return float("inf"), float("nan")

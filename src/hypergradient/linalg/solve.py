@@ -3,6 +3,7 @@
 Each returns x ≈ (A + ridge·I)⁻¹ b where ``matvec(v) = A v`` and vectors are lists of tensors (the
 structure of w). CG, Neumann series and the dense solve swap freely (JAXopt ``linear_solve``);
 implicit differentiation (:mod:`hypergradient.estimators.ift`) uses them for H x = α.
+Every solver counts its iterations as ``maxiter``.
 
     >>> x = cg(lambda v: [h @ v[0]], [b], maxiter=50, tol=1e-12, ridge=0.0)
 """
@@ -13,13 +14,11 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..core.tree import dot
+
 __all__ = ["cg", "neumann", "dense", "SOLVERS"]
 
 Vec = Sequence[torch.Tensor]
-
-
-def _dot(a: Vec, b: Vec) -> torch.Tensor:
-    return sum((x * y).sum() for x, y in zip(a, b))
 
 
 def _axpy(alpha, x: Vec, y: Vec) -> list[torch.Tensor]:
@@ -47,16 +46,16 @@ def cg(matvec: Callable, b: Vec, *, maxiter: int = 100, tol: float = 1e-10, ridg
     x = [torch.zeros_like(bi) for bi in b]
     r = [bi.clone() for bi in b]
     p = [bi.clone() for bi in b]
-    rr = _dot(r, r)
+    rr = dot(r, r)
     stop = (tol * torch.sqrt(rr)) ** 2
     for _ in range(maxiter):
         if rr <= stop:
             break
         Ap = A(p)
-        step = rr / _dot(p, Ap)
+        step = rr / dot(p, Ap)
         x = _axpy(step, p, x)
         r = _axpy(-step, Ap, r)
-        rr_new = _dot(r, r)
+        rr_new = dot(r, r)
         p = _axpy(rr_new / rr, p, r)
         rr = rr_new
     return x
@@ -74,11 +73,11 @@ def neumann(matvec: Callable, b: Vec, *, maxiter: int = 20, tol: float = 0.0, ri
     A = _operator(matvec, ridge)
     v = [bi.clone() for bi in b]
     p = [bi.clone() for bi in b]
-    stop = tol * torch.sqrt(_dot(b, b)) if tol > 0 else None
+    stop = tol * torch.sqrt(dot(b, b)) if tol > 0 else None
     for _ in range(maxiter):
         v = _axpy(-lr, A(v), v)
         p = [pi + vi for pi, vi in zip(p, v)]
-        if stop is not None and torch.sqrt(_dot(v, v)) <= stop:
+        if stop is not None and torch.sqrt(dot(v, v)) <= stop:
             break
     return [lr * pi for pi in p]
 
@@ -93,8 +92,8 @@ def dense(matvec: Callable, b: Vec, *, maxiter: int | None = None, tol: float | 
     n = sum(sizes)
     if max_size is not None and n > max_size:
         raise ValueError(f"the dense solve would materialise a {n}×{n} matrix ({n} Hessian-vector products); "
-                         f"that is over max_size={max_size}: use ift_cg or ift_neumann, or pass "
-                         f"max_size=None to ift_exact to force it")
+                         f"that is over max_size={max_size}: use solver='cg' or 'neumann', or pass "
+                         f"max_size=None to force it")
     flat_b = torch.cat([bi.reshape(-1) for bi in b])
     cols = []
     for j in range(n):

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import Hyper, InnerProblem
+from ..core.hyper import Hyper
+from ..core.problem import InnerProblem
 
 DT = torch.float64
 
@@ -35,7 +36,7 @@ def mlp(learn_lr: bool = True, T: int = 10, seed: int = 0) -> InnerProblem:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
     lr = Hyper(0.3, "tensor", positive="exp") if learn_lr else 0.3
-    return InnerProblem(model, _l2, _ce, "sgd", hparams={"lr": lr, "momentum": 0.5},
+    return InnerProblem(model, _l2, _ce, "sgd", optimizer_values={"lr": lr, "momentum": 0.5},
                         loss_hparams={"l2": Hyper(torch.full((4,), 1e-2, dtype=DT), positive="exp")},
                         train_batches=[(X[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)],
                         val_batches=(Xv, yv), horizon=T)
@@ -66,7 +67,7 @@ def ridge(T: int = 400, rho: float = 0.1, seed: int = 0) -> InnerProblem:
     def val(f, batch, hp):
         return 0.5 * ((f(batch[0]) - batch[1]) ** 2).mean()
 
-    return InnerProblem(_Linear(X.shape[1]), train, val, "sgd", hparams={"lr": 0.3},
+    return InnerProblem(_Linear(X.shape[1]), train, val, "sgd", optimizer_values={"lr": 0.3},
                         loss_hparams={"rho": Hyper(rho, positive="exp")},
                         train_batches=[(X, y)], val_batches=(Xv, yv), horizon=T)
 
@@ -92,28 +93,6 @@ def linear(T: int = 20, seed: int = 0) -> InnerProblem:
     def val(f, batch, hp):
         return 0.5 * ((f.params["w"] - target) ** 2).sum() + 0.0 * f(one).sum()
 
-    return InnerProblem(_Linear(6), train, val, "sgd", hparams={"lr": 0.05},
+    return InnerProblem(_Linear(6), train, val, "sgd", optimizer_values={"lr": 0.05},
                         loss_hparams={"scale": Hyper(torch.ones(6, dtype=DT))},
                         train_batches=[None], val_batches=None or (one,), horizon=T)
-
-
-def finite_differences(problem: InnerProblem, lam, T: int | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """Central differences of L_val(w_T(λ), λ) over every entry of λ, flattened in λ's key order."""
-    T = problem.horizon_or(T)
-
-    def L(l):
-        s, _ = problem.run(problem.init_state(), l, T)
-        return problem.val_loss_at(s, l).item()
-
-    out = []
-    base = {k: v.detach().clone() for k, v in lam.items()}
-    for k, v in base.items():
-        g = torch.zeros(v.numel(), dtype=v.dtype)
-        for i in range(v.numel()):
-            hi = {kk: vv.clone() for kk, vv in base.items()}
-            lo = {kk: vv.clone() for kk, vv in base.items()}
-            hi[k].view(-1)[i] += eps
-            lo[k].view(-1)[i] -= eps
-            g[i] = (L(hi) - L(lo)) / (2 * eps)
-        out.append(g)
-    return torch.cat(out)

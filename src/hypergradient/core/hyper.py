@@ -16,7 +16,7 @@ values along a leading axis and step t = 1..T uses value ``floor(K (t−1) / T)`
 function of the fraction of training; with ``block=B`` it holds one value per B contiguous steps and
 must have ``ceil(T / B)`` of them. The hypergradient of a shared value is the exact derivative, i.e.
 the *sum* over its window; the paper reports the mean (Appendix, "Strictly speaking...") — use
-:meth:`HyperParameters.window_lengths` to divide.
+:meth:`HyperSpec.window_lengths` to divide.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .functional import FunctionalModel
-from .optim import Optimizer
+from .optimizer import Optimizer
 
-__all__ = ["Hyper", "HyperParameters", "HyperView"]
+__all__ = ["Hyper", "HyperSpec", "HyperView"]
 
 GRANULARITIES = ("scalar", "tensor", "element")
 TRANSFORMS = {
@@ -108,7 +108,7 @@ class HyperView:
         return list(self._values) + list(self._modules)
 
 
-class HyperParameters:
+class HyperSpec:
     """Specification of λ for one inner problem; builds the raw leaves and resolves them per step.
 
     Args:
@@ -263,11 +263,12 @@ class HyperParameters:
 
     def window(self, t: int) -> tuple:
         """Which schedule entry every scheduled optimizer hyperparameter uses at step t: steps with
-        the same window get the same :meth:`resolve_optim` values (``()`` without schedules)."""
+        the same window get the same :meth:`coefficients` values (``()`` without schedules)."""
         return tuple(self.index(h, t) for h in self.specs.values() if h.schedule is not None or h.block is not None)
 
-    def resolve_optim(self, lam: Mapping[str, torch.Tensor], t: int) -> dict[str, tuple]:
-        """Optimizer hyperparameter values at step t, one entry per inner weight tensor."""
+    def coefficients(self, lam: Mapping[str, torch.Tensor], t: int) -> dict[str, tuple]:
+        """The optimizer's coefficients at step t: name -> its values, one entry per inner weight tensor
+        (what ``Optimizer.update`` receives as ``coef``)."""
         n = len(self.param_names)
         out = {name: (v,) * n for name, v in self.constants.items()}
         for name, h in self.specs.items():
@@ -299,3 +300,12 @@ class HyperParameters:
         if key.startswith("loss.") and key[5:] in self.loss_specs:
             return TRANSFORMS[self.loss_specs[key[5:]].positive][0](lam[key])
         return lam[key]
+
+
+def __getattr__(name):
+    if name == "HyperParameters":
+        import warnings
+        warnings.warn("hypergradient.HyperParameters is now HyperSpec (the specification of λ; 'hparams' "
+                      "names the λ dict only); the old name goes in 0.3", DeprecationWarning, stacklevel=2)
+        return HyperSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""``hypergradient verify``: every registered estimator on fixed float64 reference problems.
+"""``hypergradient verify``: every registered estimator on fixed float64 reference problems (IFT once per
+built-in solver; the aliases ``ift_cg`` etc. are not rows of their own).
 
 Per method: its cost on the MLP reference problem, its relative error against central finite
 differences (exact methods) or its cosine similarity to exact RMD (approximate methods), and the
@@ -13,9 +14,16 @@ import time
 
 import torch
 
-from .. import estimate
-from ..estimators import REGISTRY
-from . import reference as ref
+from ..core.autograd import grad_or_zero
+from ..core.tree import detached, flatten, zeros_like
+from ..estimators import REGISTRY, estimate
+from ..estimators.evograd import EvoGrad, perturbations
+from . import problems as ref
+from .oracle import finite_differences
+
+# the rows of an estimator with several variants: (row name, options)
+VARIANTS = {"ift": [("ift[cg]", {"solver": "cg"}), ("ift[dense]", {"solver": "dense"}),
+                    ("ift[neumann]", {"solver": "neumann"})]}
 
 TOL = 1e-6  # relative error allowed for exact methods and reductions (float64)
 
@@ -35,7 +43,7 @@ class _Ctx:
         self.T = T
         self.mlp, self.mlp_nolr = ref.mlp(True, T), ref.mlp(False, T)
         self.lam, self.lam_nolr = self.mlp.init_hparams(), self.mlp_nolr.init_hparams()
-        self.fd = ref.finite_differences(self.mlp, self.lam)
+        self.fd = finite_differences(self.mlp, self.lam)
         self.rmd = estimate("rmd", self.mlp, self.lam)
         self.rmd_nolr = estimate("rmd", self.mlp_nolr, self.lam_nolr)
         self.ridge = ref.ridge()
@@ -46,7 +54,7 @@ class _Ctx:
         return _rel(estimate(name, self.ridge, self.ridge_lam, **opt).flat(), self.ridge_cf)
 
 
-def _reduction(name: str, c: _Ctx):
+def _reduction(name: str, c: _Ctx, options: dict):
     """(description, measured value, passed) of the method's defining reduction."""
     if name == "rmd":
         errs = [_rel(estimate("rmd", c.mlp, c.lam, storage=s).flat(), c.rmd.flat())
@@ -63,16 +71,16 @@ def _reduction(name: str, c: _Ctx):
         lam = p.init_hparams()
         d = _rel(estimate("drmad", p, lam).flat(), estimate("rmd", p, lam).flat())
         return "== rmd on a linear trajectory", d, d < 1e-10
-    if name in ("ift_cg", "ift_neumann", "ift_exact"):
-        opt = {"N": 2000} if name == "ift_neumann" else {}
-        d = c.on_ridge(name, **opt)
+    if name == "ift":
+        opt = {"maxiter": 2000} if options["solver"] == "neumann" else {}
+        d = c.on_ridge(name, **options, **opt)
         return "== ridge closed form at convergence", d, d < TOL
     if name == "one_step":
         d = _rel(estimate("one_step", c.mlp, c.lam).flat(), estimate("truncated_rmd", c.mlp, c.lam, K=1).flat())
         return "== truncated_rmd(K=1)", d, d < 1e-10
     if name == "first_order":
         a = estimate("first_order", c.mlp, c.lam).flat()
-        b = torch.cat([v.reshape(-1) for v in c.rmd.direct.values()])
+        b = flatten(c.rmd.direct)
         d = _rel(a, b)
         return "== direct term of rmd", d, d < 1e-12
     if name == "hyperdistill":
@@ -85,50 +93,50 @@ def _reduction(name: str, c: _Ctx):
     return "no reduction defined", float("nan"), False
 
 
-def _evograd_closed_form(problem, lam, K=3, sigma=1e-2, tau=0.05, seed=1) -> float:
-    """Relative gap between EvoGrad's indirect term and −(1/τ) Σ_k w_k ⟨∇_θ L_val(θ*), θ_k − θ*⟩ ∇_λ ℓ_k."""
-    from ..estimators.evograd import EvoGrad, perturbations
+def _evograd_closed_form(problem, lam, population=3, sigma=1e-2, temperature=0.05, seed=1) -> float:
+    """Relative gap between EvoGrad's indirect term and −(1/τ) Σ_k a_k ⟨∇_w L_val(w*), w_k − w*⟩ ∇_λ ℓ_k."""
     state = problem.init_state()
-    _, indirect, info = EvoGrad(K=K, sigma=sigma, tau=tau, seed=seed).hypergradient(problem, lam, state, 1)
-    theta = [p.detach() for p in state.params]
-    eps = perturbations(theta, K, sigma, "sign", torch.Generator().manual_seed(seed))
-    cands = [[p + e for p, e in zip(theta, ek)] for ek in eps]
-    w = info["weights"]
-    star = [sum(w[k] * c[i] for k, c in enumerate(cands)) for i in range(len(theta))]
+    est = EvoGrad(population=population, sigma=sigma, temperature=temperature, seed=seed)
+    _, indirect, info = est.hypergradient(problem, lam, state, 1)
+    w = [p.detach() for p in state.params]
+    eps = perturbations(w, population, sigma, "sign", torch.Generator().manual_seed(seed))
+    cands = [[p + e for p, e in zip(w, ek)] for ek in eps]
+    a = info["weights"]
+    star = [sum(a[k] * c[i] for k, c in enumerate(cands)) for i in range(len(w))]
     _, alpha, _ = problem.val_grad(state._replace(params=tuple(star)), lam, 1)
-    closed = {k: torch.zeros_like(v) for k, v in lam.items()}
+    closed = zeros_like(lam)
     for k, cand in enumerate(cands):
-        lam_g = {n: v.detach().requires_grad_() for n, v in lam.items()}
+        lam_g = detached(lam, requires_grad=True)
         with torch.enable_grad():
             loss = problem.train_loss_at(state._replace(params=tuple(cand)), lam_g, 1)[0]
-            gl = torch.autograd.grad(loss, list(lam_g.values()), allow_unused=True, materialize_grads=True)
-        inner = sum((a * (ci - si)).sum() for a, ci, si in zip(alpha, cand, star))
+            gl = grad_or_zero(loss, list(lam_g.values()))
+        inner = sum((g * (ci - si)).sum() for g, ci, si in zip(alpha, cand, star))
         for n, g in zip(lam_g, gl):
-            closed[n] = closed[n] - (w[k] * inner / tau) * g
-    flat = lambda d: torch.cat([v.reshape(-1) for v in d.values()])
-    return _rel(flat(indirect), flat(closed))
+            closed[n] = closed[n] - (a[k] * inner / temperature) * g
+    return _rel(flatten(indirect), flatten(closed))
 
 
 def rows(T: int = 10) -> list[dict]:
     c = _Ctx(T)
     out = []
-    for name in sorted(REGISTRY):
+    cases = [(row, name, opts) for name in REGISTRY for row, opts in VARIANTS.get(name, [(name, {})])]
+    for method, name, options in sorted(cases):
         cls = REGISTRY[name]
         t0 = time.perf_counter()
         if cls.optimizer_hparams:
             problem, lam, exact_ref = c.mlp, c.lam, c.rmd
         else:
             problem, lam, exact_ref = c.mlp_nolr, c.lam_nolr, c.rmd_nolr
-        h = estimate(name, problem, lam)
+        h = estimate(name, problem, lam, **options)
         seconds = time.perf_counter() - t0
-        row = {"method": name, "exact": cls.exact, "steps": h.cost.steps, "vjps": h.cost.vjps,
+        row = {"method": method, "exact": cls.exact, "steps": h.cost.steps, "vjps": h.cost.vjps,
                "jvps": h.cost.jvps, "hvps": h.cost.hvps, "seconds": seconds,
                "cos_to_rmd": _cos(h.flat(), exact_ref.flat())}
         if cls.exact and cls.optimizer_hparams:
             row["fd_rel_err"] = _rel(h.flat(), c.fd)
         elif cls.exact:
-            row["fd_rel_err"] = c.on_ridge(name)
-        desc, val, ok = _reduction(name, c)
+            row["fd_rel_err"] = c.on_ridge(name, **options)
+        desc, val, ok = _reduction(name, c, options)
         row.update(reduction=desc, reduction_value=val, reduction_ok=ok)
         row["ok"] = ok and (row.get("fd_rel_err", 0.0) < TOL)
         out.append(row)

@@ -1,0 +1,34 @@
+"""Batch sources as ``t -> batch``: the training batch D_t of inner step t and the validation batch."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+__all__ = ["stream"]
+
+
+def stream(data, what: str) -> Callable[[int], object]:
+    """Turn a batch source into ``t -> batch``: a callable is used as is, a sequence is cycled
+    (``[batch]`` is full-batch training), an iterator is cached so that steps can be replayed."""
+    if callable(data):
+        return data
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if len(data) == 0:
+            raise ValueError(f"{what} is empty")
+        if isinstance(data, tuple) and all(isinstance(x, torch.Tensor) for x in data):
+            return lambda t: data  # a single batch given as a tuple of tensors
+        return lambda t: data[(t - 1) % len(data)]
+    if hasattr(data, "__next__"):
+        cache: list = []
+
+        def get(t):
+            while len(cache) < t:
+                cache.append(next(data))
+            return cache[t - 1]
+        return get
+    if isinstance(data, (torch.Tensor, Mapping)):
+        return lambda t: data
+    raise TypeError(f"{what} must be a callable t -> batch, a sequence of batches, an iterator or a "
+                    f"single batch; got {type(data).__name__}")

@@ -1,0 +1,30 @@
+"""HyperDistill's weights (Lee et al. 2022): the geometric sums S_k of Eq. 15 and the averaging weights
+p_k (Eq. 13, forward) and q_s (Eq. 17, backward) of the distilled point."""
+
+from __future__ import annotations
+
+__all__ = ["geometric_sum", "forward_weight", "backward_weight", "mix"]
+
+
+def geometric_sum(gamma: float, k: int) -> float:
+    """S_k = Σ_{i<k} γ^i = (1 − γ^k)/(1 − γ) (= k at γ = 1; S_0 = 0)."""
+    if gamma == 1.0:
+        return float(k)
+    return (1.0 - gamma ** k) / (1.0 - gamma)
+
+
+def forward_weight(gamma: float, k: int) -> float:
+    """p_k = (γ − γ^k)/(1 − γ^k) = γ S_{k−1}/S_k, the weight kept on w*_{k−1} (Eq. 13); p_1 = 0."""
+    return gamma * geometric_sum(gamma, k - 1) / geometric_sum(gamma, k)
+
+
+def backward_weight(gamma: float, s: int) -> float:
+    """q_s = (1 − γ^{s−1})/(1 − γ^s) = S_{s−1}/S_s, the weight kept on w*_{s−1} (Eq. 17); q_1 = 0."""
+    return geometric_sum(gamma, s - 1) / geometric_sum(gamma, s)
+
+
+def mix(p: float, old: list, new: list) -> list:
+    """p·old + (1 − p)·new, returning ``new`` itself when p = 0 (exact 1-step equivalence)."""
+    if p == 0.0:
+        return list(new)
+    return [p * a + (1.0 - p) * b for a, b in zip(old, new)]

@@ -1,1 +1,0 @@
-"""Experiments, datasets and reproductions (top layer: nothing in the library imports this)."""
