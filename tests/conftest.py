@@ -74,7 +74,7 @@ def make_problem(optimizer="sgd", hparams: Mapping | None = None, *, model: nn.M
     """An InnerProblem on the small classification task (MLP 4-6-3 unless ``model`` is given)."""
     train, val = classification_data(data_seed)
     return hg.InnerProblem(mlp() if model is None else model, train_loss, val_loss, optimizer,
-                           hparams=hparams, train_batches=train, val_batches=val, horizon=T,
+                           optimizer_values=hparams, train_batches=train, val_batches=val, horizon=T,
                            optimizer_options=options, **kw)
 
 

@@ -5,7 +5,7 @@ import json
 import torch
 
 from hypergradient import cli
-from hypergradient.experiments import demo
+from hypergradient.cli import demo
 
 
 def test_list_json_names_every_estimator_and_optimizer(capsys):

@@ -40,9 +40,8 @@ COVERED: dict[str, tuple[str, ...]] = {
     "drmad": ("test_drmad_is_rmd_on_a_linear_trajectory", "test_memory_flat_in_T"),
     "one_step": ("test_truncated_rmd_1_is_one_step", "test_online_matches_offline"),
     "first_order": ("test_first_order_is_the_direct_term", "test_online_matches_offline"),
-    "ift_exact": ("test_ift_exact_matches_finite_differences_at_convergence", "test_ift_matches_ridge_closed_form"),
-    "ift_cg": ("test_ift_matches_ridge_closed_form", "test_ift_online_last_K"),
-    "ift_neumann": ("test_ift_matches_ridge_closed_form", "test_ift_online_last_K"),
+    "ift": ("test_ift_exact_matches_finite_differences_at_convergence", "test_ift_matches_ridge_closed_form",
+            "test_ift_online_last_K", "test_ift_aliases_are_ift_with_a_solver"),
     # checked in their own files (test_<name>.py::...)
     "hyperdistill": ("test_hyperdistill.py::test_gamma0_theta1_is_one_step",
                      "test_hyperdistill.py::test_gamma_identity_step_is_exact_rmd"),
@@ -50,7 +49,7 @@ COVERED: dict[str, tuple[str, ...]] = {
                 "test_evograd.py::test_small_sigma_is_one_step_direction"),
 }
 # options the generic contract test needs for an estimator (default: none)
-GENERIC_OPTIONS: dict[str, dict] = {"truncated_rmd": {"K": 2}, "ift_neumann": {"N": 5}}
+GENERIC_OPTIONS: dict[str, dict] = {"truncated_rmd": {"K": 2}}
 
 
 def test_registry_is_covered():
@@ -126,7 +125,7 @@ def ridge(T: int, lr: float = 0.5, l2: float = 0.1, seed: int = 0):
     def val(f, b, hp):
         return 0.5 * ((f(b[0]) - b[1]) ** 2).mean()
 
-    problem = hg.InnerProblem(model, train, val, "sgd", hparams={"lr": lr}, loss_hparams={"l2": Hyper(l2)},
+    problem = hg.InnerProblem(model, train, val, "sgd", optimizer_values={"lr": lr}, loss_hparams={"l2": Hyper(l2)},
                               train_batches=[(X, y)], val_batches=(Xv, yv), horizon=T)
     return problem, problem.init_hparams(), (X, y, Xv, yv, model.weight.detach().reshape(-1), lr, l2)
 
@@ -159,8 +158,9 @@ def test_exact_match_ridge_closed_form(name, options):
     assert abs(h.value["loss.l2"] - ref) / abs(ref) < AGREE_RTOL
 
 
-@pytest.mark.parametrize("name,options,rtol", [("ift_cg", {"maxiter": 20}, 1e-10), ("ift_exact", {}, 1e-10),
-                                               ("ift_neumann", {"N": 300}, 1e-10)])
+@pytest.mark.parametrize("name,options,rtol", [("ift", {"solver": "cg", "maxiter": 20}, 1e-10),
+                                               ("ift", {"solver": "dense"}, 1e-10),
+                                               ("ift", {"solver": "neumann", "maxiter": 300}, 1e-10)])
 def test_ift_matches_ridge_closed_form(name, options, rtol):
     problem, lam, data = ridge(T=150)
     h = hg.estimate(name, problem, lam, **options)
@@ -172,22 +172,44 @@ def test_ift_matches_ridge_closed_form(name, options, rtol):
 def test_ift_neumann_truncation_is_visible():
     """Few Neumann terms must not already be exact (else the test above would be vacuous)."""
     problem, lam, data = ridge(T=150)
-    h = hg.estimate("ift_neumann", problem, lam, N=3)
+    h = hg.estimate("ift", problem, lam, solver="neumann", maxiter=3)
     ref = ridge_closed_form(data, None)
     assert abs(h.value["loss.l2"] - ref) / abs(ref) > 1e-3
 
 
 def test_ift_exact_matches_finite_differences_at_convergence():
     problem, lam, _ = ridge(T=150)
-    h = hg.estimate("ift_exact", problem, lam)
+    h = hg.estimate("ift", problem, lam, solver="dense")
     assert_fd_close(h.value, fd_grad(val_after(problem), lam))
 
 
-@pytest.mark.parametrize("name", ["ift_cg", "ift_neumann", "ift_exact"])
-def test_ift_rejects_optimizer_hyperparameters(name):
+@pytest.mark.parametrize("solver", ["cg", "neumann", "dense"])
+def test_ift_rejects_optimizer_hyperparameters(solver):
     problem, lam = problem_and_lam("sgd")
     with pytest.raises(ValueError, match="cannot differentiate optimizer hyperparameters"):
-        hg.estimate(name, problem, lam)
+        hg.estimate("ift", problem, lam, solver=solver)
+
+
+@pytest.mark.parametrize("alias,solver,options", [("ift_cg", "cg", {"maxiter": 7}), ("ift_exact", "dense", {}),
+                                                  ("ift_neumann", "neumann", {"maxiter": 5})])
+def test_ift_aliases_are_ift_with_a_solver(alias, solver, options):
+    """ift_cg / ift_exact / ift_neumann are ift with that solver (bitwise), hidden from the registry; the
+    old option names N= and K= still work for one version, with a DeprecationWarning."""
+    problem, lam, _ = ridge(T=20)
+    a = hg.estimate(alias, problem, lam, **options)
+    b = hg.estimate("ift", problem, lam, solver=solver, **options)
+    assert torch.equal(a.flat(), b.flat()) and a.cost == b.cost
+    assert alias not in hg.REGISTRY and alias in hg.estimators.ALIASES
+    with pytest.raises(TypeError, match="fixes"):
+        get(alias, solver="cg")
+    if solver == "neumann":
+        with pytest.warns(DeprecationWarning, match="maxiter"):
+            c = hg.estimate(alias, problem, lam, N=5)
+        assert torch.equal(c.flat(), a.flat())
+        with pytest.warns(DeprecationWarning, match="window"):
+            assert get(alias, K=2).window == 2
+    with pytest.raises(ValueError, match="solver must be one of"):
+        get("ift", solver="lu")
 
 
 # ---- reductions ----------------------------------------------------------------------------------------
@@ -232,7 +254,7 @@ def linear_trajectory(T: int):
     def val(f, b, hp):
         return torch.tanh(f(b)).pow(2).mean()
 
-    problem = hg.InnerProblem(model, train, val, "sgd", hparams={"lr": Hyper(0.1)}, loss_hparams={"s": Hyper(s0)},
+    problem = hg.InnerProblem(model, train, val, "sgd", optimizer_values={"lr": Hyper(0.1)}, loss_hparams={"s": Hyper(s0)},
                               train_batches=[Xv], val_batches=Xv, horizon=T)
     return problem, problem.init_hparams()
 
@@ -291,20 +313,20 @@ def test_online_matches_offline(name):
         assert h.cost == ref.cost - hg.Cost(steps=t - 1)
 
 
-@pytest.mark.parametrize("name,options", [("ift_cg", {}), ("ift_neumann", {"N": 10})])
+@pytest.mark.parametrize("name,options", [("ift", {"solver": "cg"}), ("ift", {"solver": "neumann", "maxiter": 10})])
 def test_ift_online_last_K(name, options):
     """N.IFT(N, K): only the last K of the horizon's steps compute a hypergradient, each equal to the
     offline estimate at that step, at (N + 1) products (Neumann)."""
     Tr, K = 8, 3
     problem, lam, _ = ridge(T=Tr)
-    hs = online(name, problem, lam, Tr, K=K, **options)
+    hs = online(name, problem, lam, Tr, window=K, **options)
     assert [h.info["active"] for h in hs] == [False] * (Tr - K) + [True] * K
     for h in hs[:Tr - K]:
         assert not h.value["loss.l2"].any() and h.cost.hvps == 0
     for t, h in enumerate(hs[Tr - K:], Tr - K + 1):
         assert rel_err(h.value, hg.estimate(name, problem, lam, T=t, **options).value) < AGREE_RTOL
-    if name == "ift_neumann":
-        assert hs[-1].cost.hvps == options["N"] + 1
+    if options["solver"] == "neumann":
+        assert hs[-1].cost.hvps == options["maxiter"] + 1
 
 
 # ---- the generic contract, for every registered estimator ------------------------------------------------
@@ -317,7 +339,7 @@ def float32_problem():
     def train(f, b, hp):
         return F.cross_entropy(f(b[0]), b[1]) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())
 
-    return hg.InnerProblem(model, train, ce, "sgd", hparams={"lr": 0.2, "momentum": 0.5},
+    return hg.InnerProblem(model, train, ce, "sgd", optimizer_values={"lr": 0.2, "momentum": 0.5},
                            loss_hparams={"l2": Hyper(1e-2, positive="exp")},
                            train_batches=[(X[:6], y[:6]), (X[6:], y[6:])], val_batches=(X, y), horizon=4)
 
@@ -359,7 +381,7 @@ def memory_problem(T, l2: bool = True):
     def val(f, b, hp):
         return (f(b[0]) - b[1]).pow(2).mean()
 
-    return hg.InnerProblem(model, train, val, "sgd", hparams=dict(lr=Hyper(0.1), momentum=Hyper(0.5)),
+    return hg.InnerProblem(model, train, val, "sgd", optimizer_values=dict(lr=Hyper(0.1), momentum=Hyper(0.5)),
                            loss_hparams={"l2": Hyper(1e-2)} if l2 else None, train_batches=[(X, y)],
                            val_batches=(X, y), horizon=T)
 

@@ -36,7 +36,7 @@ def regression_problem(T: int = 15, l2: float = 1.0, nan_val_at: int | None = No
     def val(f, b, hp):
         return 0.5 * ((f(b[0]) - b[1]) ** 2).mean()
 
-    return hg.InnerProblem(model, train, val, "sgd", hparams={"lr": 0.2, "momentum": 0.5},
+    return hg.InnerProblem(model, train, val, "sgd", optimizer_values={"lr": 0.2, "momentum": 0.5},
                            loss_hparams={"l2": Hyper(l2, positive="exp")}, train_batches=[(X, y)],
                            val_batches=lambda t: (Xv * float("nan") if t == nan_val_at else Xv, yv), horizon=T)
 
@@ -48,7 +48,7 @@ def val_after(problem, lam):
 
 # ---- the online driver ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,options", [("hyperdistill", {"gamma": 0.9}), ("one_step", {}), ("fmd", {}),
-                                          ("evograd", {"sigma": 0.01, "tau": 0.05, "K": 4})])
+                                          ("evograd", {"sigma": 0.01, "temperature": 0.05, "population": 4})])
 def test_online_driver_reduces_the_validation_loss(name, options):
     problem = regression_problem()
     lam = problem.init_hparams()

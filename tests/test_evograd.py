@@ -11,7 +11,7 @@ from torch import nn
 import hypergradient as hg
 from hypergradient import Hyper
 from hypergradient.estimators import get
-from hypergradient.estimators.evograd import evolve, perturbations
+from hypergradient.estimators.evograd import perturbations
 
 from conftest import ce_l2, make_problem
 
@@ -55,7 +55,7 @@ def test_matches_closed_form(noise, when, K):
     lam = problem.init_hparams()
     state, _ = problem.run(problem.init_state(), lam, 2)
     sigma, tau = 0.05, 0.1
-    est = get("evograd", K=K, sigma=sigma, tau=tau, noise=noise, when=when, seed=3)
+    est = get("evograd", population=K, sigma=sigma, temperature=tau, noise=noise, when=when, seed=3)
     carry = est.online_init(problem, lam, state)
     nxt, h, _ = est.online_step(problem, lam, state, carry)
     at = state if when == "before" else nxt
@@ -95,9 +95,18 @@ def toy_problem():
                            val_batches=dummy, horizon=1)
 
 
+def evolve(candidates, losses: torch.Tensor, tau: float):
+    """The paper's Eqs. 3–4 written out independently of the estimator (which streams them):
+    a = softmax(−ℓ/τ) over the K candidates and w* = Σ_k a_k w_k; broadcasts over trailing axes."""
+    a = torch.softmax(-losses / tau, dim=0)
+    star = [sum(a[k] * c[i] for k, c in enumerate(candidates)) for i in range(len(candidates[0]))]
+    return star, a
+
+
 def toy_estimates(lams: torch.Tensor, K: int, R: int, tau: float, gen: torch.Generator) -> torch.Tensor:
     """R EvoGrad estimates per λ at once (Algorithm 1 of the paper's appendix): x ~ N(0, 1),
-    ε_k ~ N(0, 1), through the estimator's own :func:`evolve`, which broadcasts over trailing axes.
+    ε_k ~ N(0, 1), through :func:`evolve` (the paper's equations, checked against the registered
+    estimator below).
     Every repetition gets its own copy of λ, so one backward pass yields all (len(lams), R) estimates."""
     G = len(lams)
     lam = lams.reshape(G, 1).expand(G, R).clone().requires_grad_()
@@ -110,13 +119,14 @@ def toy_estimates(lams: torch.Tensor, K: int, R: int, tau: float, gen: torch.Gen
 
 
 def test_toy_vectorized_estimates_are_the_estimator():
-    """The vectorized toy above computes exactly what the registered estimator computes."""
+    """The registered (streamed) estimator computes exactly what the paper's equations (:func:`evolve`,
+    the vectorized toy above) give."""
     problem = toy_problem()
     K, tau = 10, 0.5
     for lam_value, seed in [(0.3, 0), (1.7, 1)]:
         lam = {"loss.lam": torch.tensor(lam_value, dtype=torch.float64)}
         x = torch.tensor(0.37, dtype=torch.float64)
-        est = get("evograd", K=K, sigma=1.0, tau=tau, noise="gaussian", when="before", seed=seed)
+        est = get("evograd", population=K, sigma=1.0, temperature=tau, noise="gaussian", when="before", seed=seed)
         state = problem.init_state([x])
         _, h, _ = est.online_step(problem, lam, state, est.online_init(problem, lam, state))
         eps = perturbations([x], K, 1.0, "gaussian", torch.Generator().manual_seed(seed))
@@ -152,7 +162,7 @@ def test_small_sigma_is_one_step_direction():
     one = get("one_step")
     _, ref, _ = one.online_step(problem, lam, state, one.online_init(problem, lam, state))
     K, sigma, tau, N = 10, 1e-3, 0.05, 150
-    est = get("evograd", K=K, sigma=sigma, tau=tau, noise="sign", when="before", seed=0)
+    est = get("evograd", population=K, sigma=sigma, temperature=tau, noise="sign", when="before", seed=0)
     total = None
     for _ in range(N):
         _, h, _ = est.online_step(problem, lam, state, None)
@@ -182,7 +192,7 @@ def test_batchnorm_buffers_are_not_touched_by_candidates(when):
     problem = make_problem("sgd", dict(lr=0.1), model=model, train_loss=ce_l2, loss_hparams={"l2": 0.01}, T=3)
     lam = problem.init_hparams()
     state = problem.init_state()
-    est = get("evograd", K=4, sigma=0.1, when=when)
+    est = get("evograd", population=4, sigma=0.1, when=when)
     plain = problem.step(problem.step(state, lam), lam)
     s = state
     for _ in range(2):
@@ -201,9 +211,12 @@ def test_reproducible_and_options():
     c = hg.estimate("evograd", problem, lam, seed=6)
     assert torch.equal(a.flat(), b.flat()) and not torch.equal(a.flat(), c.flat())
     assert a.info["sum"].keys() == lam.keys() and a.cost == hg.Cost(steps=3, val_grads=3)
-    for bad in (dict(K=0), dict(sigma=0), dict(tau=-1), dict(noise="uniform"), dict(when="during")):
+    for bad in (dict(population=0), dict(sigma=0), dict(temperature=-1), dict(noise="uniform"), dict(when="during")):
         with pytest.raises(ValueError):
             get("evograd", **bad)
+    with pytest.warns(DeprecationWarning, match="(population|temperature)="):
+        old = get("evograd", K=3, tau=0.2)
+    assert (old.population, old.temperature) == (3, 0.2)
 
 
 def test_random_signs_are_fair_independent_and_seeded():

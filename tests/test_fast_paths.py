@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import hypergradient.optim.sgd as sgd_module
-from hypergradient.functional import FunctionalModel
+from hypergradient.core.functional import FunctionalModel
 from hypergradient.optim import SGD
 
 SHAPES = [(4, 3), (4,), (2, 4), (2,)]

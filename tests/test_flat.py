@@ -1,12 +1,12 @@
-"""The flat layout (hypergradient.flat): Φ on one buffer equals Φ per tensor, values and gradients."""
+"""The flat layout (hypergradient.core.flat): Φ on one buffer equals Φ per tensor, values and gradients."""
 
 import pytest
 import torch
 
 import hypergradient as hg
-from hypergradient.flat import FlatLayout
+from hypergradient.core.flat import FlatLayout
 from hypergradient.optim import SGD
-from hypergradient.problem import State
+from hypergradient.core.state import State
 
 from conftest import make_problem, mlp
 
@@ -95,8 +95,8 @@ def test_hyperparameters_resolved_once_per_schedule_window(monkeypatch, layout):
                           model=mlp((4, 5, 5, 3)), T=6, layout=layout)
         assert (pb.layout is None) == (layout == "tensors")
         calls = []
-        orig = pb.hparams.resolve_optim
-        monkeypatch.setattr(pb.hparams, "resolve_optim", lambda lam, t: calls.append(t) or orig(lam, t))
+        orig = pb.spec.coefficients
+        monkeypatch.setattr(pb.spec, "coefficients", lambda lam, t: calls.append(t) or orig(lam, t))
         with torch.enable_grad():
             pb.unroll(pb.init_state(), pb.init_hparams(), 6)
         assert len(calls) == windows, (schedule, calls)
@@ -134,7 +134,7 @@ def test_mixed_dtypes_keep_the_per_tensor_layout():
 def test_layout_option():
     big = mlp((4, 200, 200, 3))
     sizes = [p.numel() for p in big.parameters()]
-    from hypergradient.problem import FLAT_MAX_MEAN
+    from hypergradient.core.problem import FLAT_MAX_MEAN
     assert sum(sizes) / len(sizes) <= FLAT_MAX_MEAN
     huge = mlp((4, 400, 400, 3))
     sizes = [p.numel() for p in huge.parameters()]

@@ -12,7 +12,7 @@ from torch import nn
 
 import hypergradient as hg
 from hypergradient import Hyper
-from hypergradient.functional import FunctionalModel, select
+from hypergradient.core.functional import FunctionalModel, select
 
 from conftest import (AGREE_RTOL, STORAGES, assert_fd_close, assert_module_unchanged, classification_data,
                       fd_grad, make_problem, module_snapshot, rel_err, val_after)

@@ -100,10 +100,10 @@ def test_positive_transforms(positive):
     lam = pb.init_hparams()
     f = F.softplus if positive == "softplus" else torch.exp
     torch.testing.assert_close(f(lam["optim.lr"]), torch.tensor(0.05))
-    torch.testing.assert_close(pb.hparams.value(lam, "optim.lr"), torch.tensor(0.05))
-    torch.testing.assert_close(pb.hparams.value(lam, "optim.eps[0.bias]"), torch.tensor(1e-3))
-    torch.testing.assert_close(pb.hparams.value(lam, "loss.c"), torch.tensor([0.5, 2.0]))
-    hp = pb.hparams.resolve_optim(lam, 1)
+    torch.testing.assert_close(pb.spec.value(lam, "optim.lr"), torch.tensor(0.05))
+    torch.testing.assert_close(pb.spec.value(lam, "optim.eps[0.bias]"), torch.tensor(1e-3))
+    torch.testing.assert_close(pb.spec.value(lam, "loss.c"), torch.tensor([0.5, 2.0]))
+    hp = pb.spec.coefficients(lam, 1)
     assert len(hp["lr"]) == len(PARAMS)
     torch.testing.assert_close(hp["lr"][0], torch.tensor(0.05))
     with pytest.raises(ValueError, match="initial value > 0"):
@@ -121,9 +121,9 @@ def test_positive_transforms(positive):
 def test_schedule_indices(spec, T, indices, windows):
     """Step t uses floor(K (t−1) / T) (schedule=K) or (t−1) // B (block=B)."""
     pb = make_problem("sgd", {"lr": spec}, T=T)
-    assert [pb.hparams.index(spec, t) for t in range(1, T + 1)] == indices
-    assert pb.hparams.window_lengths("optim.lr").tolist() == windows
-    assert pb.hparams.window_lengths("optim.momentum") is None
+    assert [pb.spec.index(spec, t) for t in range(1, T + 1)] == indices
+    assert pb.spec.window_lengths("optim.lr").tolist() == windows
+    assert pb.spec.window_lengths("optim.momentum") is None
 
 
 @pytest.mark.parametrize("spec", [Hyper(torch.tensor([0.3, 0.1, 0.02]), schedule=3),
@@ -140,7 +140,7 @@ def test_schedule_reaches_the_optimizer(spec):
     opt = torch.optim.SGD(ref.parameters(), lr=0.0, momentum=0.5)
     for t in range(1, T + 1):
         for g in opt.param_groups:
-            g["lr"] = spec.init[pb.hparams.index(spec, t)].item()
+            g["lr"] = spec.init[pb.spec.index(spec, t)].item()
         x, y = train[(t - 1) % len(train)]
         opt.zero_grad()
         F.cross_entropy(ref(x), y).backward()
@@ -225,6 +225,6 @@ def test_lambda_structure_is_validated():
 
 def test_window_lengths_sum_to_horizon():
     pb = make_problem("sgd", {"lr": Hyper(0.1, "tensor", schedule=4), "momentum": Hyper(0.5, block=3)}, T=10)
-    assert pb.hparams.window_lengths("optim.lr[0.weight]").sum() == 10
-    assert pb.hparams.window_lengths("optim.momentum").tolist() == [3, 3, 3, 1]
+    assert pb.spec.window_lengths("optim.lr[0.weight]").sum() == 10
+    assert pb.spec.window_lengths("optim.momentum").tolist() == [3, 3, 3, 1]
     assert math.ceil(10 / 3) == pb.init_hparams()["optim.momentum"].shape[0]

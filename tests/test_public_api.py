@@ -2,10 +2,10 @@
 
 import hypergradient as hg
 
-PUBLIC = {"Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "HyperParameters", "Hypergradient",
-          "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "linalg", "optim",
+PUBLIC = {"Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
+          "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "learners", "linalg", "optim",
           "__version__"}
-ESTIMATORS = {"rmd", "truncated_rmd", "fmd", "drmad", "ift_neumann", "ift_cg", "ift_exact", "one_step",
+ESTIMATORS = {"rmd", "truncated_rmd", "fmd", "drmad", "ift", "one_step",
               "first_order", "hyperdistill", "evograd"}
 
 
@@ -20,6 +20,6 @@ def test_registry_names():
 
 
 def test_submodule_all_resolves():
-    for mod in (hg.estimators, hg.optim, hg.drivers, hg.diagnostics, hg.linalg):
+    for mod in (hg.estimators, hg.optim, hg.drivers, hg.diagnostics, hg.linalg, hg.learners):
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name}"

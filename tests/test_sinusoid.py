@@ -15,8 +15,9 @@ from hypergradient import cli
 from hypergradient.drivers.meta import meta_test
 from hypergradient.drivers.online import lockstep
 from hypergradient.estimators import get
-from hypergradient.experiments import sinusoid as S
-from hypergradient.experiments.tasks import SinusoidTasks
+from hypergradient.learners.tasks import SinusoidTasks
+from hypergradient.reproduce import sinusoid as S
+from hypergradient.reproduce.sinusoid import runner, train
 
 METHODS = ["FO", "1-step", "DrMAD", "N.IFT", "HyperDistill", "RMD"]          # the estimators
 ALL = METHODS + ["Reptile only"]                                       # + the λ-fixed baseline
@@ -24,7 +25,7 @@ ALL = METHODS + ["Reptile only"]                                       # + the �
 
 def test_batched_meta_test_equals_the_library_meta_test():
     cfg = S.SinusoidConfig.make_quick()
-    learner = S._learner(cfg, 0)
+    learner = S.make_learner(cfg, 0)
     lam = learner.init_hparams()
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():                     # a λ and φ away from the initialization
@@ -42,7 +43,7 @@ def test_inner_optimization_equals_lockstep_for_online_estimators():
     cfg = S.SinusoidConfig.make_quick(T=5)
     results = []
     for driver in ("ours", "lockstep"):
-        learner = S._learner(cfg, 0)
+        learner = S.make_learner(cfg, 0)
         lam = learner.init_hparams()
         outer = torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr)
         phi = learner.init_weights()
@@ -51,7 +52,7 @@ def test_inner_optimization_equals_lockstep_for_online_estimators():
         starts = [p.init_state(phi) for p in problems]
         est = get("one_step")
         if driver == "ours":
-            finals, steps = S._inner_optimization(est, problems, lam, outer, starts, cfg.T)
+            finals, steps = train._inner_optimization(est, problems, lam, outer, starts, cfg.T)
             assert steps == cfg.T
         else:
             finals, _ = lockstep(problems, est, lam, outer, starts, cfg.T)
@@ -62,13 +63,13 @@ def test_inner_optimization_equals_lockstep_for_online_estimators():
 
 def test_nift_takes_outer_steps_only_where_it_gives_a_hypergradient():
     cfg = S.SinusoidConfig.make_quick(T=6)
-    learner = S._learner(cfg, 0)
+    learner = S.make_learner(cfg, 0)
     lam = learner.init_hparams()
     outer = torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr)
     problems = [learner.problem(t) for t in S.task_set(cfg, "probe", n=2)["tasks"]]
     est = S.make_estimator("N.IFT", cfg, 0, {"N": 2, "K": 2})
-    _, steps = S._inner_optimization(est, problems, lam, outer, [p.init_state(learner.init_weights())
-                                                                  for p in problems], cfg.T)
+    _, steps = train._inner_optimization(est, problems, lam, outer, [p.init_state(learner.init_weights())
+                                                                      for p in problems], cfg.T)
     assert steps == 2 and outer.state[next(iter(lam.values()))]["step"].item() == 2
 
 
@@ -137,8 +138,8 @@ def test_quick_reproduction_structure_and_resume(tmp_path, monkeypatch, capsys):
     # resume: a second run finds every seed on disk and trains nothing
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
-    monkeypatch.setattr(S, "train_one", no_training)
-    monkeypatch.setattr(S, "cost_benchmark", lambda cfg, chosen, seed=0: {m: res["costs"][m] for m in METHODS})
+    monkeypatch.setattr(runner, "train_one", no_training)
+    monkeypatch.setattr(runner, "cost_benchmark", lambda cfg, chosen, seed=0: {m: res["costs"][m] for m in METHODS})
     again = S.main(quick=True, out=out, quiet=True)
     assert again["table4"]["HyperDistill"]["mean"] == pytest.approx(t4["HyperDistill"]["mean"])
 

@@ -30,7 +30,9 @@ MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "16384"}
 
 # ---- bytes autograd saves -------------------------------------------------------------------------
 class _Packed:
-    """A saved tensor that tells its meter when autograd lets go of it."""
+    """A saved tensor that tells its meter when autograd lets go of it. Held detached: keeping an op's
+    output with its grad_fn would form a reference cycle through the graph, freed only by the garbage
+    collector (autograd restores the grad_fn on unpacking)."""
 
     __slots__ = ("tensor", "key", "owner")
 
@@ -67,7 +69,7 @@ class SavedTensorMeter:
             self.total += b
         self._held[key] = (n + 1, b)
         self.count += 1
-        return _Packed(t, key, self)
+        return _Packed(t.detach(), key, self)
 
     def _release(self, key):
         n, b = self._held[key]

@@ -132,7 +132,7 @@ def meta_train(learner: MetaLearner, estimator, hparams: dict, outer: torch.opti
     for it in range(iterations):
         problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
         if it == 0:
-            problems[0].hparams.validate(hparams)   # every task's problem shares the learner's hyperparameters
+            problems[0].spec.validate(hparams)   # every task's problem shares the learner's hyperparameters
         Ti = problems[0].horizon_or(T)
         if lr_decay and decay is None:
             decay = LinearDecay(outer, iterations * Ti)

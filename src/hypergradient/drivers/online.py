@@ -168,7 +168,7 @@ def run_online(problem, estimator, hparams: dict, outer: torch.optim.Optimizer, 
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     T = problems[0].horizon_or(T)
     for p in problems:
-        p.hparams.validate(hparams)
+        p.spec.validate(hparams)
     check_outer(outer, hparams)
     est = online_estimator(estimator, hparams, **estimator_options)
     if state is None:

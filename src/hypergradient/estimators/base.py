@@ -84,7 +84,7 @@ class Estimator:
     def __call__(self, problem: InnerProblem, hparams: Mapping[str, torch.Tensor], *, T: int | None = None,
                  state: State | None = None) -> Hypergradient:
         T = problem.horizon_or(T)
-        problem.hparams.validate(hparams)
+        problem.spec.validate(hparams)
         self.check_hparams(hparams)
         lam = detached(hparams)
         unused = problem.unused_hparams(lam)

@@ -1,24 +1,94 @@
-"""Datasets that ship inside packages (no download): scikit-learn's digits."""
+"""Datasets that ship inside packages (no download): scikit-learn's digits.
+
+One loader, three forms:
+
+* :func:`digits_arrays` — the raw (X, y) (pixels 0..16 in float64, labels), cached in the temp folder
+  so that fresh processes (the benchmarks' peak-RSS cells) need not import scikit-learn (seconds each);
+* :func:`digits` — train / validation / test splits of a seeded permutation (the demo, the tests);
+* :func:`digits_batches` — fixed training batches and one validation batch of the same permutation
+  (the benchmarks).
+
+Both split forms scale the pixels to [0, 1] and shuffle with ``torch.randperm`` from
+``torch.Generator().manual_seed(seed)``.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import torch
 
+__all__ = ["digits_arrays", "digits", "digits_batches", "minibatches", "DIGITS_CACHE"]
 
-def digits(seed: int = 0, n_train: int = 1000, n_val: int = 400, dtype=torch.float32):
-    """scikit-learn's 8×8 digits (1797 images), pixels scaled to [0, 1], split by a seeded permutation
-    into train / validation / test (the rest). Returns three (X, y) pairs."""
+# one file per user: the temp folder is shared, and another user's file could neither be replaced nor trusted
+_USER = os.getuid() if hasattr(os, "getuid") else 0
+DIGITS_CACHE = os.path.join(tempfile.gettempdir(), f"hypergradient-digits-{_USER}.pt")
+_SHAPE = (1797, 64)
+
+
+def _valid(X, y) -> bool:
+    return (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor) and tuple(X.shape) == _SHAPE
+            and tuple(y.shape) == _SHAPE[:1] and X.dtype == torch.float64 and y.dtype == torch.long)
+
+
+def digits_arrays(cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X, y) of scikit-learn's digits: X (1797, 64) float64 pixels in 0..16, y (1797,) int64 labels.
+
+    With ``cache``, read from / written to :data:`DIGITS_CACHE` (loaded with ``weights_only=True``;
+    a missing, unreadable or malformed file is rebuilt from scikit-learn, an unwritable one skipped)."""
+    if cache and os.path.exists(DIGITS_CACHE):
+        try:
+            d = torch.load(DIGITS_CACHE, weights_only=True)
+            if _valid(d.get("X"), d.get("y")):
+                return d["X"], d["y"]
+        except Exception:  # noqa: BLE001 - a broken cache is rebuilt
+            pass
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover
         raise ImportError("the digits data set needs scikit-learn: pip install 'hypergradient[experiments]'") from e
     d = load_digits()
-    X = torch.tensor(d.data, dtype=dtype) / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
+    X, y = torch.tensor(d.data, dtype=torch.float64), torch.tensor(d.target, dtype=torch.long)
+    if cache:
+        tmp = f"{DIGITS_CACHE}.{os.getpid()}"
+        try:
+            torch.save({"X": X, "y": y}, tmp)
+            os.replace(tmp, DIGITS_CACHE)  # atomic: concurrent processes never read half a file
+        except OSError:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+    return X, y
+
+
+def _shuffled(seed: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """All examples, pixels scaled to [0, 1] in ``dtype``, in the order of the seeded permutation."""
+    X, y = digits_arrays()
+    X = X.to(dtype) / 16.0
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    X, y = X[perm], y[perm]
+    return X[perm], y[perm]
+
+
+def digits(seed: int = 0, n_train: int = 1000, n_val: int = 400, dtype=torch.float32):
+    """scikit-learn's 8×8 digits (1797 images), pixels scaled to [0, 1], split by a seeded permutation
+    into train / validation / test (the rest). Returns three (X, y) pairs."""
+    X, y = _shuffled(seed, dtype)
     a, b = n_train, n_train + n_val
     return (X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:])
+
+
+def digits_batches(batch: int = 128, n_batches: int = 10, dtype=torch.float32, seed: int = 0):
+    """The same shuffled digits as fixed batches: a list of ``n_batches`` training batches of ``batch``
+    examples (to be cycled in order) and the remaining examples as one validation batch, each an
+    (X, y) pair of contiguous tensors."""
+    X, y = _shuffled(seed, dtype)
+    n = batch * n_batches
+    if n >= len(y):
+        raise ValueError(f"{n_batches} batches of {batch} leave no validation data")
+    train = [(X[i:i + batch].contiguous(), y[i:i + batch].contiguous()) for i in range(0, n, batch)]
+    return train, (X[n:].contiguous(), y[n:].contiguous())
 
 
 def minibatches(X, y, batch_size: int, steps: int, seed: int = 0):

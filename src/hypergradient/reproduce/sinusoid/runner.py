@@ -1,0 +1,221 @@
+"""The orchestration: job names and the resumable job cache (one JSON per finished run under
+``out/seeds/``, refused when written with another configuration), the pool of worker processes,
+:func:`run` (tuning, evaluation runs, cost benchmark, tables, plots) and :func:`main`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from .config import ESTIMATORS, METHODS, SinusoidConfig, options_grid
+from .cost import cost_benchmark
+from .plots import plots
+from .report import choose, markdown, summarize
+from .train import train_one
+
+__all__ = ["run", "main"]
+
+
+# ---- jobs and resume --------------------------------------------------------------------------------
+def _job_name(kind: str, method: str, seed: int, options: dict) -> str:
+    method = method.replace(" ", "_")
+    if kind == "tune":
+        tag = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
+        return f"tune_{method}_{tag}_seed{seed}"
+    return f"{method}_seed{seed}"
+
+
+def _job_path(out: str, kind: str, method: str, seed: int, options: dict) -> str:
+    return os.path.join(out, "seeds", _job_name(kind, method, seed, options) + ".json")
+
+
+def _job(payload):
+    """Run one job (in a worker process or in this one), write its JSON, return (path, record)."""
+    kind, method, seed, options, shared, cfg, path, queue, tick = payload
+    if queue is not None:
+        tick = lambda: queue.put(1)  # noqa: E731
+    rec = train_one(method, cfg, seed, options, shared_cosines=shared, evaluate_test=(kind == "main"), tick=tick)
+    rec["kind"] = kind
+    _write_json(path, rec)
+    return path, rec
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(_clean(obj), fh, indent=1)
+    os.replace(tmp, path)
+
+
+def _clean(x):
+    """JSON-safe: tensors to lists, non-finite floats to strings ('inf', 'nan')."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _clean(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x
+
+
+def _load(path, cfg):
+    try:
+        with open(path) as fh:
+            rec = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if rec.get("fingerprint") != cfg.fingerprint():
+        raise RuntimeError(f"{path} was written with a different configuration (fingerprint "
+                           f"{rec.get('fingerprint')} != {cfg.fingerprint()}); use another --out directory "
+                           "or delete the old seed files")
+    return rec
+
+
+# ---- the worker pool --------------------------------------------------------------------------------
+class _Runner:
+    """Runs jobs in this process (workers = 1) or in a pool of spawned worker processes, with one
+    tqdm bar over all meta-iterations (episodes). A job counts as done once its JSON is on disk."""
+
+    def __init__(self, cfg, out, workers, total, quiet):
+        from tqdm.auto import tqdm
+        self.cfg, self.out, self.workers = cfg, out, workers
+        self.bar = tqdm(total=total, desc="meta-iterations", unit="it", disable=quiet, dynamic_ncols=True)
+        self.pool = self.queue = self.manager = None
+        if workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+            ctx = mp.get_context("spawn")
+            self.manager = ctx.Manager()
+            self.queue = self.manager.Queue()
+            self.pool = ProcessPoolExecutor(workers, mp_context=ctx)
+
+    def payload(self, kind, method, seed, options, shared):
+        path = _job_path(self.out, kind, method, seed, options)
+        return (kind, method, seed, options, shared, self.cfg, path, self.queue, None)
+
+    def start(self, payloads) -> list:
+        """Handles for the payloads: futures (pool) or the payloads themselves (run at ``wait``)."""
+        if self.pool is None:
+            return list(payloads)
+        return [self.pool.submit(_job, pl) for pl in payloads]
+
+    def wait(self, handles) -> list:
+        """The records of the handles, in order."""
+        if self.pool is None:
+            out = []
+            for pl in handles:
+                self.bar.set_postfix_str(os.path.basename(pl[6])[:-5])
+                out.append(_job(pl[:8] + (lambda: self.bar.update(1),))[1])
+            return out
+        pending = set(handles)
+        while pending:
+            self._ticks()
+            done = {f for f in pending if f.done()}
+            for f in done:
+                self.bar.set_postfix_str(f"done {os.path.basename(f.result()[0])[:-5]}")  # re-raises errors
+            pending -= done
+            time.sleep(0.2)
+        self._ticks()
+        return [f.result()[1] for f in handles]
+
+    def _ticks(self):
+        while not self.queue.empty():
+            self.bar.update(self.queue.get())
+
+    def close(self):
+        self.bar.close()
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.manager.shutdown()
+
+
+# ---- the whole reproduction -------------------------------------------------------------------------
+def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False) -> dict:
+    """The whole reproduction: tuning, the evaluation runs, the cost benchmark, tables, plots, JSON.
+    Finished runs are read back from ``out/seeds/`` instead of being run again."""
+    import hypergradient
+    t0 = time.perf_counter()
+    os.makedirs(os.path.join(out, "seeds"), exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    grid = options_grid(cfg)
+    eval_seeds = list(range(cfg.seeds))
+
+    def path_of(kind, method, seed, options):
+        return _job_path(out, kind, method, seed, options)
+
+    records: dict = {}
+
+    def todo(jobs):
+        left = []
+        for job in jobs:
+            rec = _load(path_of(*job), cfg)
+            if rec is None:
+                left.append(job)
+            else:
+                records[path_of(*job)] = rec
+        return left
+
+    tune = todo([("tune", m, s, o) for m, opts in grid.items() for o in opts for s in cfg.tune_seeds])
+    fixed = todo([("main", m, s, {}) for s in eval_seeds for m in METHODS if m not in grid])
+    tuned = [("main", m, s, {}) for m in grid for s in eval_seeds]
+    tuned_left = [j for j in tuned if _load(path_of(*j), cfg) is None]
+    runner = _Runner(cfg, out, workers, cfg.iterations * (len(tune) + len(fixed) + len(tuned_left)), quiet)
+    try:
+        h_tune = runner.start([runner.payload(*j, None) for j in tune])
+        h_fixed = runner.start([runner.payload(*j, None) for j in fixed]) if runner.pool is not None else None
+        for j, rec in zip(tune, runner.wait(h_tune)):
+            records[path_of(*j)] = rec
+        tuning, chosen = choose(cfg, grid, records, path_of)
+        shared = {m: chosen.get(m, {}) for m in ESTIMATORS if m != "HyperDistill"}
+        left = []
+        for j in todo(tuned):
+            left.append(j)
+        for j in tuned:
+            rec = records.get(path_of(*j))
+            if rec is not None and rec.get("options") != chosen[j[1]]:
+                raise RuntimeError(f"{path_of(*j)} was run with {rec.get('options')}, but the tuning now "
+                                   f"chooses {chosen[j[1]]}; delete it to rerun")
+        h_tuned = runner.start([runner.payload(k, m, s, chosen[m], shared if m == "HyperDistill" else None)
+                                for k, m, s, _ in left])
+        if h_fixed is None:
+            h_fixed = runner.start([runner.payload(*j, None) for j in fixed])
+        for j, rec in zip(fixed + left, runner.wait(h_fixed + h_tuned)):
+            records[path_of(*j)] = rec
+    finally:
+        runner.close()
+    main = {m: [records[path_of("main", m, s, {})] for s in eval_seeds] for m in METHODS}
+    if not quiet:
+        print("cost benchmark (Table 3) ...", file=sys.stderr)
+    costs = cost_benchmark(cfg, chosen)
+    result = summarize(cfg, main, tuning, chosen, costs)
+    result.update(version=hypergradient.__version__, torch=torch.__version__, python=platform.python_version(),
+                  machine={"cpus": os.cpu_count(), "workers": workers, "threads_per_worker": cfg.threads,
+                           "platform": platform.platform(),
+                           "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+                  wall_seconds=time.perf_counter() - t0)
+    _write_json(os.path.join(out, "results.json"), result)
+    md = markdown(result)
+    with open(os.path.join(out, "table.md"), "w") as fh:
+        fh.write(md)
+    plots(result, out)
+    if not quiet:
+        print(md)
+    return result
+
+
+def main(quick: bool = False, seeds: int | None = None, out: str | None = None, workers: int | None = None,
+         quiet: bool = False) -> dict:
+    """Entry point of ``hypergradient reproduce sinusoid``."""
+    kw = {} if seeds is None else {"seeds": seeds}
+    cfg = SinusoidConfig.make_quick(**kw) if quick else SinusoidConfig.full(**kw)
+    out = out or ("runs/sinusoid-quick" if quick else "results/sinusoid")
+    workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
+    return run(cfg, out, workers=workers, quiet=quiet)

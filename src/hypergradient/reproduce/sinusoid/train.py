@@ -1,0 +1,198 @@
+"""One meta-training run: the estimators (paper labels → registry options), the ANIL learner, one
+meta-iteration's inner optimizations with their outer steps, the cosines to exact RMD at
+checkpoints, and :func:`train_one` (meta-train, then meta-test on the fixed test tasks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from ...estimators.base import check
+from .config import BASELINES, ESTIMATOR_OPTIONS, METHODS, SinusoidConfig
+from .tasks import _sampler, adapt_and_score, inner_stability, task_set
+
+__all__ = ["make_learner", "make_estimator", "applied_hypergradient", "train_one"]
+
+
+# ---- estimators -------------------------------------------------------------------------------------
+def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | None = None):
+    """The estimator of ``method`` (a :data:`METHODS` label) with ``options`` in the paper's labels
+    (γ; N, K), renamed to the estimator's options by :data:`ESTIMATOR_OPTIONS` (N.IFT(N, K) is
+    ``ift(solver="neumann", maxiter=N, window=K)``)."""
+    from ...estimators import get
+    name, fixed = METHODS[method]
+    opts = dict(fixed)
+    if method == "HyperDistill":
+        opts.update(period=cfg.hd_period, seed=seed)
+    rename = ESTIMATOR_OPTIONS.get(method, {})
+    opts.update({rename.get(k, k): v for k, v in (options or {}).items()})
+    return get(name, **opts)
+
+
+def applied_hypergradient(est, problem, lam, state, T: int):
+    """(Σ_t g_t over active steps | the offline value, g_T, g_T's indirect part) with λ fixed."""
+    if not est.online:
+        hg = est(problem, lam, T=T, state=state)
+        return hg.value, hg.value, hg.indirect
+    carry = est.online_init(problem, lam, state)
+    total, last = None, None
+    for _ in range(T):
+        state, hg, carry = est.online_step(problem, lam, state, carry)
+        if not hg.info.get("active", True):
+            continue
+        last = hg
+        total = {k: v.detach().clone() for k, v in hg.value.items()} if total is None else \
+            {k: total[k] + hg.value[k] for k in total}
+    return total, last.value, last.indirect
+
+
+def _measure_cosines(methods_opts: dict, learner, lam, phi, probe: dict, cfg: SinusoidConfig, seed: int) -> dict:
+    """{method: {"applied", "last", "last_so": mean cosine over probe tasks, "per_task": ...}}."""
+    from ...diagnostics import cosine
+    from ...estimators import get
+    lam = {k: v.detach() for k, v in lam.items()}
+    problems = [learner.problem(t) for t in probe["tasks"]]
+    rmd = get("rmd", storage="graph")
+    exact = [rmd(p, lam, T=cfg.T, state=p.init_state(phi)) for p in problems]
+    out = {}
+    for method, opts in methods_opts.items():
+        est = make_estimator(method, cfg, seed + 7, opts)
+        rows = []
+        for p, ref in zip(problems, exact):
+            applied, last, last_so = applied_hypergradient(est, p, lam, p.init_state(phi), cfg.T)
+            rows.append((cosine(applied, ref.value), cosine(last, ref.value), cosine(last_so, ref.indirect)))
+        cols = list(zip(*rows))
+        out[method] = {"applied": statistics.fmean(cols[0]), "last": statistics.fmean(cols[1]),
+                       "last_so": statistics.fmean(cols[2]), "per_task": [list(r) for r in rows]}
+    return out
+
+
+# ---- one meta-training run --------------------------------------------------------------------------
+def make_learner(cfg: SinusoidConfig, seed: int):
+    """ANIL on the 1-100-100-100-1 MLP (``torch.manual_seed(seed)`` initialization), inner SGD with momentum."""
+    from ...learners import ANIL, anil_mlp
+    torch.manual_seed(seed)
+    model = anil_mlp(tuple(cfg.sizes)).to(cfg.torch_dtype)
+    return ANIL(model, horizon=cfg.T, lr=cfg.inner_lr, momentum=cfg.inner_momentum)
+
+
+def _inner_optimization(est, problems, lam, outer, starts, T):
+    """One meta-iteration's inner optimizations in lockstep (online) or one offline outer step.
+    Returns (final states, outer steps taken)."""
+    if not est.online:
+        hgs = [est(p, lam, T=T, state=s) for p, s in zip(problems, starts)]
+        for k, v in lam.items():
+            v.grad = sum(h.value[k] for h in hgs).detach() / len(hgs)
+        outer.step()
+        for v in lam.values():
+            v.grad = None
+        return [h.info["state"] for h in hgs], 1
+    states = list(starts)
+    carries = [est.online_init(p, lam, s) for p, s in zip(problems, states)]
+    steps = 0
+    for _ in range(T):
+        total, active = None, 0
+        for i, p in enumerate(problems):
+            states[i], hg, carries[i] = est.online_step(p, lam, states[i], carries[i])
+            if not hg.info.get("active", True):
+                continue
+            active += 1
+            total = {k: v.detach().clone() for k, v in hg.value.items()} if total is None else \
+                {k: total[k] + hg.value[k].detach() for k in total}
+        if active:
+            mean = {k: v / active for k, v in total.items()}
+            check(mean, est.name)           # a non-finite hypergradient ends the run (recorded as diverged)
+            for k, v in lam.items():
+                v.grad = mean[k]
+            outer.step()
+            for v in lam.values():
+                v.grad = None
+            steps += 1
+    return states, steps
+
+
+def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None = None, *,
+              shared_cosines: dict | None = None, evaluate_test: bool = True, tick=None) -> dict:
+    """Meta-train one method with one seed, then meta-test. ``options`` are the method's tuned
+    estimator options in the paper's labels (γ; N, K); ``shared_cosines`` {method: options} are
+    measured at the cosine checkpoints in addition to the method itself. ``tick()`` is called after
+    every meta-iteration."""
+    from ...core.state import Cost, DivergenceError
+    from ...drivers.meta import confidence_interval
+    torch.set_num_threads(cfg.threads)
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    options = dict(options or {})
+    learner = make_learner(cfg, seed)
+    lam = learner.init_hparams()
+    phi = {k: v.detach().clone() for k, v in learner.init_weights().items()}
+    outer = torch.optim.Adam(list(lam.values()), lr=0.0 if method in BASELINES else cfg.hyper_lr)
+    est = make_estimator(method, cfg, seed, options)
+    sampler = _sampler(cfg, cfg.query)
+    gen = torch.Generator().manual_seed(seed)
+    val, probe = task_set(cfg, "val"), task_set(cfg, "probe")
+    cos_methods = {} if method in BASELINES else {method: options, **(shared_cosines or {})}
+    rec = {"method": method, "seed": seed, "options": options, "fingerprint": cfg.fingerprint(),
+           "meta_val_mse": [], "meta_train_loss": [], "cosines": [], "seconds_inner": [], "outer_steps": 0,
+           "diverged": None, "theta": [], "stability": [], "test_diverged_tasks": None}
+    cost = Cost()
+
+    def checkpoint(it):
+        if it in cfg.cosine_points and cos_methods:
+            opts = dict(cos_methods)
+            if method == "HyperDistill" and est.theta is not None:   # the θ the run is using now
+                opts[method] = dict(options, theta=est.theta)
+            c = _measure_cosines(opts, learner, lam, phi, probe, cfg, seed)
+            rec["cosines"].append({"iteration": it, **c})
+
+    try:
+        rec["meta_val_mse"].append(float(adapt_and_score(learner, lam, phi, val, cfg).mean()))
+        rec["stability"].append(inner_stability(learner, lam, val, cfg))
+        for it in range(cfg.iterations):
+            checkpoint(it)
+            problems = [learner.problem(sampler.sample(gen)) for _ in range(cfg.meta_batch)]
+            t0 = time.perf_counter()
+            starts = [p.init_state(phi) for p in problems]
+            finals, steps = _inner_optimization(est, problems, lam, outer, starts, cfg.T)
+            rec["seconds_inner"].append((time.perf_counter() - t0) / len(problems))
+            rec["outer_steps"] += steps
+            for p in problems:
+                cost = cost + p.cost
+            names = problems[0].names
+            mean_w = [sum(s.params[i] for s in finals) / len(finals) for i in range(len(names))]
+            phi = {n: phi[n] - cfg.reptile_lr * (phi[n] - w) for n, w in zip(names, mean_w)}
+            lam_d = {k: v.detach() for k, v in lam.items()}
+            with torch.no_grad():
+                rec["meta_train_loss"].append(statistics.fmean(
+                    float(p.val_loss_at(s, lam_d)) for p, s in zip(problems, finals)))
+            rec["meta_val_mse"].append(float(adapt_and_score(learner, lam, phi, val, cfg).mean()))
+            rec["stability"].append(inner_stability(learner, lam, val, cfg))
+            if getattr(est, "theta", None) is not None:
+                rec["theta"].append(float(est.theta))
+            if tick is not None:
+                tick()
+        checkpoint(cfg.iterations)
+    except (DivergenceError, FloatingPointError) as e:
+        rec["diverged"] = f"meta-iteration {len(rec['meta_train_loss'])}: {e}"
+        if tick is not None:
+            for _ in range(cfg.iterations - len(rec["meta_train_loss"])):
+                tick()
+    n_inner = max(1, len(rec["meta_train_loss"]) * cfg.meta_batch)
+    rec["cost_per_inner"] = {k: v / n_inner for k, v in dataclasses.asdict(cost).items()}
+    rec["seconds_per_inner"] = statistics.fmean(rec["seconds_inner"]) if rec["seconds_inner"] else None
+    if rec["diverged"] is None:
+        rec["meta_val_final"] = rec["meta_val_mse"][-1]
+        if evaluate_test:
+            test = task_set(cfg, "test")
+            mse = adapt_and_score(learner, lam, phi, test, cfg)
+            m, h = confidence_interval(mse) if bool(torch.isfinite(mse).all()) else (float("inf"), float("nan"))
+            rec["meta_test"] = {"mean": m, "ci95": h, "std": float(mse.std()), "median": float(mse.median()),
+                                "tasks": len(mse), "tasks_above_100": int((mse > 100).sum())}
+    else:
+        rec["meta_val_final"] = float("inf")
+        rec["meta_test"] = {"mean": float("inf"), "ci95": float("nan"), "std": float("nan"), "tasks": 0}
+    rec["wall_seconds"] = time.perf_counter() - t_start
+    rec["cpu_seconds"] = time.process_time() - cpu_start    # this process's CPU time (contention-free cost)
+    return rec
