@@ -8,7 +8,7 @@ from . import _deprecated, diagnostics, drivers, estimators, learners, linalg, o
 from .core import Cost, DivergenceError, FunctionalModel, Hyper, HyperSpec, InnerProblem, State
 from .estimators import REGISTRY, Estimator, Hypergradient, estimate
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
            "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "learners",

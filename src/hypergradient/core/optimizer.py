@@ -29,7 +29,7 @@ class Optimizer:
     defaults: dict = {}
     torch_class: str = ""  # the torch.optim class it reproduces
     # True when ``update`` acts element by element (no norm or other reduction over a tensor), so that
-    # it may run on all weights as one flat buffer (:mod:`hypergradient.flat`); a custom optimizer
+    # it may run on all weights as one flat buffer (:mod:`hypergradient.core.flat`); a custom optimizer
     # keeps the per-tensor layout unless it says so
     elementwise: bool = False
 

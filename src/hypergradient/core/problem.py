@@ -259,7 +259,7 @@ class InnerProblem:
         of ``state``'s tensors and ``lam``. Not counted in :attr:`cost` (callers count what it stands for).
 
         With a flat :attr:`layout` (argument ``layout``) the steps run on one buffer
-        (:mod:`hypergradient.flat`): one op per optimizer operation for all weight tensors. Either
+        (:mod:`hypergradient.core.flat`): one op per optimizer operation for all weight tensors. Either
         way each step's optimizer hyperparameters (transforms, and spreading on the flat layout) are
         computed once per schedule window and shared by its steps. The flat result holds views into
         the flat buffers; the same values as n :meth:`step` calls up to the order of summation."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from .closure import evaluate_closure
+
 __all__ = ["SGDHD", "AdamHD"]
 
 
@@ -37,10 +39,7 @@ class _HD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             live = [p for p in group["params"] if p.grad is not None]
             grads = []

@@ -3,7 +3,7 @@
 A :class:`TaskSampler` draws tasks (support = the inner training data, query = the validation data);
 a :class:`MetaLearner` turns a task into an :class:`~hypergradient.InnerProblem` whose
 hyperparameters λ have the same structure for every task (ANIL's body, Meta-SGD's learning rates,
-warp layers, a loss-weighting network; see :mod:`hypergradient.experiments.metalearners`).
+warp layers, a loss-weighting network; see :mod:`hypergradient.learners`).
 
 :func:`meta_train` follows HyperDistill's Algorithm 3 with a meta-batch: per meta-iteration, draw B
 tasks, start each inner optimization from the shared initialization φ, run them in lockstep for T

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from .closure import evaluate_closure
+
 __all__ = ["SignDescent"]
 
 
@@ -43,10 +45,7 @@ class SignDescent(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

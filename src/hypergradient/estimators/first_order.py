@@ -21,7 +21,5 @@ class FirstOrder(Lookahead):
 
     name = "first_order"
 
-    def lookahead(self, problem, lam, prev):
-        state = problem.step(prev, lam)
-        loss, _, direct = problem.val_grad(state, lam)
-        return state, loss, direct, zeros_like(lam)
+    def indirect(self, problem, lam, prev, state, alpha):
+        return zeros_like(lam)

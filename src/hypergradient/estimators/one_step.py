@@ -24,9 +24,6 @@ class OneStep(Lookahead):
 
     name = "one_step"
 
-    def lookahead(self, problem, lam, prev):
-        """(s_t, L_val, direct, α_t B_t) for the step from ``prev`` = s_{t-1}."""
-        state = problem.step(prev, lam)
-        loss, alpha, direct = problem.val_grad(state, lam)
-        _, indirect = problem.vjp(prev, lam, padded(alpha, state))
-        return state, loss, direct, indirect
+    def indirect(self, problem, lam, prev, state, alpha):
+        """α_t B_t at ``prev`` = s_{t-1}: one VJP of Φ."""
+        return problem.vjp(prev, lam, padded(alpha, state))[1]

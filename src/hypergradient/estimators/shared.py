@@ -39,14 +39,14 @@ def reverse_sweep(problem: InnerProblem, lam, state_at, T: int, K: int, adjoint:
 
 
 class Interpolated:
-    """``ŝ(τ)`` for absolute step indices τ ∈ [s_0.t, s_T.t]: the straight line from s_0 to s_T
+    """``ŝ(i)`` for absolute step indices i ∈ [s_0.t, s_T.t]: the straight line from s_0 to s_T
     (DrMAD, HyperDistill paper Algorithm 2, line 5)."""
 
     def __init__(self, first: State, last: State):
         self.first, self.last, self.T = first, last, last.t - first.t
 
-    def __call__(self, tau: int) -> State:
-        c = (tau - self.first.t) / self.T
+    def __call__(self, i: int) -> State:
+        c = (i - self.first.t) / self.T
         if c == 0:
             return self.first
         if c == 1:
@@ -54,4 +54,4 @@ class Interpolated:
         flat = [(1 - c) * a + c * b for a, b in zip(self.first.tensors(), self.last.tensors())]
         buffers = {k: (1 - c) * a + c * self.last.buffers[k] if a.is_floating_point() else self.last.buffers[k]
                    for k, a in self.first.buffers.items()}
-        return self.last.with_tensors(flat)._replace(buffers=buffers, t=tau)
+        return self.last.with_tensors(flat)._replace(buffers=buffers, t=i)
