@@ -119,8 +119,9 @@ class _Replay:
 
 @register
 class EvoGrad(Estimator):
-    """First-order hypergradient through a virtual evolutionary step; memory O(|w|) for any K
-    (the perturbations are redrawn, never stored).
+    """First-order hypergradient through a virtual evolutionary step; memory O(|w|) for any population.
+
+    The perturbations are redrawn, never stored.
 
     Args:
         population: K, the number of candidates (≥ 2; with K = 1 the weights are constant and g is the

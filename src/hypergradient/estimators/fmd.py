@@ -131,9 +131,10 @@ def generic_step(problem, lam, state: State, carry: dict) -> State:
 
 @register
 class FMD(Estimator):
-    """Exact forward mode; ``closed_form``: None (the optimizer's closed-form tangent rule where it
-    applies, e.g. SGD with lr / momentum / weight decay), True (require it) or False (always the generic
-    batched JVP)."""
+    """Exact forward mode: one batched JVP per step, or the optimizer's closed-form tangent rule.
+
+    ``closed_form``: None (the optimizer's closed-form tangent rule where it applies, e.g. SGD with
+    lr / momentum / weight decay), True (require it) or False (always the generic batched JVP)."""
 
     name = "fmd"
     exact = True

@@ -57,8 +57,9 @@ def _renamed(options: dict, old: str, new: str) -> None:
 
 @register
 class IFT(Estimator):
-    """Implicit differentiation at convergence; ``solver``: cg | neumann | dense | a callable;
-    ``window=K``: online over the last K steps only."""
+    """Implicit differentiation at convergence, by any linear solver (cg, neumann, dense, a callable).
+
+    ``window=K``: online over the last K steps of the horizon only (N.IFT(N, K))."""
 
     name = "ift"
     optimizer_hparams = False

@@ -102,8 +102,9 @@ class _Reverse(Estimator):
 
 @register
 class RMD(_Reverse):
-    """Exact reverse mode through all T steps. ``storage``: graph | recompute | checkpoint
-    (``every=k``, default ⌈√T⌋)."""
+    """Exact reverse mode through all T steps (storage: graph, recompute or checkpoint).
+
+    ``storage``: graph | recompute | checkpoint (``every=k``, default ⌈√T⌋)."""
 
     name = "rmd"
 
