@@ -22,7 +22,7 @@ import statistics
 import torch
 
 from hypergradient.estimators import get
-from hypergradient.experiments import sinusoid as S
+from hypergradient.reproduce import sinusoid as S
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,7 +64,7 @@ def second_order_sizes(res, seeds=range(5)):
     rows = {m: {"so_over_fo": [], "so_projection_on_rmd": [], "so_cosine": [], "rmd_so_over_fo": []}
             for m in variants}
     for seed in seeds:
-        learner = S._learner(cfg, seed)
+        learner = S.make_learner(cfg, seed)
         lam = {k: v.detach() for k, v in learner.init_hparams().items()}
         phi = learner.init_weights()
         rmd = get("rmd")
