@@ -5,13 +5,17 @@
   round-robin so that slow drifts of the machine hit all of them alike (retrying a sample taken while
   other processes loaded the machine); :func:`paired_ratio` compares two implementations round by
   round;
-* :class:`SavedBytes` records what autograd saves for backward (``saved_tensors_hooks``), deduplicated
-  by storage, both in total and at its peak of live bytes: an allocator-independent memory figure;
-* :func:`peak_rss` runs one cell in a fresh Python process with ``MALLOC_MMAP_THRESHOLD_=16384`` and
-  returns VmHWM minus VmRSS before the call (the peak is reset through ``/proc/self/clear_refs``);
-  the child side is :func:`cell_main`;
-* :func:`digits` loads scikit-learn's digits as fixed training batches and a validation batch;
+* :func:`peak_rss` / :func:`cell_main`: the benchmarks' protocol (``--cell JSON --threads N``) for one
+  cell run in a fresh process, on top of the library's
+  :func:`~hypergradient.diagnostics.memory.fresh_process_peak_rss` and
+  :func:`~hypergradient.diagnostics.memory.measure_rss_peak` (peak RSS above the RSS before the call,
+  ``MALLOC_MMAP_THRESHOLD_`` pinned by ``MMAP_ENV``);
+* :func:`mlp`, the benchmark models;
 * :func:`goal`, :func:`table`, :func:`write_json`, :func:`machine` for the report.
+
+The memory meters and the data are the library's own, imported by the scripts directly: bytes autograd
+saves from :func:`hypergradient.diagnostics.saved_bytes` (``SavedTensorMeter``), the digits batches
+from :func:`hypergradient.learners.data.digits_batches`.
 
 Every script is run as ``python benchmarks/NAME.py [--quick] [--json FILE]``.
 """
@@ -26,15 +30,14 @@ import os
 import platform
 import re
 import statistics
-import subprocess
-import sys
 import time
 from typing import Callable, Mapping
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "16384"}
+from hypergradient.diagnostics.memory import MMAP_ENV, fresh_process_peak_rss, measure_rss_peak
+
+MMAP_THRESHOLD = int(MMAP_ENV["MALLOC_MMAP_THRESHOLD_"])  # bytes; recorded in each report's settings
 
 
 # ---- set-up -----------------------------------------------------------------------------------------
@@ -137,120 +140,23 @@ def paired_ratio(a: list, bs: list[list]) -> float | None:
     return statistics.median(a[i] / b[i] for i in range(n))
 
 
-# ---- saved tensors ----------------------------------------------------------------------------------
-class _Packed:
-    __slots__ = ("tensor", "key", "owner")
-
-    def __init__(self, tensor, key, owner):
-        self.tensor, self.key, self.owner = tensor, key, owner
-
-    def __del__(self):
-        self.owner._release(self.key)
-
-
-class SavedBytes:
-    """Context manager: bytes autograd saves for backward, deduplicated by storage.
-
-    ``total``: every storage ever saved (the whole graph when nothing is freed before the end);
-    ``peak``: the most bytes held by live saved tensors at any moment (a graph freed by its backward
-    pass releases its bytes). Parameters and inputs that autograd saves count like anything else."""
-
-    def __init__(self):
-        self.live: dict = {}
-        self.seen: set = set()
-        self.current = self.peak = self.total = 0
-        self.count = 0
-
-    def _pack(self, t):
-        if t.layout != torch.strided or t.device.type == "meta":
-            return t
-        st = t.untyped_storage()
-        key = (st.data_ptr(), st.nbytes())
-        n, b = self.live.get(key, (0, st.nbytes()))
-        if n == 0:
-            self.current += b
-            self.peak = max(self.peak, self.current)
-        if key not in self.seen:
-            self.seen.add(key)
-            self.total += b
-        self.live[key] = (n + 1, b)
-        self.count += 1
-        return _Packed(t, key, self)
-
-    def _release(self, key):
-        n, b = self.live[key]
-        if n == 1:
-            del self.live[key]
-            self.current -= b
-        else:
-            self.live[key] = (n - 1, b)
-
-    @staticmethod
-    def _unpack(p):
-        return p.tensor if isinstance(p, _Packed) else p
-
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
-
-
-def saved_bytes(fn: Callable[[], object]) -> dict:
-    """Run ``fn`` once under :class:`SavedBytes`; returns peak/total bytes and the number of saves."""
-    gc.collect()
-    with SavedBytes() as s:
-        out = fn()
-    del out
-    gc.collect()
-    return {"peak": s.peak, "total": s.total, "saves": s.count}
-
-
 # ---- peak RSS in a fresh process ------------------------------------------------------------------
-def _status() -> dict:
-    with open("/proc/self/status") as f:
-        s = f.read()
-    return {k: int(re.search(k + r":\s+(\d+)", s).group(1)) * 1024 for k in ("VmHWM", "VmRSS")}
-
-
 def peak_rss(script: str, spec: Mapping, threads: int = 1, timeout: float = 600) -> dict | None:
-    """Run ``python script --cell JSON`` in a fresh process (glibc's mmap threshold pinned) and
-    return its measurement: {"peak": bytes above the RSS just before the call, "baseline": bytes}.
-    None when the child fails (its stderr is printed)."""
-    env = {**os.environ, **MMAP_ENV, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, script, "--cell", json.dumps(dict(spec)), "--threads", str(threads)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        sys.stderr.write(f"cell {dict(spec)} failed:\n{r.stderr[-2000:]}\n")
-        return None
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    """``python script --cell JSON --threads N`` in a fresh process (:func:`fresh_process_peak_rss`):
+    {"peak", "baseline", "hwm_reset"} as the child's :func:`cell_main` reports it, None if it fails."""
+    argv = [script, "--cell", json.dumps(dict(spec)), "--threads", str(threads)]
+    return fresh_process_peak_rss(argv, threads=threads, timeout=timeout)
 
 
 def cell_main(build: Callable[[dict], tuple[Callable, Callable]], args) -> None:
-    """Child side of :func:`peak_rss`. ``build(spec)`` sets up and returns (run, warm): ``warm`` is
-    called first (lazy initialisation, allocator warm-up); then the RSS is read, the peak reset and
-    ``run`` measured."""
+    """Child side of :func:`peak_rss`: ``build(spec)`` sets up and returns (run, warm), measured by
+    :func:`measure_rss_peak` (``warm`` first, then the peak of ``run``), which prints the result."""
     setup(args.threads)
-    spec = json.loads(args.cell)
-    run, warm = build(spec)
-    warm()
-    gc.collect()
-    before = _status()["VmRSS"]
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        reset = True
-    except OSError:
-        reset = False
-    out = run()
-    hwm = _status()["VmHWM"]
-    del out
-    print(json.dumps({"peak": hwm - before, "baseline": before, "hwm_reset": reset}))
+    run, warm = build(json.loads(args.cell))
+    measure_rss_peak(run, warm)
 
 
-# ---- models and data --------------------------------------------------------------------------------
+# ---- models -----------------------------------------------------------------------------------------
 def mlp(dims, dtype=torch.float32, seed: int = 0):
     """A ReLU MLP with layer sizes ``dims``, initialised from ``torch.manual_seed(seed)``."""
     from torch import nn
@@ -262,45 +168,6 @@ def mlp(dims, dtype=torch.float32, seed: int = 0):
         if i < len(dims) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers).to(dtype)
-
-
-
-def _digits_arrays():
-    """(X, y) of scikit-learn's digits, cached in the temp folder so that the fresh processes of
-    :func:`peak_rss` need not import scikit-learn (seconds per process)."""
-    import tempfile
-
-    path = os.path.join(tempfile.gettempdir(), "hypergradient-bench-digits.pt")
-    if os.path.exists(path):
-        try:
-            d = torch.load(path)
-            return d["X"], d["y"]
-        except Exception:  # noqa: BLE001 - a broken cache is rebuilt
-            pass
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    X, y = torch.as_tensor(d.data, dtype=torch.float64), torch.as_tensor(d.target, dtype=torch.long)
-    tmp = f"{path}.{os.getpid()}"
-    torch.save({"X": X, "y": y}, tmp)
-    os.replace(tmp, path)
-    return X, y
-
-
-def digits(batch: int = 128, n_batches: int = 10, dtype=torch.float32, seed: int = 0):
-    """scikit-learn's digits (8×8, 10 classes), pixels scaled to [0, 1], shuffled with ``seed``:
-    ``n_batches`` training batches of ``batch`` examples (cycled by every implementation in the
-    same order) and the remaining examples as one validation batch."""
-    X, y = _digits_arrays()
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(y), generator=g)
-    X = X.to(dtype)[idx] / 16.0
-    y = y[idx]
-    n = batch * n_batches
-    if n >= len(y):
-        raise ValueError(f"{n_batches} batches of {batch} leave no validation data")
-    train = [(X[i:i + batch].contiguous(), y[i:i + batch].contiguous()) for i in range(0, n, batch)]
-    return train, (X[n:].contiguous(), y[n:].contiguous())
 
 
 # ---- report -----------------------------------------------------------------------------------------

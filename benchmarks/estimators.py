@@ -28,13 +28,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 import hypergradient as hg  # noqa: E402
+from hypergradient.diagnostics import saved_bytes  # noqa: E402
+from hypergradient.learners.data import digits_batches  # noqa: E402
 
 LR, MOM, BATCH = 0.05, 0.9, 128
 DIMS = (64, 128, 128, 10)
-# options for estimators whose defaults do not fit a T-step offline call on this problem
+# options for estimators whose defaults do not fit a T-step offline call on this problem, and one
+# variant per solver of "ift" (the former ift_cg / ift_neumann / ift_exact)
 OPTIONS: dict[str, list[dict]] = {
     "rmd": [{"storage": "graph"}, {"storage": "recompute"}, {"storage": "checkpoint"}],
     "truncated_rmd": [{"K": 10}],
+    "ift": [{"solver": "cg"}, {"solver": "neumann"}, {"solver": "dense"}],
 }
 
 
@@ -42,7 +46,7 @@ def make_problem(N: int, T: int, dtype=torch.float32):
     model = C.mlp(DIMS, dtype)
     P = sum(p.numel() for p in model.parameters())
     chunk = torch.arange(P) * N // P           # which of the N coefficients each weight belongs to
-    train, val = C.digits(BATCH, 10, dtype)
+    train, val = digits_batches(BATCH, 10, dtype)
 
     def train_loss(f, b, hp):
         sq = torch.cat([p.reshape(-1) for p in f.params.values()]) ** 2
@@ -52,7 +56,7 @@ def make_problem(N: int, T: int, dtype=torch.float32):
     def val_loss(f, b, hp):
         return F.cross_entropy(f(b[0]), b[1])
 
-    return hg.InnerProblem(model, train_loss, val_loss, "sgd", hparams={"lr": LR, "momentum": MOM},
+    return hg.InnerProblem(model, train_loss, val_loss, "sgd", optimizer_values={"lr": LR, "momentum": MOM},
                            loss_hparams={"l2": hg.Hyper(torch.full((N,), 1e-4, dtype=dtype), positive="exp")},
                            train_batches=train, val_batches=val, horizon=T)
 
@@ -92,7 +96,7 @@ def measure(label, name, opts, N, T, repeats, args, script, memory=True):
     except Exception as e:  # noqa: BLE001 - an estimator that needs options we do not know
         return {"label": label, "skipped": f"{type(e).__name__}: {str(e)[:400]}"}
     t = C.time_interleaved({label: run}, repeats, warmup=0)[label]
-    saved = C.saved_bytes(run)
+    saved = saved_bytes(run)
     rss = None
     if memory and not args.no_memory:
         m = C.peak_rss(script, {"name": name, "opts": opts, "N": N, "T": T}, args.threads)
@@ -140,7 +144,7 @@ def main(argv=None):
     if "fmd" in hg.REGISTRY and not args.no_memory:
         for T in fmd_Ts:
             m = C.peak_rss(script, {"name": "fmd", "opts": {}, "N": 10, "T": T}, args.threads, timeout=1800)
-            s = C.saved_bytes(runner("fmd", {}, 10, T))
+            s = saved_bytes(runner("fmd", {}, 10, T))
             fmd[T] = {"rss_peak": None if m is None else m["peak"], "saved_peak": s["peak"]}
         a, b = fmd[fmd_Ts[1]]["rss_peak"], fmd[fmd_Ts[0]]["rss_peak"]
         note = "" if not args.quick else f"quick mode: T={fmd_Ts[1]} vs T={fmd_Ts[0]}"
@@ -155,7 +159,7 @@ def main(argv=None):
     C.write_json(args.json, {"benchmark": "estimators", "quick": args.quick, "machine": C.machine(args.threads),
                              "settings": {"dims": DIMS, "lr": LR, "momentum": MOM, "batch": BATCH,
                                           "base_T": base_T, "base_N": base_N, "repeats": repeats,
-                                          "dtype": "float32", "malloc_mmap_threshold": 16384},
+                                          "dtype": "float32", "malloc_mmap_threshold": C.MMAP_THRESHOLD},
                              "registered": sorted(hg.REGISTRY), "skipped": skipped,
                              "goals": goals, "base": base, "scaling": scaling,
                              "fmd_memory": {str(k): v for k, v in fmd.items()}})

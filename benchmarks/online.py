@@ -10,7 +10,8 @@ Per inner step, after ``online_init`` and a few warm-up steps (steady state): me
 tensors), and the peak RSS of a fresh process above its RSS before the measured steps. Baselines: a
 plain ``torch.optim.SGD`` step on the module ("train") and our own step without a graph
 (``problem.step``). ``online_init`` (HyperDistill's LinearEstimation) is timed separately.
-Estimators: first_order, one_step, hyperdistill, evograd (K = 2), whichever are registered.
+Estimators: first_order, one_step, hyperdistill, evograd (``population=2``: K = 2 candidates),
+whichever are registered.
 
 Goals: HyperDistill ≤ 1.15× one_step's time per step; EvoGrad(K=2) ≤ 0.7× one_step's time and
 ≤ 0.5× its peak memory.
@@ -32,10 +33,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 import hypergradient as hg  # noqa: E402
+from hypergradient.diagnostics import saved_bytes  # noqa: E402
+from hypergradient.learners.data import digits_batches  # noqa: E402
 
 LR, MOM, BATCH = 0.05, 0.9, 128
 DIMS = (64, 1024, 1024, 10)
-ESTIMATORS = {"first_order": {}, "one_step": {}, "hyperdistill": {}, "evograd": {"K": 2}}
+ESTIMATORS = {"first_order": {}, "one_step": {}, "hyperdistill": {}, "evograd": {"population": 2}}
 WARM = 3
 
 
@@ -46,7 +49,7 @@ def make_model(dtype=torch.float32):
 def make_problem(T: int):
     model = make_model()
     n = len(list(model.parameters()))
-    train, val = C.digits(BATCH, 10)
+    train, val = digits_batches(BATCH, 10)
 
     def train_loss(f, b, hp):
         pen = torch.stack([(p ** 2).sum() for p in f.params.values()])
@@ -55,7 +58,7 @@ def make_problem(T: int):
     def val_loss(f, b, hp):
         return F.cross_entropy(f(b[0]), b[1])
 
-    return hg.InnerProblem(model, train_loss, val_loss, "sgd", hparams={"lr": LR, "momentum": MOM},
+    return hg.InnerProblem(model, train_loss, val_loss, "sgd", optimizer_values={"lr": LR, "momentum": MOM},
                            loss_hparams={"l2": hg.Hyper(torch.full((n,), 1e-4), positive="exp")},
                            train_batches=train, val_batches=val, horizon=T)
 
@@ -86,7 +89,7 @@ class Plain:
     def __init__(self, T: int):
         self.model = make_model()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOM)
-        self.train, _ = C.digits(BATCH, 10)
+        self.train, _ = digits_batches(BATCH, 10)
         self.t = 0
 
     def init(self):
@@ -158,7 +161,7 @@ def measure(objs: dict, steps: int, repeats: int, args, script, T: int) -> dict:
                                repeats, warmup=0)
     res = {}
     for impl, (o, t_init) in objs.items():
-        saved = C.saved_bytes(o.step)
+        saved = saved_bytes(o.step)
         rss = None
         if not args.no_memory:
             m = C.peak_rss(script, {"impl": impl, "T": T, "steps": 2}, args.threads)
@@ -224,7 +227,7 @@ def main(argv=None):
                              "settings": {"dims": DIMS, "nparams": nparams, "lr": LR, "momentum": MOM,
                                           "batch": BATCH, "T": T, "steps": steps, "repeats": repeats,
                                           "warmup_steps": WARM, "options": ESTIMATORS, "dtype": "float32",
-                                          "malloc_mmap_threshold": 16384},
+                                          "malloc_mmap_threshold": C.MMAP_THRESHOLD},
                              "skipped": skipped, "goals": goals, "results": res})
 
 

@@ -36,6 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 import hypergradient as hg  # noqa: E402
+from hypergradient.diagnostics import saved_bytes  # noqa: E402
+from hypergradient.learners.data import digits_batches  # noqa: E402
 
 LR0, MOM, WD, BATCH = 0.05, 0.9, 5e-4, 128
 MODELS = {
@@ -67,7 +69,7 @@ class Task:
         self.model = C.mlp(MODELS[model], dtype)
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params0 = [p.detach().clone() for p in self.model.parameters()]
-        self.train, self.val = C.digits(BATCH, 10, dtype)
+        self.train, self.val = digits_batches(BATCH, 10, dtype)
         self.name, self.gran, self.dtype = model, gran, dtype
 
     def batch(self, t: int):  # t = 0 .. T-1
@@ -86,7 +88,7 @@ class Task:
 def make_ours(task: Task, storage: str):
     ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])  # noqa: E731
     pb = hg.InnerProblem(task.model, ce, ce, "sgd",
-                         hparams=dict(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD),
+                         optimizer_values=dict(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD),
                          train_batches=task.train, val_batches=task.val)
     lam = pb.init_hparams()
     keys = [f"optim.lr[{n}]" for n in task.names]
@@ -153,9 +155,9 @@ def make_manual(task: Task):
 def make_manual_flat(task: Task):
     """``manual`` with every tensor (weights, momentum, learning rates) kept as one flat buffer: the
     layer weights are views into it, autograd returns one flat gradient, and the optimizer step is six
-    ops whatever the number of tensors. Not a peer: the library's flat layout (``hypergradient.flat``)
-    written out by hand, without a module (exact, but it sums some gradient terms in another order,
-    so it agrees to rounding, not bitwise)."""
+    ops whatever the number of tensors. Not a peer: the library's flat layout
+    (``hypergradient.core.flat``) written out by hand, without a module (exact, but it sums some
+    gradient terms in another order, so it agrees to rounding, not bitwise)."""
     shapes = [p.shape for p in task.params0]
     sizes = [p.numel() for p in task.params0]
 
@@ -271,7 +273,7 @@ def measure_cell(task: Task, runs: dict, T: int, repeats: int, tries: int, mem: 
     outs = {i: runs[i](T) for i in impls if i != "train"}
     agree = {i: relerr(outs[i], outs["torchfunc"]) for i in outs}
     times = C.time_interleaved({i: (lambda r=runs[i]: r(T)) for i in impls}, repeats, warmup=0, max_tries=tries)
-    saved = {i: C.saved_bytes(lambda r=runs[i]: r(T)) for i in impls if i != "train"}
+    saved = {i: saved_bytes(lambda r=runs[i]: r(T)) for i in impls if i != "train"}
     rss = {}
     for i in mem:
         m = C.peak_rss(script, {"model": task.name, "gran": task.gran, "T": T, "impl": i}, threads)
@@ -336,8 +338,8 @@ def main(argv=None):
             print(row_summary(cell))
             sys.stdout.flush()
     settings = {"lr0": LR0, "momentum": MOM, "weight_decay": WD, "batch": BATCH, "repeats": repeats,
-                "dtype": "float32", "malloc_mmap_threshold": 16384, "peers": [p for p in PEERS if available(p)],
-                "skipped": skipped, "models": sorted({g[0] for g in grid}),
+                "dtype": "float32", "malloc_mmap_threshold": C.MMAP_THRESHOLD,
+                "peers": [p for p in PEERS if available(p)], "skipped": skipped, "models": sorted({g[0] for g in grid}),
                 "horizons": sorted({T for g in grid for T in g[2]})}
     report(cells, args, settings, C.machine(args.threads))
 
