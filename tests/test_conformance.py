@@ -48,8 +48,11 @@ COVERED: dict[str, tuple[str, ...]] = {
     "evograd": ("test_evograd.py::test_matches_closed_form", "test_evograd.py::test_one_dimensional_toy",
                 "test_evograd.py::test_small_sigma_is_one_step_direction"),
 }
-# options the generic contract test needs for an estimator (default: none)
-GENERIC_OPTIONS: dict[str, dict] = {"truncated_rmd": {"K": 2}}
+# the option sets the generic contract test runs an estimator with (default: one, without options)
+GENERIC_OPTIONS: dict[str, list[dict]] = {"truncated_rmd": [{"K": 2}],
+                                          "ift": [{"solver": "cg"}, {"solver": "neumann", "maxiter": 5},
+                                                  {"solver": "dense"}]}
+GENERIC_CASES = [(name, opts) for name in sorted(REGISTRY) for opts in GENERIC_OPTIONS.get(name, [{}])]
 
 
 def test_registry_is_covered():
@@ -344,11 +347,12 @@ def float32_problem():
                            train_batches=[(X[:6], y[:6]), (X[6:], y[6:])], val_batches=(X, y), horizon=4)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_generic_contract(name):
+@pytest.mark.parametrize("name,options", GENERIC_CASES,
+                         ids=[n + "".join(f"-{v}" for v in o.values()) for n, o in GENERIC_CASES])
+def test_generic_contract(name, options):
     problem = float32_problem()
     lam = problem.init_hparams()
-    est = get(name, **GENERIC_OPTIONS.get(name, {}))
+    est = get(name, **options)
     h = est(problem, lam, T=4)
     assert isinstance(h, hg.Hypergradient) and isinstance(h.info, dict)
     for part in (h.value, h.direct, h.indirect):
@@ -360,7 +364,7 @@ def test_generic_contract(name):
         assert lam[k].grad is None, "estimators never write .grad"
     assert h.cost.val_grads >= 1
     if est.online:
-        hs = online(name, problem, lam, 3, **GENERIC_OPTIONS.get(name, {}))
+        hs = online(name, problem, lam, 3, **options)
         for hh in hs:
             assert list(hh.value) == list(lam) and all(v.dtype == torch.float32 for v in hh.value.values())
 

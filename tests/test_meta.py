@@ -25,9 +25,10 @@ LEARNERS = {
     "warpgrad": lambda T: WarpGrad(warp_mlp((1, 8, 8, 1), act=torch.nn.Tanh).double(), horizon=T),
     "mwn": lambda T: MetaWeightNet(anil_mlp((1, 8, 1), act=torch.nn.Tanh).double(), net=WeightNet(hidden=6), horizon=T),
 }
-ONLINE = sorted(k for k, c in REGISTRY.items() if c.online)
-OPTIONS = {"hyperdistill": {"gamma": 0.9}, "evograd": {"sigma": 0.01},
-           "ift": {"solver": "neumann", "maxiter": 2}}   # keep the implicit solves cheap
+# every online estimator, IFT once per solver; options keep the implicit solves cheap
+OPTIONS = {"hyperdistill": [{"gamma": 0.9}], "evograd": [{"sigma": 0.01}],
+           "ift": [{"solver": "neumann", "maxiter": 2}, {"solver": "cg", "maxiter": 3}, {"solver": "dense", "window": 1}]}
+ONLINE = [(k, o) for k, c in sorted(REGISTRY.items()) if c.online for o in OPTIONS.get(k, [{}])]
 
 
 def test_sinusoid_tasks():
@@ -63,9 +64,9 @@ def test_learners_split_the_model():
     assert all(k.startswith("loss.mwn.") for k in mwn)
 
 
-@pytest.mark.parametrize("estimator", ONLINE)
+@pytest.mark.parametrize("estimator,options", ONLINE, ids=[k + "".join(f"-{v}" for v in o.values()) for k, o in ONLINE])
 @pytest.mark.parametrize("learner", list(LEARNERS))
-def test_every_learner_with_every_online_estimator(learner, estimator):
+def test_every_learner_with_every_online_estimator(learner, estimator, options):
     T = 3
     L = LEARNERS[learner](T)
     lam = L.init_hparams()
@@ -74,9 +75,9 @@ def test_every_learner_with_every_online_estimator(learner, estimator):
     outer = torch.optim.Adam(lam.values(), lr=1e-2)
     if learner == "metasgd" and not REGISTRY[estimator].optimizer_hparams:
         with pytest.raises(ValueError, match="cannot differentiate optimizer hyperparameters"):
-            meta_train(L, estimator, lam, outer, tasks(), iterations=1, meta_batch=2, **OPTIONS.get(estimator, {}))
+            meta_train(L, estimator, lam, outer, tasks(), iterations=1, meta_batch=2, **options)
         return
-    res = meta_train(L, estimator, lam, outer, tasks(), iterations=2, meta_batch=2, **OPTIONS.get(estimator, {}))
+    res = meta_train(L, estimator, lam, outer, tasks(), iterations=2, meta_batch=2, **options)
     assert len(res.history["val_loss"]) == 2 * T and len(res.history["meta_val_loss"]) == 2
     assert all(bool(torch.isfinite(v).all()) for v in lam.values())
     changed = any(not torch.equal(before[k], lam[k].detach()) for k in lam)
