@@ -6,6 +6,7 @@ only from layers below its own (``tests/test_layers.py``)."""
 
 from . import _deprecated, diagnostics, drivers, estimators, learners, linalg, optim
 from .core import Cost, DivergenceError, FunctionalModel, Hyper, HyperSpec, InnerProblem, State
+from .core.deprecation import renamed_attributes
 from .estimators import REGISTRY, Estimator, Hypergradient, estimate
 
 __version__ = "0.2.0"
@@ -14,6 +15,4 @@ __all__ = ["Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "
            "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "learners",
            "linalg", "optim", "__version__"]
 
-
-def __getattr__(name):
-    return _deprecated.attribute(__name__, name)
+__getattr__ = renamed_attributes(__name__, {"HyperParameters": ("HyperSpec", lambda: HyperSpec)})

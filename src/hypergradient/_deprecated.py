@@ -1,8 +1,6 @@
-"""Old public names, kept for one minor version (0.2) with a ``DeprecationWarning`` naming the new one.
-
-Modules moved by the layered tree are found under their old dotted names by a meta-path finder that
-imports the new module, warns, and registers it under the old name; renamed attributes of the
-package are served by :func:`attribute`."""
+"""Module paths moved by the layered tree, kept for one minor version: a meta-path finder imports the
+new module under the old dotted name, with the :func:`hypergradient.core.deprecation.warn` message.
+(Renamed arguments and attributes live with their owners, through the same module.)"""
 
 from __future__ import annotations
 
@@ -10,7 +8,8 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
-import warnings
+
+from .core.deprecation import warn
 
 MOVED_MODULES = {
     "hypergradient.functional": "hypergradient.core.functional",
@@ -24,7 +23,6 @@ MOVED_MODULES = {
     "hypergradient.experiments.reference": "hypergradient.testing",
     "hypergradient.experiments.sinusoid": "hypergradient.reproduce.sinusoid",
 }
-RENAMED = {"hypergradient": {"HyperParameters": ("hypergradient.core.hyper", "HyperSpec")}}
 
 
 class _Loader(importlib.abc.Loader):
@@ -32,7 +30,7 @@ class _Loader(importlib.abc.Loader):
         self.new = new
 
     def create_module(self, spec):
-        warnings.warn(f"{spec.name} moved to {self.new}; the old path goes in 0.3", DeprecationWarning, stacklevel=2)
+        warn(spec.name, self.new)
         return importlib.import_module(self.new)
 
     def exec_module(self, module):
@@ -42,18 +40,7 @@ class _Loader(importlib.abc.Loader):
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         new = MOVED_MODULES.get(fullname)
-        if new is None:
-            return None
-        return importlib.util.spec_from_loader(fullname, _Loader(new))
-
-
-def attribute(module: str, name: str):
-    """A renamed attribute of ``module`` (its new value, with a warning); AttributeError otherwise."""
-    if name in RENAMED.get(module, {}):
-        where, new = RENAMED[module][name]
-        warnings.warn(f"{module}.{name} is now {new}; the old name goes in 0.3", DeprecationWarning, stacklevel=3)
-        return getattr(importlib.import_module(where), new)
-    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        return None if new is None else importlib.util.spec_from_loader(fullname, _Loader(new))
 
 
 if not any(isinstance(f, _Finder) for f in sys.meta_path):

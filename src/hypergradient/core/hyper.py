@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deprecation import renamed_attributes
 from .functional import FunctionalModel
 from .optimizer import Optimizer
 
@@ -183,10 +184,6 @@ class HyperSpec:
                 raise ValueError(f"optim.{name}: the schedule has {h.init.shape[0]} values but {k} are "
                                  f"needed{extra}; some steps would have no value")
 
-    def _tensor(self, x, shape=()):
-        t = torch.as_tensor(x, dtype=self.dtype, device=self.device).clone()
-        return t.expand(shape).clone() if t.shape != torch.Size(shape) else t
-
     def _raw(self, name: str, h: Hyper, init, shape) -> torch.Tensor:
         _check_dtype(name, init)
         k = self._blocks(h)
@@ -302,10 +299,5 @@ class HyperSpec:
         return lam[key]
 
 
-def __getattr__(name):
-    if name == "HyperParameters":
-        import warnings
-        warnings.warn("hypergradient.HyperParameters is now HyperSpec (the specification of λ; 'hparams' "
-                      "names the λ dict only); the old name goes in 0.3", DeprecationWarning, stacklevel=2)
-        return HyperSpec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# 'hparams' names the λ dict only; the specification of λ is HyperSpec
+__getattr__ = renamed_attributes(__name__, {"HyperParameters": ("HyperSpec", lambda: HyperSpec)})

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 
 from .autograd import grad_or_zero
 from .batches import stream
+from .deprecation import renamed_kwargs, warn
 from .flat import FlatLayout
 from .functional import Forward, FunctionalModel, select
 from .hyper import HyperSpec
@@ -88,18 +88,12 @@ class InnerProblem:
             300k-weight one).
     """
 
+    @renamed_kwargs(hparams="optimizer_values")
     def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer="sgd", *,
                  optimizer_values: Mapping | None = None, model_hparams=None, loss_hparams: Mapping | None = None,
                  hparam_modules: Mapping[str, nn.Module] | None = None, train_batches=None, val_batches=None,
                  horizon: int | None = None, val_mode: str = "train", seed: int = 0,
-                 optimizer_options: Mapping | None = None, check_finite: bool = True, layout: str = "auto",
-                 hparams: Mapping | None = None):
-        if hparams is not None:
-            if optimizer_values is not None:
-                raise TypeError("give optimizer_values only (hparams is its deprecated name)")
-            warnings.warn("InnerProblem(hparams=...) is now InnerProblem(optimizer_values=...); 'hparams' names "
-                          "the λ dict only. The old name goes in 0.3", DeprecationWarning, stacklevel=2)
-            optimizer_values = hparams
+                 optimizer_options: Mapping | None = None, check_finite: bool = True, layout: str = "auto"):
         if not callable(train_loss) or not callable(val_loss):
             raise TypeError("train_loss and val_loss must be callables (f, batch, hp) -> scalar tensor")
         if val_mode not in ("train", "eval"):
@@ -135,9 +129,8 @@ class InnerProblem:
 
     @property
     def hparams(self) -> HyperSpec:
-        """Deprecated name of :attr:`spec`."""
-        warnings.warn("problem.hparams is now problem.spec (the HyperSpec of λ); the old name goes in 0.3",
-                      DeprecationWarning, stacklevel=2)
+        """Deprecated name of :attr:`spec` ('hparams' names the λ dict only)."""
+        warn("problem.hparams", "problem.spec")
         return self.spec
 
     # ---- set-up -------------------------------------------------------------------------------------

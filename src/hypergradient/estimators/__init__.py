@@ -1,6 +1,9 @@
 """Layer 3, hypergradient estimators: one module per method, one call shape, one result type, a registry
 by name. Imports :mod:`hypergradient.core` and :mod:`hypergradient.linalg` (never drivers or above)."""
 
+import functools
+
+from ..core.deprecation import renamed_attributes
 from .base import ALIASES, REGISTRY, Estimator, Hypergradient, estimate, get, register, register_alias
 from .drmad import DrMAD
 from .evograd import EvoGrad
@@ -14,13 +17,6 @@ from .rmd import RMD, TruncatedRMD
 __all__ = ["REGISTRY", "ALIASES", "Estimator", "Hypergradient", "estimate", "get", "register", "register_alias",
            "RMD", "TruncatedRMD", "FMD", "DrMAD", "IFT", "OneStep", "FirstOrder", "HyperDistill", "EvoGrad"]
 
-
-def __getattr__(name):
-    solver = {"IFTCG": "cg", "IFTNeumann": "neumann", "IFTExact": "dense"}.get(name)
-    if solver is not None:
-        import functools
-        import warnings
-        warnings.warn(f"{name} is now IFT(solver={solver!r}); the old name goes in 0.3", DeprecationWarning,
-                      stacklevel=2)
-        return functools.partial(IFT, solver=solver)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = renamed_attributes(__name__, {
+    old: (f"IFT(solver={solver!r})", lambda solver=solver: functools.partial(IFT, solver=solver))
+    for old, solver in (("IFTCG", "cg"), ("IFTNeumann", "neumann"), ("IFTExact", "dense"))})

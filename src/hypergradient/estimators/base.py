@@ -30,6 +30,11 @@ class Hypergradient:
     cost: Cost       # primitives spent
     info: dict = field(default_factory=dict)  # method-specific diagnostics (val loss, final state, ...)
 
+    @classmethod
+    def of(cls, direct: dict, indirect: dict, cost: Cost, info: dict) -> "Hypergradient":
+        """value = direct + indirect (g = g^FO + g^SO), keyed like ``direct``."""
+        return cls({k: direct[k] + indirect[k] for k in direct}, direct, indirect, cost, info)
+
     def flat(self) -> torch.Tensor:
         """All entries concatenated in λ's key order (for cosine similarities and norms)."""
         return flatten(self.value)
@@ -94,9 +99,9 @@ class Estimator:
         state = problem.init_state() if state is None else state
         before = problem.cost.copy()
         direct, indirect, info = self.estimate(problem, lam, T, state)
-        value = {k: direct[k] + indirect[k] for k in lam}
-        check(value, self.name)
-        return Hypergradient(value, direct, indirect, problem.cost - before, info)
+        hg = Hypergradient.of(direct, indirect, problem.cost - before, info)
+        check(hg.value, self.name)
+        return hg
 
 
 def check(value: Mapping[str, torch.Tensor], name: str) -> None:

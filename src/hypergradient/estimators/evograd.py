@@ -31,12 +31,12 @@ steps at fixed λ and returns the last hypergradient (``info["sum"]`` holds Σ_t
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Sequence
 
 import torch
 
 from ..core.autograd import grad_or_zero
+from ..core.deprecation import renamed_kwargs
 from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.tree import detached, zeros_like
@@ -140,18 +140,9 @@ class EvoGrad(Estimator):
     no_optimizer_hparams = "its virtual step is evolutionary, not the optimizer's, so lr / momentum do not enter"
     memory = "O(|w|)"
 
+    @renamed_kwargs(K="population", tau="temperature")
     def __init__(self, population: int = 2, sigma: float = 1e-3, temperature: float = 0.05, noise: str = "sign",
-                 when: str = "after", seed: int = 0, **deprecated):
-        for old, new in (("K", "population"), ("tau", "temperature")):
-            if old in deprecated:
-                warnings.warn(f"evograd's {old}= is now {new}=; the old name goes in 0.3", DeprecationWarning,
-                              stacklevel=3)
-                if new == "population":
-                    population = deprecated.pop(old)
-                else:
-                    temperature = deprecated.pop(old)
-        if deprecated:
-            raise TypeError(f"evograd has no option {sorted(deprecated)}")
+                 when: str = "after", seed: int = 0):
         if not isinstance(population, int) or isinstance(population, bool) or population < 1:
             raise ValueError(f"population (K, the number of candidates) must be a positive int, got {population!r}")
         if not isinstance(sigma, (int, float)) or not sigma > 0:

@@ -28,9 +28,8 @@ with ``info["active"] = False`` and the driver should skip its outer update ther
 
 from __future__ import annotations
 
-import warnings
-
 from ..core.autograd import grad_or_zero
+from ..core.deprecation import renamed_kwargs
 from ..core.tree import detached, zeros_like
 from ..linalg import SOLVERS
 from .base import Estimator, register, register_alias
@@ -47,14 +46,6 @@ def mixed_vjp(problem, state, lam, x, t: int) -> dict:
     return dict(zip(lam_d, grad_or_zero(g, list(lam_d.values()), x)))
 
 
-def _renamed(options: dict, old: str, new: str) -> None:
-    if old in options:
-        if new in options:
-            raise TypeError(f"give {new}= only ({old}= is its deprecated name)")
-        warnings.warn(f"ift's {old}= is now {new}=; the old name goes in 0.3", DeprecationWarning, stacklevel=4)
-        options[new] = options.pop(old)
-
-
 @register
 class IFT(Estimator):
     """Implicit differentiation at convergence, by any linear solver (cg, neumann, dense, a callable).
@@ -68,13 +59,9 @@ class IFT(Estimator):
     online = True
     memory = "O(|s|)"
 
+    @renamed_kwargs(N="maxiter", K="window")
     def __init__(self, solver="cg", *, maxiter: int | None = None, tol: float | None = None, ridge: float = 0.0,
-                 window: int | None = None, lr: float | None = None, max_size: int | None = 4096, **deprecated):
-        _renamed(deprecated, "N", "maxiter")
-        _renamed(deprecated, "K", "window")
-        maxiter, window = deprecated.pop("maxiter", maxiter), deprecated.pop("window", window)
-        if deprecated:
-            raise TypeError(f"ift has no option {sorted(deprecated)}")
+                 window: int | None = None, lr: float | None = None, max_size: int | None = 4096):
         if not callable(solver) and solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)} or a callable solve(matvec, b, *, maxiter, "
                              f"tol, ridge), got {solver!r}")

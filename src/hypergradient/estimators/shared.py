@@ -17,8 +17,7 @@ def result(problem: InnerProblem, before: Cost, direct: dict, indirect: dict, in
     """The Hypergradient of one online step: value = direct + indirect, cost since ``before``.
     Non-finite values are returned as they are: the caller owns the policy (``lockstep``'s
     ``nonfinite``, an element-wise outer optimizer, or ``Estimator.__call__``'s check offline)."""
-    value = {k: direct[k] + indirect[k] for k in direct}
-    return Hypergradient(value, direct, indirect, problem.cost - before, info)
+    return Hypergradient.of(direct, indirect, problem.cost - before, info)
 
 
 def padded(alpha: list, state: State) -> list:

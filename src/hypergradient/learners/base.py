@@ -3,11 +3,11 @@ data and builds one problem per task (support = training batches, query = valida
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Mapping
 
 from torch import nn
 
+from ..core.deprecation import renamed_kwargs
 from ..core.problem import InnerProblem
 from ..drivers.meta import MetaLearner, Task
 
@@ -30,17 +30,12 @@ class ProblemLearner(MetaLearner):
     """A learner from the arguments of :class:`InnerProblem` minus the data; ``problem(task)`` trains
     on ``task.support`` and validates on ``task.query``."""
 
+    @renamed_kwargs(hparams="optimizer_values")
     def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer="sgd", *,
                  horizon: int, optimizer_values: Mapping | None = None, model_hparams=None,
                  loss_hparams: Mapping | None = None,
                  hparam_modules: Mapping[str, nn.Module] | None = None, optimizer_options: Mapping | None = None,
-                 val_mode: str = "train", seed: int = 0, hparams: Mapping | None = None):
-        if hparams is not None:   # the deprecated name of optimizer_values (InnerProblem's)
-            if optimizer_values is not None:
-                raise TypeError("give optimizer_values only (hparams is its deprecated name)")
-            warnings.warn("ProblemLearner(hparams=...) is now optimizer_values=...; the old name goes in 0.3",
-                          DeprecationWarning, stacklevel=2)
-            optimizer_values = hparams
+                 val_mode: str = "train", seed: int = 0):
         self.model, self.train_loss, self.val_loss, self.optimizer = model, train_loss, val_loss, optimizer
         self.kwargs = dict(optimizer_values=optimizer_values, model_hparams=model_hparams, loss_hparams=loss_hparams,
                            hparam_modules=hparam_modules, optimizer_options=optimizer_options, val_mode=val_mode,

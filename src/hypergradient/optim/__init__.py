@@ -1,5 +1,6 @@
 """Differentiable inner optimizers: pure ``init`` / ``update`` pairs with explicit state, each
-reproducing ``torch.optim``. Imports :mod:`hypergradient.core` only; registers every optimizer by name."""
+reproducing ``torch.optim``, each registered by name (``@register_optimizer``). Imports
+:mod:`hypergradient.core` only."""
 
 from ..core.optimizer import OPTIMIZERS, Optimizer, get_optimizer, register_optimizer
 from .adagrad import Adagrad
@@ -7,8 +8,6 @@ from .adam import Adam, AdamW
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-for _cls in (SGD, Adam, AdamW, RMSprop, Adagrad):
-    register_optimizer(_cls)
 get = get_optimizer
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get", "register_optimizer"]

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..core.optimizer import register_optimizer
 from .base import Optimizer, is_zero, safe_sqrt
 
 
@@ -23,6 +24,7 @@ class AdagradState(NamedTuple):
     sum: tuple  # S_t, accumulated squared gradients
 
 
+@register_optimizer
 class Adagrad(Optimizer):
     elementwise = True
     name = "adagrad"

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..core.optimizer import register_optimizer
 from .base import Optimizer, is_zero, safe_sqrt, zeros_like_all
 
 
@@ -35,6 +36,7 @@ def _sqrt(x):
     return math.sqrt(x) if isinstance(x, (int, float)) else torch.sqrt(x)
 
 
+@register_optimizer
 class Adam(Optimizer):
     elementwise = True
     name = "adam"
@@ -76,6 +78,7 @@ class Adam(Optimizer):
         return tuple(out_p), AdamState(tuple(out_m), tuple(out_s), tuple(out_max))
 
 
+@register_optimizer
 class AdamW(Adam):
     name = "adamw"
     torch_class = "AdamW"

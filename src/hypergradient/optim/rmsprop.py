@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..core.optimizer import register_optimizer
 from .base import Optimizer, is_zero, safe_sqrt, zeros_like_all
 
 
@@ -23,6 +24,7 @@ class RMSpropState(NamedTuple):
     momentum_buffer: tuple  # b_t (stays zero while momentum is the constant 0)
 
 
+@register_optimizer
 class RMSprop(Optimizer):
     elementwise = True
     name = "rmsprop"

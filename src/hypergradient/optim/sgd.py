@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..core.optimizer import register_optimizer
 from .base import (Optimizer, axpy, faxpy, fmul, foreach_ok, is_number, is_zero, same_zero, shared_number,
                    zeros_like_all)
 
@@ -26,6 +27,7 @@ class SGDState(NamedTuple):
     momentum_buffer: tuple  # v_{t}: one tensor per parameter (zeros before the first step)
 
 
+@register_optimizer
 class SGD(Optimizer):
     elementwise = True
     name = "sgd"
@@ -91,7 +93,6 @@ class SGD(Optimizer):
         else:
             new_p = torch._foreach_addcmul(list(params), list(lr), u, value=-1)
         return tuple(new_p), SGDState(tuple(v))
-
 
     # ---- forward mode's closed form (non-greedy paper, Appendix A; estimators/fmd.py) ----------------
     tangent_hparams = ("lr", "momentum", "weight_decay")

@@ -171,8 +171,7 @@ class HyperDistill(Estimator):
             p, star, dstar = 0.0, cur, batch
         else:                                                         # Eqs. 13, 14
             p = forward_weight(self.gamma, k)
-            star = mix(p, carry.star, cur) if self.distill_opt_state else \
-                mix(p, carry.star[:n], cur[:n]) + cur[n:]
+            star = mix(p, carry.star, cur, None if self.distill_opt_state else n)
             dstar = distill_batch(carry.dstar, batch, p, self.generator, self.rounding)
         nxt = problem.step(state, lam)
         loss, alpha, direct = problem.val_grad(nxt, lam)

@@ -46,8 +46,7 @@ def linear_estimation(problem: InnerProblem, lam, state: State, T: int, gamma: f
             star, dstar = hat, batch
         else:                                                         # Eqs. 17, 18 on interpolated states
             q = backward_weight(gamma, s)
-            star = mix(q, star, hat) if distill_opt_state else \
-                mix(q, star, hat[:len(first.params)]) + hat[len(first.params):]
+            star = mix(q, star, hat, None if distill_opt_state else len(first.params))
             dstar = distill_batch(dstar, batch, q, generator, rounding)
         dist = last.with_tensors(star)._replace(t=last.t - 1)         # the distilled step is step T
         _, v = problem.vjp(dist, lam, aT, batch=dstar)

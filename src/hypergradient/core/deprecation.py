@@ -1,0 +1,59 @@
+"""Old public names, kept for one minor version with a ``DeprecationWarning`` that names the new one:
+renamed keyword arguments (:func:`renamed_kwargs`), renamed module attributes
+(:func:`renamed_attributes`), and the one message every deprecation uses (:func:`warn`). Moved module
+paths are served by the package root's finder (``hypergradient._deprecated``), with the same message."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from typing import Callable, Mapping
+
+__all__ = ["REMOVAL", "warn", "renamed_kwargs", "renamed_attributes"]
+
+REMOVAL = "0.3"  # the version that drops the old names
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../hypergradient
+
+
+def warn(old: str, new: str) -> None:
+    """``DeprecationWarning: {old} is now {new}; the old name goes in 0.3``, attributed to the first
+    frame outside hypergradient and the import machinery: the user's line, so that Python's default
+    filter (which shows DeprecationWarnings of ``__main__``) shows it wherever the old name was used."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith((_PACKAGE, "<frozen")):
+        # warnings.warn skips the import machinery's frames by itself: count only ours
+        level += not frame.f_code.co_filename.startswith("<frozen")
+        frame = frame.f_back
+    warnings.warn(f"{old} is now {new}; the old name goes in {REMOVAL}", DeprecationWarning, stacklevel=level)
+
+
+def renamed_kwargs(**renames: str) -> Callable:
+    """Decorator: keyword ``old=`` of the function (``__init__`` for a class) is passed on as ``new=``
+    with a warning; giving both is a ``TypeError``. ``@renamed_kwargs(N="maxiter", K="window")``."""
+    def wrap(fn: Callable) -> Callable:
+        owner = fn.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{owner}: give {new}= only ({old}= is its deprecated name)")
+                    warn(f"{owner}({old}=...)", f"{owner}({new}=...)")
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+        return inner
+    return wrap
+
+
+def renamed_attributes(module: str, renamed: Mapping[str, tuple[str, Callable[[], object]]]) -> Callable:
+    """A module ``__getattr__`` serving ``old -> (new name, getter of the new value)`` with a warning."""
+    def __getattr__(name: str):
+        if name in renamed:
+            new, get = renamed[name]
+            warn(f"{module}.{name}", new)
+            return get()
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__
