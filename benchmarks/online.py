@@ -76,10 +76,11 @@ class Online:
         self.state = self.pb.init_state()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.carry = self.est.online_init(self.pb, self.lam, self.state)
+            self.carry = self.est.online_init(self.pb, self.lam, self.state, self.est.new_state())
 
     def step(self):
-        self.state, h, self.carry = self.est.online_step(self.pb, self.lam, self.state, self.carry)
+        h, self.carry = self.est.online_step(self.pb, self.lam, self.state, self.carry)
+        self.state = h.state
         return h
 
 

@@ -287,10 +287,11 @@ def test_first_order_is_the_direct_term(pname):
 def online(name, problem, lam, steps, **options):
     est = get(name, **options)
     state = problem.init_state()
-    carry = est.online_init(problem, lam, state)
+    carry = est.online_init(problem, lam, state, est.new_state())
     out = []
     for _ in range(steps):
-        state, h, carry = est.online_step(problem, lam, state, carry)
+        h, carry = est.online_step(problem, lam, state, carry)
+        state = h.state
         out.append(h)
     return out
 
@@ -323,7 +324,7 @@ def test_ift_online_last_K(name, options):
     Tr, K = 8, 3
     problem, lam, _ = ridge(T=Tr)
     hs = online(name, problem, lam, Tr, window=K, **options)
-    assert [h.info["active"] for h in hs] == [False] * (Tr - K) + [True] * K
+    assert [h.active for h in hs] == [False] * (Tr - K) + [True] * K
     for h in hs[:Tr - K]:
         assert not h.value["loss.l2"].any() and h.cost.hvps == 0
     for t, h in enumerate(hs[Tr - K:], Tr - K + 1):

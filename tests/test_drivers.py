@@ -108,18 +108,18 @@ class NaNAtStep(Estimator):
         super().__init__()
         self.bad, self.value = bad, value
 
-    def online_init(self, problem, lam, state):
+    def start(self, problem, lam, state, est_state):
         return None
 
-    def online_step(self, problem, lam, state, carry):
-        state = problem.step(state, {k: v.detach() for k, v in lam.items()})
+    def advance(self, problem, lam, state, carry):
+        state = problem.step(state, lam)
         value = {k: torch.full_like(v, self.value) for k, v in lam.items()}
         if state.t == self.bad:
             k0 = next(iter(value))
             value[k0] = value[k0].clone()
             value[k0].view(-1)[0] = float("nan")
         zero = {k: torch.zeros_like(v) for k, v in lam.items()}
-        return state, Hypergradient(value, zero, value, hg.Cost(steps=1), {}), carry
+        return Hypergradient(value, zero, value, state=state), carry
 
 
 def test_nonfinite_hypergradients():

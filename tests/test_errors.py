@@ -165,7 +165,7 @@ def test_parameter_that_does_not_affect_the_loss(opt):
         for k in ("optim.lr[idle.weight]", "optim.lr[idle.bias]"):
             assert torch.equal(res[st].value[k], torch.zeros_like(lam[k]))
         assert res[st].value["optim.lr[net.0.weight]"].abs().sum() > 0
-    sT = res["graph"].info["state"]
+    sT = res["graph"].state
     idle = dict(zip(pb.names, sT.params))["idle.weight"]
     assert torch.equal(idle, pb.init_state().params[pb.names.index("idle.weight")])
 

@@ -56,8 +56,9 @@ def test_matches_closed_form(noise, when, K):
     state, _ = problem.run(problem.init_state(), lam, 2)
     sigma, tau = 0.05, 0.1
     est = get("evograd", population=K, sigma=sigma, temperature=tau, noise=noise, when=when, seed=3)
-    carry = est.online_init(problem, lam, state)
-    nxt, h, _ = est.online_step(problem, lam, state, carry)
+    carry = est.online_init(problem, lam, state, est.new_state())
+    h, _ = est.online_step(problem, lam, state, carry)
+    nxt = h.state
     at = state if when == "before" else nxt
     eps = perturbations([p.detach() for p in at.params], K, sigma, noise, torch.Generator().manual_seed(3))
     direct, indirect = closed_form(problem, lam, at, state.t + 1, eps, tau)
@@ -128,7 +129,7 @@ def test_toy_vectorized_estimates_are_the_estimator():
         x = torch.tensor(0.37, dtype=torch.float64)
         est = get("evograd", population=K, sigma=1.0, temperature=tau, noise="gaussian", when="before", seed=seed)
         state = problem.init_state([x])
-        _, h, _ = est.online_step(problem, lam, state, est.online_init(problem, lam, state))
+        h, _ = est.online_step(problem, lam, state, est.online_init(problem, lam, state))
         eps = perturbations([x], K, 1.0, "gaussian", torch.Generator().manual_seed(seed))
         lam_t = torch.tensor(lam_value, dtype=torch.float64, requires_grad=True)
         cands = [[x + e[0]] for e in eps]
@@ -160,12 +161,13 @@ def test_small_sigma_is_one_step_direction():
     lam = problem.init_hparams()
     state = problem.init_state()
     one = get("one_step")
-    _, ref, _ = one.online_step(problem, lam, state, one.online_init(problem, lam, state))
+    ref, _ = one.online_step(problem, lam, state, one.online_init(problem, lam, state))
     K, sigma, tau, N = 10, 1e-3, 0.05, 150
     est = get("evograd", population=K, sigma=sigma, temperature=tau, noise="sign", when="before", seed=0)
     total = None
+    carry = est.online_init(problem, lam, state)      # one estimator state: N independent draws
     for _ in range(N):
-        _, h, _ = est.online_step(problem, lam, state, None)
+        h, carry = est.online_step(problem, lam, state, carry)
         total = h.flat() if total is None else total + h.flat()
     mean = total / N
     cos = torch.nn.functional.cosine_similarity(mean, ref.flat(), dim=0).item()
@@ -195,8 +197,10 @@ def test_batchnorm_buffers_are_not_touched_by_candidates(when):
     est = get("evograd", population=4, sigma=0.1, when=when)
     plain = problem.step(problem.step(state, lam), lam)
     s = state
+    carry = est.online_init(problem, lam, s)
     for _ in range(2):
-        s, h, _ = est.online_step(problem, lam, s, None)
+        h, carry = est.online_step(problem, lam, s, carry)
+        s = h.state
     for k in plain.buffers:
         assert torch.equal(s.buffers[k], plain.buffers[k]), k
     assert not torch.equal(plain.buffers["1.running_mean"], state.buffers["1.running_mean"])

@@ -153,7 +153,7 @@ def test_batchnorm_val_mode(val_mode):
     res = {st: hg.estimate("rmd", pb, lam, storage=st) for st in STORAGES}
     for st in STORAGES:
         assert rel_err(res[st].value, res["graph"].value) < AGREE_RTOL
-    sT = res["graph"].info["state"]
+    sT = res["graph"].state
     m = copy.deepcopy(model).train(val_mode == "train")
     with torch.no_grad():
         for (n, p), w in zip(m.named_parameters(), sT.params):
@@ -162,7 +162,7 @@ def test_batchnorm_val_mode(val_mode):
             b.copy_(sT.buffers[n])
         xv, yv = classification_data()[1]
         expected = F.cross_entropy(m(xv), yv)
-    torch.testing.assert_close(res["graph"].info["val_loss"], expected, atol=1e-13, rtol=0)
+    torch.testing.assert_close(res["graph"].val_loss, expected, atol=1e-13, rtol=0)
     if val_mode == "train":  # with running statistics out of the forward, the estimate is exact
         assert_fd_close(res["graph"].value, fd_grad(val_after(pb), lam))
     # in eval mode the running statistics are constants to the hypergradient (InnerProblem's

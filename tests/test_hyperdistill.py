@@ -24,10 +24,11 @@ T = 6
 
 def online(est, problem, lam, steps, state=None):
     state = problem.init_state() if state is None else state
-    carry = est.online_init(problem, lam, state)
+    carry = est.online_init(problem, lam, state, est.new_state())
     out = []
     for _ in range(steps):
-        state, h, carry = est.online_step(problem, lam, state, carry)
+        h, carry = est.online_step(problem, lam, state, carry)
+        state = h.state
         out.append(h)
     return out, carry
 
@@ -146,7 +147,8 @@ def test_recursion_is_the_weighted_average(gamma, distill_opt_state):
     trajectory = []
     for k in range(1, 8):
         trajectory.append(state.tensors())
-        state, _, carry = est.online_step(problem, lam, state, carry)
+        h, carry = est.online_step(problem, lam, state, carry)
+        state = h.state
         weights = torch.tensor([gamma ** (k - i) for i in range(1, k + 1)], dtype=torch.float64)
         weights = weights / weights.sum()
         n = len(state.params)
@@ -237,13 +239,14 @@ def test_theta_is_refreshed_every_period():
     lam = problem.init_hparams()
     est = get("hyperdistill", gamma=0.9, period=2)
     ran = []
+    memory = est.new_state()
     for episode in range(5):
-        carry = est.online_init(problem, lam, problem.init_state())
+        carry = est.online_init(problem, lam, problem.init_state(), memory)
         ran.append(carry.estimation is not None)
-    assert ran == [True, False, True, False, True] and est.episodes == 5
-    assert math.isfinite(est.theta)
-    est.reset()
-    assert est.episodes == 0 and est.theta is None
+    assert ran == [True, False, True, False, True] and memory.episodes == 5
+    assert math.isfinite(memory.theta) and carry.theta == memory.theta
+    fresh = est.new_state()
+    assert fresh.episodes == 0 and fresh.theta is None
 
 
 def test_options_are_validated():

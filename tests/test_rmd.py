@@ -220,7 +220,7 @@ def test_ridge_closed_form(lam_as, storage):
     wT, d_lam, d_eta = ridge.closed_form(lam, eta, T)
     pb = ridge.problem(T, lam_as=lam_as, lam=lam, eta=eta, learn_eta=True)
     h = hg.estimate("rmd", pb, pb.init_hparams(), storage=storage)
-    torch.testing.assert_close(h.info["state"].params[0][0], wT, atol=1e-13, rtol=0)
+    torch.testing.assert_close(h.state.params[0][0], wT, atol=1e-13, rtol=0)
     key = "loss.l2" if lam_as == "loss" else "optim.weight_decay"
     assert abs(h.value[key].item() - d_lam.item()) < 1e-10 * abs(d_lam.item())
     assert abs(h.value["optim.lr"].item() - d_eta.item()) < 1e-10 * abs(d_eta.item())
@@ -253,8 +253,8 @@ def test_checkpoint_intervals_agree(every):
     ref = hg.estimate("rmd", pb, lam, storage="graph")
     h = hg.estimate("rmd", pb, lam, storage="checkpoint", every=every)
     assert rel_err(h.value, ref.value) < AGREE_RTOL
-    assert rel_err(torch.cat([p.reshape(-1) for p in h.info["state"].params]),
-                   torch.cat([p.reshape(-1) for p in ref.info["state"].params])) < 1e-14
+    assert rel_err(torch.cat([p.reshape(-1) for p in h.state.params]),
+                   torch.cat([p.reshape(-1) for p in ref.state.params])) < 1e-14
     assert h.cost.vjps == 7 and h.cost.val_grads == 1
 
 
@@ -294,7 +294,7 @@ def test_rmd_from_a_given_state_matches_finite_differences():
     s3, _ = pb.run(pb.init_state(), lam, 3)
     for st in STORAGES:
         h = hg.estimate("rmd", pb, lam, T=4, state=s3, storage=st)
-        assert h.info["state"].t == 7
+        assert h.state.t == 7
     assert_fd_close(h.value, fd_grad(val_after(pb, 4, state=s3), lam))
 
 

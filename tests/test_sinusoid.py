@@ -13,7 +13,7 @@ import torch
 
 from hypergradient import cli
 from hypergradient.drivers.meta import meta_test
-from hypergradient.drivers.online import lockstep
+from hypergradient.drivers.meta import inner_optimizations
 from hypergradient.estimators import get
 from hypergradient.learners.tasks import SinusoidTasks
 from hypergradient.reproduce import sinusoid as S
@@ -39,26 +39,13 @@ def test_batched_meta_test_equals_the_library_meta_test():
     assert torch.allclose(fast, ref.values, rtol=1e-4, atol=1e-6), (fast, ref.values)
 
 
-def test_inner_optimization_equals_lockstep_for_online_estimators():
-    cfg = S.SinusoidConfig.make_quick(T=5)
-    results = []
-    for driver in ("ours", "lockstep"):
-        learner = S.make_learner(cfg, 0)
-        lam = learner.init_hparams()
-        outer = torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr)
-        phi = learner.init_weights()
-        tasks = S.task_set(cfg, "probe", n=2)["tasks"]
-        problems = [learner.problem(t) for t in tasks]
-        starts = [p.init_state(phi) for p in problems]
-        est = get("one_step")
-        if driver == "ours":
-            finals, steps = train._inner_optimization(est, problems, lam, outer, starts, cfg.T)
-            assert steps == cfg.T
-        else:
-            finals, _ = lockstep(problems, est, lam, outer, starts, cfg.T)
-        results.append(([v.detach().clone() for v in lam.values()], [s.params[0] for s in finals]))
-    for a, b in zip(results[0][0] + results[0][1], results[1][0] + results[1][1]):
-        assert torch.equal(a, b)
+def test_training_has_no_loop_of_its_own():
+    """The reproduction trains through the drivers (meta_train, inner_optimizations): no copied inner
+    loop, no copied Reptile step."""
+    import inspect
+    src = inspect.getsource(train)
+    assert "meta_train(" in src and "online_step" not in src and "outer.step" not in src
+    assert not hasattr(train, "_inner_optimization")
 
 
 def test_nift_takes_outer_steps_only_where_it_gives_a_hypergradient():
@@ -68,8 +55,8 @@ def test_nift_takes_outer_steps_only_where_it_gives_a_hypergradient():
     outer = torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr)
     problems = [learner.problem(t) for t in S.task_set(cfg, "probe", n=2)["tasks"]]
     est = S.make_estimator("N.IFT", cfg, 0, {"N": 2, "K": 2})
-    _, steps = train._inner_optimization(est, problems, lam, outer, [p.init_state(learner.init_weights())
-                                                                      for p in problems], cfg.T)
+    _, steps = inner_optimizations(problems, est, lam, outer, [p.init_state(learner.init_weights())
+                                                               for p in problems], cfg.T, est.new_state())
     assert steps == 2 and outer.state[next(iter(lam.values()))]["step"].item() == 2
 
 

@@ -7,12 +7,13 @@ only from layers below its own (``tests/test_layers.py``)."""
 from . import _deprecated, diagnostics, drivers, estimators, learners, linalg, optim
 from .core import Cost, DivergenceError, FunctionalModel, Hyper, HyperSpec, InnerProblem, State
 from .core.deprecation import renamed_attributes
-from .estimators import REGISTRY, Estimator, Hypergradient, estimate
+from .drivers import run_offline, run_online
+from .estimators import REGISTRY, Estimator, EstimatorState, Hypergradient, estimate
 
 __version__ = "0.2.0"
 
-__all__ = ["Cost", "DivergenceError", "Estimator", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
-           "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "learners",
+__all__ = ["Cost", "DivergenceError", "Estimator", "EstimatorState", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
+           "InnerProblem", "REGISTRY", "State", "estimate", "run_offline", "run_online", "diagnostics", "drivers", "estimators", "learners",
            "linalg", "optim", "__version__"]
 
 __getattr__ = renamed_attributes(__name__, {"HyperParameters": ("HyperSpec", lambda: HyperSpec)})

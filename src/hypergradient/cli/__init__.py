@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Sequence
 
 
-def _demo(args):
+def _demo(args: argparse.Namespace) -> int:
     from . import demo
     torch_threads(args.threads)
     demo.run(outer_steps=args.outer_steps, T=args.T, hyper_lr=args.hyper_lr, seed=args.seed, json_path=args.json)
     return 0
 
 
-def _list(args):
+def _list(args: argparse.Namespace) -> int:
     import json
     from ..estimators import REGISTRY
     from ..optim import OPTIMIZERS
-    est = [{"name": n, "kind": "estimator", "exact": c.exact, "online": c.online,
-            "offline": True, "optimizer_hparams": c.optimizer_hparams, "memory": c.memory,
-            "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in sorted(REGISTRY.items())]
-    opt = [{"name": n, "kind": "optimizer", "reproduces": f"torch.optim.{c.torch_class}",
-            "hyperparameters": list(c.hparam_names), "options": c.options()} for n, c in sorted(OPTIMIZERS.items())]
+    est: list[dict[str, Any]] = [
+        {"name": n, "kind": "estimator", "exact": c.exact, "online": c.online,
+         "offline": True, "optimizer_hparams": c.optimizer_hparams, "memory": c.memory,
+         "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in sorted(REGISTRY.items())]
+    opt: list[dict[str, Any]] = [
+        {"name": n, "kind": "optimizer", "reproduces": f"torch.optim.{c.torch_class}",
+         "hyperparameters": list(c.hparam_names), "options": c.options()} for n, c in sorted(OPTIMIZERS.items())]
     if args.json:
         print(json.dumps({"estimators": est, "optimizers": opt}, indent=2))
         return 0
@@ -38,26 +41,26 @@ def _list(args):
     return 0
 
 
-def _verify(args):
+def _verify(args: argparse.Namespace) -> int:
     from ..testing import verify
     torch_threads(args.threads)
     return verify.main(args.json)
 
 
-def _reproduce(args):
+def _reproduce(args: argparse.Namespace) -> int:
     if args.experiment == "sinusoid":
         from ..reproduce import sinusoid
         sinusoid.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
     return 0
 
 
-def torch_threads(n):
+def torch_threads(n: int) -> None:
     import torch
     if n:
         torch.set_num_threads(n)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hypergradient", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="learn per-layer learning rates and weight decay on digits by exact RMD")

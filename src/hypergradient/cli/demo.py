@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ def _accuracy(problem, state, X, y):
         return (f(X).argmax(-1) == y).float().mean().item()
 
 
-def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_decay: float = 1e-3):
+def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_decay: float = 1e-3
+          ) -> tuple[InnerProblem, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     torch.manual_seed(seed)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = digits(seed, dtype=torch.get_default_dtype())
     model = nn.Sequential(nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
@@ -45,7 +47,7 @@ def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_
 
 
 def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0, quiet: bool = False,
-        json_path: str | None = None) -> dict:
+        json_path: str | None = None) -> dict[str, Any]:
     problem, val, test = build(T, seed)
     lam = problem.init_hparams()
     lam0 = {k: v.detach().clone() for k, v in lam.items()}
@@ -58,7 +60,7 @@ def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0
         outer.zero_grad()
         hg.to_grad(lam)
         outer.step()
-        history.append(hg.info["val_loss"].item())
+        history.append(hg.val_loss.item())
         bar.set_postfix(val_loss=f"{history[-1]:.4f}")
     seconds = time.perf_counter() - t0
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence, cast
 
 import torch
+
+from .types import Batch, Batches
 
 __all__ = ["stream"]
 
 
-def stream(data, what: str) -> Callable[[int], object]:
+def stream(data: Batches, what: str) -> Callable[[int], Batch]:
     """Turn a batch source into ``t -> batch``: a callable is used as is, a sequence is cycled
     (``[batch]`` is full-batch training), an iterator is cached so that steps can be replayed."""
     if callable(data):
@@ -21,11 +23,12 @@ def stream(data, what: str) -> Callable[[int], object]:
             return lambda t: data  # a single batch given as a tuple of tensors
         return lambda t: data[(t - 1) % len(data)]
     if hasattr(data, "__next__"):
-        cache: list = []
+        it = cast(Iterator[Batch], data)  # has __next__: an iterator
+        cache: list[Batch] = []
 
-        def get(t):
+        def get(t: int) -> Batch:
             while len(cache) < t:
-                cache.append(next(data))
+                cache.append(next(it))
             return cache[t - 1]
         return get
     if isinstance(data, (torch.Tensor, Mapping)):

@@ -9,7 +9,8 @@ import functools
 import os
 import sys
 import warnings
-from typing import Callable, Mapping
+from types import FrameType
+from typing import Any, Callable, Mapping
 
 __all__ = ["REMOVAL", "warn", "renamed_kwargs", "renamed_attributes"]
 
@@ -21,7 +22,8 @@ def warn(old: str, new: str) -> None:
     """``DeprecationWarning: {old} is now {new}; the old name goes in 0.3``, attributed to the first
     frame outside hypergradient and the import machinery: the user's line, so that Python's default
     filter (which shows DeprecationWarnings of ``__main__``) shows it wherever the old name was used."""
-    level, frame = 1, sys._getframe(0)
+    level = 1
+    frame: FrameType | None = sys._getframe(0)
     while frame is not None and frame.f_code.co_filename.startswith((_PACKAGE, "<frozen")):
         # warnings.warn skips the import machinery's frames by itself: count only ours
         level += not frame.f_code.co_filename.startswith("<frozen")
@@ -29,14 +31,14 @@ def warn(old: str, new: str) -> None:
     warnings.warn(f"{old} is now {new}; the old name goes in {REMOVAL}", DeprecationWarning, stacklevel=level)
 
 
-def renamed_kwargs(**renames: str) -> Callable:
+def renamed_kwargs(**renames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: keyword ``old=`` of the function (``__init__`` for a class) is passed on as ``new=``
     with a warning; giving both is a ``TypeError``. ``@renamed_kwargs(N="maxiter", K="window")``."""
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         owner = fn.__qualname__.removesuffix(".__init__")
 
         @functools.wraps(fn)
-        def inner(*args, **kwargs):
+        def inner(*args: Any, **kwargs: Any) -> Any:
             for old, new in renames.items():
                 if old in kwargs:
                     if new in kwargs:
@@ -48,9 +50,9 @@ def renamed_kwargs(**renames: str) -> Callable:
     return wrap
 
 
-def renamed_attributes(module: str, renamed: Mapping[str, tuple[str, Callable[[], object]]]) -> Callable:
+def renamed_attributes(module: str, renamed: Mapping[str, tuple[str, Callable[[], object]]]) -> Callable[[str], Any]:
     """A module ``__getattr__`` serving ``old -> (new name, getter of the new value)`` with a warning."""
-    def __getattr__(name: str):
+    def __getattr__(name: str) -> Any:
         if name in renamed:
             new, get = renamed[name]
             warn(f"{module}.{name}", new)

@@ -17,10 +17,11 @@ Only for optimizers whose update is elementwise (:attr:`hypergradient.core.optim
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 import torch
 
+from .optimizer import Coefficient
 from .tree import is_number
 
 __all__ = ["FlatLayout"]
@@ -38,18 +39,18 @@ class FlatLayout:
         """cat(x_1, …, x_n) as one 1-D tensor (differentiable: gradients reach every x_i)."""
         return torch.cat([x.reshape(-1) for x in xs])
 
-    def unpack(self, flat: torch.Tensor) -> tuple:
+    def unpack(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The n tensors as views into ``flat`` (differentiable: gradients reach ``flat``)."""
         return tuple(a.view(s) for a, s in zip(flat.split(self.sizes), self.shapes))
 
-    def pack_fields(self, fields: Sequence[Sequence[torch.Tensor]]) -> list[tuple]:
+    def pack_fields(self, fields: Sequence[Sequence[torch.Tensor]]) -> list[tuple[torch.Tensor, ...]]:
         """Each field (a tuple of n tensors, or empty) as a 1-tuple holding its flat buffer."""
         return [(self.pack(f),) if len(f) else () for f in fields]
 
-    def unpack_fields(self, fields: Sequence[Sequence[torch.Tensor]]) -> list[tuple]:
+    def unpack_fields(self, fields: Sequence[Sequence[torch.Tensor]]) -> list[tuple[torch.Tensor, ...]]:
         return [self.unpack(f[0]) if len(f) else () for f in fields]
 
-    def spread(self, values: Sequence) -> object:
+    def spread(self, values: Sequence[Coefficient]) -> Coefficient:
         """One value for the whole buffer from n per-tensor values (numbers or tensors that
         broadcast against their tensor): a shared number or 0-dim tensor is kept as it is;
         otherwise ``cat(broadcast(v_i, shape_i))``, so each element meets its tensor's value."""
@@ -58,10 +59,10 @@ class FlatLayout:
             return first
         if isinstance(first, torch.Tensor) and first.dim() == 0 and all(v is first for v in values):
             return first
-        parts = [torch.full(s, float(v), dtype=self.dtype, device=self.device) if is_number(v) else v.expand(s)
-                 for v, s in zip(values, self.shapes)]
+        parts = [torch.full(s, float(v), dtype=self.dtype, device=self.device) if is_number(v)
+                 else cast(torch.Tensor, v).expand(s) for v, s in zip(values, self.shapes)]
         return self.pack(parts)
 
-    def spread_coefficients(self, coef: Mapping[str, Sequence]) -> dict[str, tuple]:
+    def spread_coefficients(self, coef: Mapping[str, Sequence[Coefficient]]) -> dict[str, tuple[Coefficient]]:
         """An optimizer's ``coef`` (name -> n per-tensor values) for the flat buffer (name -> 1-tuple)."""
         return {k: (self.spread(v),) for k, v in coef.items()}

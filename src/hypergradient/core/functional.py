@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from torch import nn
 __all__ = ["FunctionalModel", "Forward", "select", "seeded"]
 
 
-def select(names: Sequence[str], which) -> list[str]:
+def select(names: Sequence[str], which: Callable[[str], bool] | str | Iterable[str] | None) -> list[str]:
     """Names matched by ``which``: a predicate ``name -> bool``, a glob pattern, or an iterable of
     names / prefixes (``"body"`` matches ``"body.0.weight"``)."""
     if which is None:
@@ -52,7 +52,7 @@ class seeded:
     def __init__(self, seed: int | None, device: torch.device):
         self.seed, self.cuda = seed, device.type == "cuda"
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         if self.seed is None:
             return
         self._cpu = torch.get_rng_state()
@@ -61,7 +61,7 @@ class seeded:
             self._gpu = torch.cuda.get_rng_state()
             torch.cuda.manual_seed(self.seed)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.seed is None:
             return
         torch.set_rng_state(self._cpu)
@@ -106,7 +106,8 @@ class FunctionalModel:
         return {n: b.detach().clone() for n, b in module.named_buffers()}
 
     def __call__(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-                 args: tuple, kwargs: dict | None = None, *, training: bool = True):
+                 args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, *,
+                 training: bool = True) -> tuple[Any, dict[str, torch.Tensor]]:
         """Run the module; returns ``(output, new_buffers)``. ``buffers`` is not modified."""
         if training != self._training:
             self._skeleton.train(training)
@@ -137,29 +138,30 @@ class FunctionalModel:
         return out, new_buffers
 
 
-def _slots(skeleton: nn.Module, module: nn.Module) -> dict[str, tuple[dict, str, torch.Tensor]]:
+def _slots(skeleton: nn.Module, module: nn.Module) -> dict[str, tuple[dict[str, Any], str, torch.Tensor]]:
     """{name: (the ``_parameters`` or ``_buffers`` dict of its submodule in ``skeleton``, key, the
     skeleton's own (meta) tensor there)} for every name of a parameter or buffer of ``module``,
     aliases of tied tensors included."""
-    out = {}
+    out: dict[str, tuple[dict[str, Any], str, torch.Tensor]] = {}
     for name, _ in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
         prefix, _, key = name.rpartition(".")
         sub = skeleton.get_submodule(prefix)
-        d = sub._parameters if key in sub._parameters else sub._buffers
+        # Any: torch types these dicts' values as Optional, but a named parameter or buffer is a tensor
+        d: dict[str, Any] = sub._parameters if key in sub._parameters else sub._buffers
         out[name] = (d, key, d[key])
     return out
 
 
-def _tied_names(module: nn.Module) -> dict[str, frozenset]:
+def _tied_names(module: nn.Module) -> dict[str, frozenset[str]]:
     """{name: all names of that tensor} for every parameter or buffer reachable under several names
     (what ``functional_call(tie_weights=True)`` recomputes on every call)."""
-    by_tensor: dict = {}
+    by_tensor: dict[torch.Tensor, set[str]] = {}
     for name, x in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
         by_tensor.setdefault(x, set()).add(name)
     return {n: frozenset(names) for names in by_tensor.values() if len(names) > 1 for n in names}
 
 
-def _untie(tied: Mapping[str, frozenset], tensors: dict) -> dict:
+def _untie(tied: Mapping[str, frozenset[str]], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Give every alias of a tied tensor the value passed for it, exactly as
     ``torch.nn.utils.stateless._untie_named_tensors_map`` does (same error on conflicting values)."""
     given = [n for n in tensors if n in tied]
@@ -190,7 +192,7 @@ class Forward:
         self._fm, self.params, self.hparams, self.buffers = fm, params, hparams, buffers
         self.training, self._seed, self._device, self._calls = training, seed, device, 0
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         seed = None if self._seed is None else self._seed + 7919 * self._calls
         self._calls += 1
         with seeded(seed, self._device):

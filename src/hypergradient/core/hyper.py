@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +31,14 @@ from torch import nn
 
 from .deprecation import renamed_attributes
 from .functional import FunctionalModel
-from .optimizer import Optimizer
+from .optimizer import Coefficient, Optimizer
+from .types import Hparams, HparamsLike
 
 __all__ = ["Hyper", "HyperSpec", "HyperView"]
 
 GRANULARITIES = ("scalar", "tensor", "element")
-TRANSFORMS = {
+# positive -> (raw -> value, value -> raw)
+TRANSFORMS: dict[str | None, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
     None: (lambda r: r, lambda x: x),
     "softplus": (F.softplus, lambda x: x + torch.log(-torch.expm1(-x))),
     "exp": (torch.exp, torch.log),
@@ -63,7 +65,7 @@ class Hyper:
     block: int | None = None
     positive: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.positive not in TRANSFORMS:
@@ -76,7 +78,7 @@ class Hyper:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
 
 
-def _check_dtype(name: str, x) -> None:
+def _check_dtype(name: str, x: object) -> None:
     if isinstance(x, torch.Tensor) and not x.is_floating_point():
         raise TypeError(f"hyperparameter {name!r} has dtype {x.dtype}; hyperparameters must be real "
                         "floating point (e.g. torch.tensor(0.1, dtype=torch.float64))")
@@ -90,10 +92,11 @@ class HyperView:
 
     __slots__ = ("_values", "_modules", "_lam")
 
-    def __init__(self, values, modules, lam):
+    def __init__(self, values: Mapping[str, torch.Tensor],
+                 modules: Mapping[str, tuple[FunctionalModel, Mapping[str, str]]], lam: HparamsLike):
         self._values, self._modules, self._lam = values, modules, lam
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Any:  # a tensor, or a module as a function
         if name in self._values:
             return self._values[name]
         if name in self._modules:
@@ -102,10 +105,10 @@ class HyperView:
             return lambda *a, **kw: fm(params, {}, a, kw, training=True)[0]
         raise KeyError(f"no loss hyperparameter {name!r}; known: {sorted(self._values) + sorted(self._modules)}")
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self._values or name in self._modules
 
-    def keys(self):
+    def keys(self) -> list[str]:
         return list(self._values) + list(self._modules)
 
 
@@ -122,10 +125,11 @@ class HyperSpec:
         horizon: T, needed by schedules.
     """
 
-    def __init__(self, optimizer: Optimizer, optim: Mapping, param_names, param_shapes, *,
-                 model: Mapping[str, torch.Tensor] | None = None, loss: Mapping | None = None,
+    def __init__(self, optimizer: Optimizer, optim: Mapping[str, float | Hyper], param_names: Iterable[str],
+                 param_shapes: Mapping[str, Sequence[int]], *, model: Mapping[str, torch.Tensor] | None = None,
+                 loss: Mapping[str, float | torch.Tensor | Hyper] | None = None,
                  modules: Mapping[str, nn.Module] | None = None, horizon: int | None = None,
-                 dtype=torch.float32, device=None):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         self.optimizer, self.horizon = optimizer, horizon
         self.param_names, self.param_shapes = tuple(param_names), dict(param_shapes)
         self.dtype, self.device = dtype, device
@@ -173,7 +177,7 @@ class HyperSpec:
             return math.ceil(self.horizon / h.block)
         return None
 
-    def _check_schedules(self):
+    def _check_schedules(self) -> None:
         for name, h in self.specs.items():
             if (h.schedule or h.block) and self.horizon is None:
                 raise ValueError(f"optim.{name} has a schedule; give the inner problem a horizon T")
@@ -184,7 +188,7 @@ class HyperSpec:
                 raise ValueError(f"optim.{name}: the schedule has {h.init.shape[0]} values but {k} are "
                                  f"needed{extra}; some steps would have no value")
 
-    def _raw(self, name: str, h: Hyper, init, shape) -> torch.Tensor:
+    def _raw(self, name: str, h: Hyper, init: object, shape: tuple[int, ...]) -> torch.Tensor:
         _check_dtype(name, init)
         k = self._blocks(h)
         full = shape if k is None else (k, *shape)
@@ -201,9 +205,9 @@ class HyperSpec:
             raise ValueError(f"{name}: positive={h.positive!r} needs an initial value > 0")
         return TRANSFORMS[h.positive][1](x.clone())
 
-    def init(self) -> dict[str, torch.Tensor]:
+    def init(self) -> Hparams:
         """Fresh raw leaves of λ (``requires_grad=True``)."""
-        lam: dict[str, torch.Tensor] = {}
+        lam: Hparams = {}
         for name, h in self.specs.items():
             if h.granularity == "scalar":
                 lam[f"optim.{name}"] = self._raw(f"optim.{name}", h, h.init, ())
@@ -226,8 +230,8 @@ class HyperSpec:
             x = torch.as_tensor(h.init, dtype=self.dtype, device=self.device)
             lam[f"loss.{n}"] = self._raw(f"loss.{n}", Hyper(init=x, positive=h.positive), x, tuple(x.shape))
         for name, (fm, keys, m) in self.modules.items():
-            for n, p in m.named_parameters():
-                lam[keys[n]] = p.detach().clone().to(self.dtype)
+            for n, w in m.named_parameters():
+                lam[keys[n]] = w.detach().clone().to(self.dtype)
         return {k: v.requires_grad_() for k, v in lam.items()}
 
     def window_lengths(self, key: str) -> torch.Tensor | None:
@@ -237,10 +241,11 @@ class HyperSpec:
         k = self._blocks(h) if h else None
         if k is None:
             return None
-        idx = torch.tensor([self.index(h, t) for t in range(1, self.horizon + 1)])
+        # h is a scheduled Hyper here (k is not None), and a schedule needs the horizon (_check_schedules)
+        idx = torch.tensor([self.index(cast(Hyper, h), t) for t in range(1, cast(int, self.horizon) + 1)])
         return torch.bincount(idx, minlength=k)
 
-    def validate(self, lam: Mapping[str, torch.Tensor]) -> None:
+    def validate(self, lam: HparamsLike) -> None:
         """Raise if ``lam`` does not have the structure that :meth:`init` builds."""
         ref = self.init()
         missing, extra = set(ref) - set(lam), set(lam) - set(ref)
@@ -254,20 +259,21 @@ class HyperSpec:
 
     # ---- per step ---------------------------------------------------------------------------------
     def index(self, h: Hyper, t: int) -> int:
+        # only for a scheduled h (schedule or block set), which needs the horizon (_check_schedules)
         if h.schedule is not None:
-            return (h.schedule * (t - 1)) // self.horizon
-        return (t - 1) // h.block
+            return (h.schedule * (t - 1)) // cast(int, self.horizon)
+        return (t - 1) // cast(int, h.block)
 
-    def window(self, t: int) -> tuple:
+    def window(self, t: int) -> tuple[int, ...]:
         """Which schedule entry every scheduled optimizer hyperparameter uses at step t: steps with
         the same window get the same :meth:`coefficients` values (``()`` without schedules)."""
         return tuple(self.index(h, t) for h in self.specs.values() if h.schedule is not None or h.block is not None)
 
-    def coefficients(self, lam: Mapping[str, torch.Tensor], t: int) -> dict[str, tuple]:
+    def coefficients(self, lam: HparamsLike, t: int) -> dict[str, tuple[Coefficient, ...]]:
         """The optimizer's coefficients at step t: name -> its values, one entry per inner weight tensor
         (what ``Optimizer.update`` receives as ``coef``)."""
         n = len(self.param_names)
-        out = {name: (v,) * n for name, v in self.constants.items()}
+        out: dict[str, tuple[Coefficient, ...]] = {name: (v,) * n for name, v in self.constants.items()}
         for name, h in self.specs.items():
             f = TRANSFORMS[h.positive][0]
             sched = h.schedule is not None or h.block is not None
@@ -283,14 +289,14 @@ class HyperSpec:
                 out[name] = tuple(vals)
         return out
 
-    def model_values(self, lam) -> dict[str, torch.Tensor]:
+    def model_values(self, lam: HparamsLike) -> dict[str, torch.Tensor]:
         return {n: lam[f"model.{n}"] for n in self.model}
 
-    def view(self, lam) -> HyperView:
+    def view(self, lam: HparamsLike) -> HyperView:
         vals = {n: TRANSFORMS[h.positive][0](lam[f"loss.{n}"]) for n, h in self.loss_specs.items()}
         return HyperView(vals, {k: (fm, keys) for k, (fm, keys, _) in self.modules.items()}, lam)
 
-    def value(self, lam, key: str) -> torch.Tensor:
+    def value(self, lam: HparamsLike, key: str) -> torch.Tensor:
         """The constrained value of one raw leaf (applies its positivity transform)."""
         if key.startswith("optim."):
             return TRANSFORMS[self.specs[key[6:].split("[")[0]].positive][0](lam[key])

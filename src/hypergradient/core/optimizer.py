@@ -13,11 +13,16 @@ here by name.
 
 from __future__ import annotations
 
-from typing import Collection, Mapping, NamedTuple, Sequence
+from typing import Any, Collection, Mapping, NamedTuple, Sequence, Union
 
 import torch
 
 __all__ = ["Optimizer", "OPTIMIZERS", "register_optimizer", "get_optimizer"]
+
+# one hyperparameter's value for one parameter tensor at step t: a number or a tensor broadcasting against it
+Coefficient = Union[float, torch.Tensor]
+# ``coef``: hyperparameter name -> its values, one per parameter tensor
+Coefficients = Mapping[str, Sequence[Coefficient]]
 
 
 class Optimizer:
@@ -26,14 +31,14 @@ class Optimizer:
 
     name: str = ""
     hparam_names: tuple[str, ...] = ()
-    defaults: dict = {}
+    defaults: dict[str, Any] = {}
     torch_class: str = ""  # the torch.optim class it reproduces
     # True when ``update`` acts element by element (no norm or other reduction over a tensor), so that
     # it may run on all weights as one flat buffer (:mod:`hypergradient.core.flat`); a custom optimizer
     # keeps the per-tensor layout unless it says so
     elementwise: bool = False
 
-    def __init__(self, **options):
+    def __init__(self, **options: Any):
         unknown = set(options) - set(self.options())
         if unknown:
             raise TypeError(f"{type(self).__name__} has no option {sorted(unknown)}; options are {self.options()}")
@@ -42,7 +47,7 @@ class Optimizer:
             setattr(self, k, v)
 
     @classmethod
-    def static_defaults(cls) -> dict:
+    def static_defaults(cls) -> dict[str, Any]:
         return {}
 
     @classmethod
@@ -52,7 +57,8 @@ class Optimizer:
     def init(self, params: Sequence[torch.Tensor]) -> NamedTuple:
         raise NotImplementedError
 
-    def update(self, grads, state, params, coef: dict, t: int):
+    def update(self, grads: Sequence[torch.Tensor], state: Any, params: Sequence[torch.Tensor],
+               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], NamedTuple]:
         raise NotImplementedError
 
     # ---- forward mode's closed form (estimators/fmd.py) ---------------------------------------------
@@ -65,14 +71,17 @@ class Optimizer:
         ``learned`` are learned and the others are ``constants``; None when it does."""
         return f"{type(self).__name__} offers no closed-form tangent rule"
 
-    def tangent_update(self, tangents, hz, dcoef, coef, grads, params, opt, new_opt, t: int, N: int):
+    def tangent_update(self, tangents: tuple[Sequence[torch.Tensor] | None, Sequence[torch.Tensor] | None],
+                       hz: Sequence[torch.Tensor | None], dcoef: Mapping[str, Sequence[torch.Tensor | None]],
+                       coef: Coefficients, grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+                       opt: Any, new_opt: Any, t: int, N: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(Z_t, aux_t) from the tangent Z_{t-1} = dw_{t-1}/dλ and its auxiliary recursion (``tangents``,
         (None, None) before the first step), the batched HVPs ``hz`` = H_t Z_{t-1}, the step's
         coefficients ``coef`` and their derivatives ``dcoef`` (name -> per tensor (N, ...) or None)
         over the N columns of λ."""
         raise NotImplementedError
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
         return f"{type(self).__name__}({opts})"
 
@@ -90,7 +99,7 @@ def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
     return cls
 
 
-def get_optimizer(name_or_optimizer, **options) -> Optimizer:
+def get_optimizer(name_or_optimizer: str | Optimizer, **options: Any) -> Optimizer:
     """An optimizer by registry name (``"sgd"``, ``"adam"``, ...) or an instance passed through."""
     if isinstance(name_or_optimizer, Optimizer):
         if options:

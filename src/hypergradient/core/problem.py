@@ -213,13 +213,13 @@ class InnerProblem:
         self.cost.steps += 1
         return self._phi(state, lam, create_graph, batch)
 
-    def train_grad(self, state: State, lam, t: int, *, create_graph: bool, batch=None, flat: bool = False):
+    def _train_grad(self, state: State, lam, t: int, *, create_graph: bool, batch=None, flat: bool = False):
         """(params, ∇_w L_train, buffers) at state's weights on the batch of step t (or ``batch``):
         ``params`` are the differentiable weights the gradient was taken at (state's own when they
         already require grad). With ``flat`` the state is on :attr:`layout` (``params`` is one flat
         buffer, and so is the gradient). Raises :class:`DivergenceError` on a non-finite loss
-        (``check_finite``) and ``ValueError`` for a loss that does not depend on w. Not counted in
-        :attr:`cost`."""
+        (``check_finite``) and ``ValueError`` for a loss that does not depend on w. The building block
+        of the counted primitives (step, hvp, step_hvp, mixed_vjp); not a primitive itself."""
         params = tuple(p if p.requires_grad else p.detach().requires_grad_() for p in state.params)
         with torch.enable_grad():
             views = self.layout.unpack(params[0]) if flat else params
@@ -237,7 +237,7 @@ class InnerProblem:
         """Φ; ``coef`` are step t's optimizer coefficients when already resolved (required with
         ``flat``, where the state and ``coef`` are on :attr:`layout`)."""
         t = state.t + 1
-        params, grads, buffers = self.train_grad(state, lam, t, create_graph=create_graph, batch=batch, flat=flat)
+        params, grads, buffers = self._train_grad(state, lam, t, create_graph=create_graph, batch=batch, flat=flat)
         if coef is None:
             coef = self.spec.coefficients(lam, t)
         if create_graph:
@@ -249,13 +249,17 @@ class InnerProblem:
 
     def unroll(self, state: State, lam, n: int) -> State:
         """s_{t+n} from s_t = ``state`` by n applications of Φ keeping autograd's graph, as a function
-        of ``state``'s tensors and ``lam``. Not counted in :attr:`cost` (callers count what it stands for).
+        of ``state``'s tensors and ``lam``; counted as n steps.
 
         With a flat :attr:`layout` (argument ``layout``) the steps run on one buffer
         (:mod:`hypergradient.core.flat`): one op per optimizer operation for all weight tensors. Either
         way each step's optimizer hyperparameters (transforms, and spreading on the flat layout) are
         computed once per schedule window and shared by its steps. The flat result holds views into
         the flat buffers; the same values as n :meth:`step` calls up to the order of summation."""
+        self.cost.steps += n
+        return self._unroll(state, lam, n)
+
+    def _unroll(self, state: State, lam, n: int) -> State:
         lay, coef = self.layout, {}
 
         def at(t):
@@ -287,6 +291,49 @@ class InnerProblem:
             g = grad_or_zero(nxt.tensors(), inputs, cotangent)
         n = len(s.tensors())
         return list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
+
+    def vjp_through(self, state: State, lam, n: int, cotangent: Sequence) -> tuple[list, dict]:
+        """The VJP of n steps at once: (ᾱ ∂s_{t+n}/∂s_t, ᾱ ∂s_{t+n}/∂λ) for ᾱ = ``cotangent`` at
+        s_{t+n}, by replaying the n steps from s_t = ``state`` with a graph and one backward pass
+        (memory: n steps' graph); counted as n VJPs, whose work it is."""
+        self.cost.vjps += n
+        s0 = state.detach(requires_grad=True)
+        lam_d = detached(lam, requires_grad=True)
+        with torch.enable_grad():
+            s = self._unroll(s0, lam_d, n)
+            g = grad_or_zero(s.tensors(), s0.tensors() + list(lam_d.values()), cotangent)
+        k = len(s0.tensors())
+        return list(g[:k]), dict(zip(lam_d, g[k:]))
+
+    def step_hvp(self, state: State, lam, Z: Sequence[torch.Tensor] | None):
+        """(s_t, ∇_w L_train(w_{t−1}), H_t Z) for the step from s_{t−1} = ``state``, with H_t the
+        training Hessian at w_{t−1} and Z a batch of N tangents over the weights (leading axis N;
+        ``None``: no product, ``HZ`` all ``None``). Counted as one step and N HVPs (forward mode's
+        closed-form recursions)."""
+        t = state.t + 1
+        params, grads, buffers = self._train_grad(state.detach(), lam, t, create_graph=Z is not None)
+        hz: list = [None] * len(params)
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        if Z is not None and live:
+            with torch.enable_grad():
+                hz = list(torch.autograd.grad([grads[i] for i in live], params, [Z[i] for i in live],
+                                              is_grads_batched=True, allow_unused=True))
+        self.cost.steps += 1
+        self.cost.hvps += Z[0].shape[0] if Z is not None else 0
+        grads = tuple(g.detach() for g in grads)
+        coef = self.spec.coefficients(lam, t)
+        with torch.no_grad():
+            new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
+        return State(tuple(new_p), new_opt, buffers, t), grads, hz
+
+    def mixed_vjp(self, state: State, lam, x: Sequence[torch.Tensor], t: int) -> dict:
+        """x ∂²L_train/∂w∂λ at state's weights on the batch of step t: one VJP of the gradient map
+        w ↦ ∇_w L_train(w, λ) with respect to λ (implicit differentiation); counted as one HVP."""
+        self.cost.hvps += 1
+        lam_d = detached(lam, requires_grad=True)
+        _, g, _ = self._train_grad(state.detach(), lam_d, t, create_graph=True)
+        with torch.enable_grad():
+            return dict(zip(lam_d, grad_or_zero(g, list(lam_d.values()), x)))
 
     def jvp(self, state: State, lam, tangent_state: Sequence | None, tangent_lam: Mapping | None,
             *, batched: bool = False):
@@ -332,7 +379,7 @@ class InnerProblem:
         """∂²L_train/∂w² v at state's weights, on the batch of step t (default: the next step)."""
         self.cost.hvps += 1
         t = state.t + 1 if t is None else t
-        params, g, _ = self.train_grad(state.detach(), lam, t, create_graph=True)
+        params, g, _ = self._train_grad(state.detach(), lam, t, create_graph=True)
         with torch.enable_grad():
             return grad_or_zero(g, params, v)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, TypeGuard, cast
 
 import torch
 
 __all__ = ["is_number", "detached", "zeros_like", "dot", "flatten"]
 
 
-def is_number(x) -> bool:
+def is_number(x: object) -> TypeGuard[int | float]:
     """True for a Python int or float (not a bool): a hyperparameter value that is a constant."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -26,11 +26,14 @@ def zeros_like(lam: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: torch.zeros_like(v) for k, v in lam.items()}
 
 
-def dot(a: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], b) -> torch.Tensor:
+def dot(a: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+        b: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> torch.Tensor:
     """⟨a, b⟩ = Σ_i Σ (a_i ⊙ b_i) over aligned lists of tensors, or over λ-shaped dicts (b keyed like a)."""
     if isinstance(a, Mapping):
-        a, b = list(a.values()), [b[k] for k in a]
-    return sum((x * y).sum() for x, y in zip(a, b))
+        b = [cast(Mapping[str, torch.Tensor], b)[k] for k in a]
+        a = list(a.values())
+    # a Tensor for any non-empty input (sum's start value 0 is only returned for empty lists)
+    return cast(torch.Tensor, sum((x * y).sum() for x, y in zip(a, cast(Sequence[torch.Tensor], b))))
 
 
 def flatten(x: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:

@@ -18,7 +18,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 
@@ -36,10 +36,10 @@ class _Packed:
 
     __slots__ = ("tensor", "key", "owner")
 
-    def __init__(self, tensor, key, owner):
+    def __init__(self, tensor: torch.Tensor, key: tuple[int, int], owner: SavedTensorMeter):
         self.tensor, self.key, self.owner = tensor, key, owner
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.owner._release(self.key)
 
 
@@ -50,12 +50,12 @@ class SavedTensorMeter:
     nothing is freed before the end), ``m.count`` the number of saves. Parameters and inputs that
     autograd saves count like anything else."""
 
-    def __init__(self):
-        self._held: dict = {}
-        self._seen: set = set()
+    def __init__(self) -> None:
+        self._held: dict[tuple[int, int], tuple[int, int]] = {}
+        self._seen: set[tuple[int, int]] = set()
         self.live = self.peak = self.total = self.count = 0
 
-    def _pack(self, t):
+    def _pack(self, t: torch.Tensor) -> torch.Tensor | _Packed:
         if t.layout != torch.strided or t.device.type == "meta":
             return t
         st = t.untyped_storage()
@@ -71,7 +71,7 @@ class SavedTensorMeter:
         self.count += 1
         return _Packed(t.detach(), key, self)
 
-    def _release(self, key):
+    def _release(self, key: tuple[int, int]) -> None:
         n, b = self._held[key]
         if n == 1:
             del self._held[key]
@@ -80,19 +80,19 @@ class SavedTensorMeter:
             self._held[key] = (n - 1, b)
 
     @staticmethod
-    def _unpack(p):
+    def _unpack(p: torch.Tensor | _Packed) -> torch.Tensor:
         return p.tensor if isinstance(p, _Packed) else p
 
-    def __enter__(self):
+    def __enter__(self) -> SavedTensorMeter:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self._hooks.__exit__(*exc)
 
 
-def saved_bytes(fn: Callable[[], object]) -> dict:
+def saved_bytes(fn: Callable[[], object]) -> dict[str, int]:
     """Run ``fn`` once under :class:`SavedTensorMeter`: {"peak", "total", "saves"}."""
     gc.collect()
     with SavedTensorMeter() as m:
@@ -110,7 +110,7 @@ class HeapMeter:
     ``torch.cuda.max_memory_allocated`` plus autograd's own nodes; temporaries freed inside one op
     are missed. ``peak`` is None where mallinfo2 is unavailable (not glibc ≥ 2.33)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         import ctypes
         from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -120,33 +120,34 @@ class HeapMeter:
         try:
             libc = ctypes.CDLL("libc.so.6")
             libc.mallinfo2.restype = _Info
-            self._info = libc.mallinfo2
+            self._info: Callable[[], Any] | None = libc.mallinfo2
         except (OSError, AttributeError):
             self._info = None
         meter = self
 
         class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            def __torch_dispatch__(self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (),
+                                   kwargs: Mapping[str, Any] | None = None) -> Any:
                 out = func(*args, **(kwargs or {}))
                 meter._sample()
                 return out
         self._mode = _Mode()
-        self.peak = None
+        self.peak: int | None = None
 
     def _used(self) -> int:
-        m = self._info()
+        m = cast(Callable[[], Any], self._info)()  # only sampled where mallinfo2 exists
         return m.uordblks + m.hblkhd
 
-    def _sample(self):
-        self.peak = max(self.peak, self._used() - self._base)
+    def _sample(self) -> None:
+        self.peak = max(cast(int, self.peak), self._used() - self._base)  # 0 from __enter__ on
 
-    def __enter__(self):
+    def __enter__(self) -> HeapMeter:
         if self._info is not None:
             self._base, self.peak = self._used(), 0
             self._mode.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         if self._info is not None:
             self._mode.__exit__(*exc)
 
@@ -160,14 +161,15 @@ def peak_heap_bytes(fn: Callable[[], object]) -> int | None:
 
 
 # ---- peak RSS in a fresh process ------------------------------------------------------------------
-def rss_status() -> dict:
+def rss_status() -> dict[str, int]:
     """{"VmHWM", "VmRSS"} of this process in bytes (Linux ``/proc/self/status``)."""
     with open("/proc/self/status") as f:
         s = f.read()
-    return {k: int(re.search(k + r":\s+(\d+)", s).group(1)) * 1024 for k in ("VmHWM", "VmRSS")}
+    # Linux always reports both fields
+    return {k: int(cast(re.Match[str], re.search(k + r":\s+(\d+)", s)).group(1)) * 1024 for k in ("VmHWM", "VmRSS")}
 
 
-def fresh_process_peak_rss(argv: Sequence[str], *, threads: int = 1, timeout: float = 600) -> dict | None:
+def fresh_process_peak_rss(argv: Sequence[str], *, threads: int = 1, timeout: float = 600) -> dict[str, Any] | None:
     """Run ``python *argv`` in a fresh process with :data:`MMAP_ENV` and ``threads`` BLAS threads; the
     child reports with :func:`measure_rss_peak` and its last line of output is returned as a dict
     ({"peak": bytes above the RSS just before the call, "baseline", "hwm_reset"}). None when the
@@ -180,7 +182,7 @@ def fresh_process_peak_rss(argv: Sequence[str], *, threads: int = 1, timeout: fl
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def measure_rss_peak(run: Callable[[], object], warm: Callable[[], object] | None = None) -> dict:
+def measure_rss_peak(run: Callable[[], object], warm: Callable[[], object] | None = None) -> dict[str, Any]:
     """Child side of :func:`fresh_process_peak_rss`: call ``warm`` (lazy initialisation, allocator
     warm-up), read the RSS, reset the peak through ``/proc/self/clear_refs`` and measure ``run``;
     prints and returns {"peak": VmHWM − RSS before, "baseline", "hwm_reset"}."""

@@ -3,17 +3,25 @@ at several horizons of one trajectory (HyperDistill paper, Fig. 3)."""
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Union
 
 import torch
 
 from ..core.tree import flatten
+from ..core.types import HparamsLike
 from ..estimators.base import Estimator, Hypergradient, get
+
+if TYPE_CHECKING:
+    from ..core.problem import InnerProblem
+    from ..core.state import State
 
 __all__ = ["cosine", "cosine_to_rmd"]
 
+# what as_vector accepts: a Hypergradient, a λ-shaped dict or a tensor
+Vectorlike = Union[Hypergradient, Mapping[str, torch.Tensor], torch.Tensor]
 
-def as_vector(x) -> torch.Tensor:
+
+def as_vector(x: Vectorlike) -> torch.Tensor:
     """A Hypergradient's value, a λ-shaped dict or a tensor as one 1-D tensor."""
     if isinstance(x, Hypergradient):
         return x.flat()
@@ -22,15 +30,15 @@ def as_vector(x) -> torch.Tensor:
     return x.reshape(-1)
 
 
-def cosine(a, b) -> float:
+def cosine(a: Vectorlike, b: Vectorlike) -> float:
     """cos(a, b) for tensors, λ-shaped dicts or Hypergradients (0 when either is zero)."""
     a, b = as_vector(a), as_vector(b)
     den = a.norm() * b.norm()
     return float((a @ b) / den) if den > 0 else 0.0
 
 
-def cosine_to_rmd(estimator: Estimator | str, problem, hparams, horizons: Iterable[int], *, part: str = "value",
-                  state=None, **options) -> list[float]:
+def cosine_to_rmd(estimator: Estimator | str, problem: InnerProblem, hparams: HparamsLike, horizons: Iterable[int], *,
+                  part: str = "value", state: State | None = None, **options: Any) -> list[float]:
     """cos(estimator, RMD) of the hypergradient over each horizon t in ``horizons`` (every one starting
     from ``state``); ``part`` = ``"value"`` or ``"indirect"`` (g^SO only, as in HyperDistill Fig. 3c).
     A problem with schedules admits only its own horizon."""

@@ -10,14 +10,15 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .similarity import as_vector
+from ..core.types import Hparams
+from .similarity import Vectorlike, as_vector
 
 __all__ = ["spread", "under_randomness", "jitter", "SOURCES"]
 
 SOURCES = ("train", "val", "init", "hparams")
 
 
-def spread(samples) -> dict[str, torch.Tensor]:
+def spread(samples: torch.Tensor | Iterable[Vectorlike]) -> dict[str, torch.Tensor]:
     """Per entry over P samples (a (P, ...) tensor or a list of Hypergradients / tensors):
     ``hypervariance = std / |mean|`` and ``sign_fluctuation = min(P+, P−) / P``."""
     x = torch.stack([as_vector(s) for s in samples]) if not isinstance(samples, torch.Tensor) else \
@@ -29,11 +30,12 @@ def spread(samples) -> dict[str, torch.Tensor]:
             "mean": x.mean(0), "std": x.std(0)}
 
 
-def under_randomness(run: Callable[[dict], object], n: int = 10, sources: Iterable[str] = SOURCES) -> dict:
+def under_randomness(run: Callable[[dict[str, int]], Vectorlike], n: int = 10,
+                     sources: Iterable[str] = SOURCES) -> dict[str, dict[str, torch.Tensor]]:
     """{source: :func:`spread`} where ``run(seeds)`` returns one hypergradient for the seeds
     ``{"train": i, "val": j, "init": k, "hparams": l}``; for each source its seed takes the values
     1..n while every other seed stays 0 (one source of randomness at a time)."""
-    out = {}
+    out: dict[str, dict[str, torch.Tensor]] = {}
     for src in sources:
         if src not in SOURCES:
             raise ValueError(f"unknown source {src!r}; sources are {SOURCES}")
@@ -41,7 +43,7 @@ def under_randomness(run: Callable[[dict], object], n: int = 10, sources: Iterab
     return out
 
 
-def jitter(hparams: Mapping[str, torch.Tensor], seed: int, rel: float = 0.01) -> dict:
+def jitter(hparams: Mapping[str, torch.Tensor], seed: int, rel: float = 0.01) -> Hparams:
     """λ · (1 + U(−rel, rel)) entry-wise (the "initial hyperparameters ±1%" source); seed 0 is λ itself."""
     if seed == 0:
         return {k: v.detach().clone().requires_grad_() for k, v in hparams.items()}

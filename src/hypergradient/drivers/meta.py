@@ -6,9 +6,14 @@ hyperparameters λ have the same structure for every task (ANIL's body, Meta-SGD
 warp layers, a loss-weighting network; see :mod:`hypergradient.learners`).
 
 :func:`meta_train` follows HyperDistill's Algorithm 3 with a meta-batch: per meta-iteration, draw B
-tasks, start each inner optimization from the shared initialization φ, run them in lockstep for T
-steps with λ updated online from the mean hypergradient (:func:`~hypergradient.drivers.online.
-lockstep`), then update φ from the final weights w_T^b:
+tasks, start each inner optimization from the shared initialization φ and
+
+* with an online estimator, run them in lockstep for T steps with λ updated online from the mean
+  hypergradient (:func:`~hypergradient.drivers.online.lockstep`);
+* with an offline one, take B offline hypergradients, their mean and one outer step
+  (:func:`~hypergradient.drivers.offline.offline_step`);
+
+then update φ from the final weights w_T^b (:class:`InitUpdate`):
 
 * Reptile (Nichol et al. 2018): φ ← φ − η (φ − mean_b w_T^b)   (HyperDistill uses η = 1);
 * first-order MAML: φ ← φ − η mean_b ∇_w L_query(w_T^b).
@@ -17,27 +22,35 @@ lockstep`), then update φ from the final weights w_T^b:
 confidence interval, mean ± 1.96 · std/√n (normal approximation, sample std with n − 1).
 
 Everything random is drawn from explicit generators: the tasks from ``torch.Generator(seed)``, the
-estimators' own draws from their ``seed`` option; with a fresh estimator and the same seeds a run is
-reproducible bit for bit on CPU.
+estimators' own draws from the estimator state (``est.new_state()``, seeded by their ``seed`` option,
+carried across meta-iterations and returned); with the same seeds a run is reproducible bit for bit
+on CPU.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
 from ..core.problem import InnerProblem
-from ..core.state import Cost
-from .online import LinearDecay, check_outer, lockstep, new_history, online_estimator
+from ..core.state import Cost, State
+from ..core.tree import detached
+from ..core.types import Hparams, HparamsLike
+from ..estimators import base as _base
+from ..estimators.base import EstimatorState
+from .offline import offline_step
+from .online import NONFINITE, LinearDecay, check_outer, lockstep, new_history
 
-__all__ = ["Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "meta_train", "meta_test",
+__all__ = ["Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "MetaIteration",
+           "InitUpdate", "Reptile", "FirstOrderMAML", "init_update_of", "inner_optimizations", "meta_train", "meta_test",
            "confidence_interval"]
 
-INIT_UPDATES = ("reptile", "fomaml", None)
 Z95 = 1.959963984540054
+Weights = dict[str, torch.Tensor]   # φ: inner-weight name -> tensor
 
 
 @dataclass
@@ -75,10 +88,76 @@ class MetaLearner:
 
 @dataclass
 class MetaTrainResult:
-    hparams: dict                  # λ, the caller's tensors (updated in place)
-    init: dict                     # φ after meta-training (name -> tensor)
+    hparams: HparamsLike           # λ, the caller's tensors (updated in place)
+    init: Weights                  # φ after meta-training (name -> tensor)
     history: dict = field(default_factory=dict)  # per outer step as in run_online, plus "meta_val_loss" per iteration
-    cost: Cost = field(default_factory=Cost)
+    cost: Cost = field(default_factory=Cost)     # every primitive the meta-training problems spent
+    est_state: EstimatorState | None = None      # the estimator's state after the run
+    outer_steps: int = 0                         # outer steps taken on λ
+
+
+@dataclass
+class MetaIteration:
+    """What ``meta_train``'s callback receives after each meta-iteration."""
+
+    iteration: int                 # 0-based
+    init: Weights                  # φ after this iteration's update
+    hparams: HparamsLike           # λ (the caller's tensors)
+    problems: list[InnerProblem]   # this iteration's task problems
+    finals: list[State]            # their final inner states
+    query_loss: float              # mean over tasks of L_query(w_T^b)
+    outer_steps: int               # outer steps taken in this iteration
+    cost: Cost                     # primitives this iteration's problems spent
+    seconds: float                 # wall time of the inner optimizations (and outer steps)
+    est_state: EstimatorState      # the estimator's state now
+
+
+class InitUpdate(Protocol):
+    """φ ← update(φ, tasks' problems, their final states, λ): the shared-initialization step.
+    Returns (new φ, the per-task query losses when it computed them, else None)."""
+
+    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State],
+                 lam: Hparams) -> tuple[Weights, list[float] | None]:
+        ...
+
+
+@dataclass
+class Reptile:
+    """φ ← φ − η (φ − mean_b w_T^b) (Nichol et al. 2018; η = ``lr``)."""
+
+    lr: float = 1.0
+
+    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State],
+                 lam: Hparams) -> tuple[Weights, list[float] | None]:
+        names = problems[0].names
+        mean_w = [sum(s.params[i] for s in finals) / len(finals) for i in range(len(names))]
+        return {n: phi[n] - self.lr * (phi[n] - w) for n, w in zip(names, mean_w)}, None
+
+
+@dataclass
+class FirstOrderMAML:
+    """φ ← φ − η mean_b ∇_w L_query(w_T^b) (first-order MAML; η = ``lr``)."""
+
+    lr: float = 1.0
+
+    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State],
+                 lam: Hparams) -> tuple[Weights, list[float] | None]:
+        names = problems[0].names
+        grads = [p.val_grad(s, lam, wrt_lam=False) for p, s in zip(problems, finals)]
+        mean_g = [sum(g[1][i] for g in grads) / len(grads) for i in range(len(names))]
+        return {n: phi[n] - self.lr * g for n, g in zip(names, mean_g)}, [float(g[0]) for g in grads]
+
+
+INIT_UPDATES: dict[str, type] = {"reptile": Reptile, "fomaml": FirstOrderMAML}
+
+
+def init_update_of(kind: str | InitUpdate | None, lr: float) -> InitUpdate | None:
+    """``"reptile"`` / ``"fomaml"`` with η = ``lr``, an :class:`InitUpdate`, or None (φ fixed)."""
+    if kind is None or callable(kind):
+        return kind
+    if kind not in INIT_UPDATES:
+        raise ValueError(f"init_update must be one of {sorted(INIT_UPDATES)}, None or an InitUpdate, got {kind!r}")
+    return INIT_UPDATES[kind](lr)
 
 
 @dataclass
@@ -100,64 +179,81 @@ def confidence_interval(values, z: float = Z95) -> tuple[float, float]:
     return v.mean().item(), half
 
 
-def meta_train(learner: MetaLearner, estimator, hparams: dict, outer: torch.optim.Optimizer,
-               sampler: TaskSampler, *, iterations: int, meta_batch: int = 10, T: int | None = None,
-               init: Mapping[str, torch.Tensor] | None = None, init_update: str | None = "reptile",
-               init_lr: float = 1.0, seed: int = 0, lr_decay: bool = False, nonfinite: str = "raise",
-               callback: Callable | None = None, **estimator_options) -> MetaTrainResult:
-    """Meta-train λ online (and φ by Reptile / first-order MAML) over ``iterations`` meta-batches.
+def inner_optimizations(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
+                        outer: torch.optim.Optimizer, starts: Sequence[State], T: int, est_state: EstimatorState, *,
+                        decay: LinearDecay | None = None, nonfinite: str = "raise",
+                        history: dict | None = None) -> tuple[list[State], int]:
+    """One meta-iteration's inner optimizations with their outer steps: online estimators in
+    :func:`~hypergradient.drivers.online.lockstep` (λ updated at every active step), offline ones by
+    :func:`~hypergradient.drivers.offline.offline_step` (one outer step). Returns (final states,
+    outer steps taken)."""
+    if estimator.online:
+        r = lockstep(problems, estimator, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
+                     history=history)
+        return r.states, r.outer_steps
+    hgs = offline_step(problems, estimator, hparams, outer, starts, T, est_state)
+    return [h.state for h in hgs if h.state is not None], 1
+
+
+def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: HparamsLike,
+               outer: torch.optim.Optimizer, sampler: TaskSampler, *, iterations: int, meta_batch: int = 10,
+               T: int | None = None, init: Mapping[str, torch.Tensor] | None = None,
+               init_update: str | InitUpdate | None = "reptile", init_lr: float = 1.0, seed: int = 0,
+               lr_decay: bool = False, nonfinite: str = "raise", est_state: EstimatorState | None = None,
+               callback: Callable[[MetaIteration], Any] | None = None, **estimator_options: Any) -> MetaTrainResult:
+    """Meta-train λ (online or offline) and φ (Reptile / first-order MAML) over ``iterations`` meta-batches.
 
     Args:
         learner: builds each task's inner problem.
-        estimator: an online estimator (name + options, or instance); its hypergradients of the B
-            tasks are averaged at every inner step.
+        estimator: a registry name (options as keyword arguments) or an :class:`Estimator`. Online
+            ones update λ at every inner step from the mean over the B tasks; offline ones once per
+            meta-iteration from the mean of B offline hypergradients.
         hparams: λ from ``learner.init_hparams()``; ``outer`` a ``torch.optim`` optimizer over them.
         sampler: the meta-training task distribution; tasks drawn from ``torch.Generator(seed)``.
         T: inner steps (default: the problems' horizon).
         init: the starting φ (default ``learner.init_weights()``).
-        init_update: ``"reptile"``, ``"fomaml"`` or ``None`` (φ fixed); ``init_lr`` is η.
-        lr_decay: decay the outer learning rate linearly to 0 over iterations × T outer steps.
+        init_update: ``"reptile"``, ``"fomaml"``, an :class:`InitUpdate` or ``None`` (φ fixed); ``init_lr`` is η.
+        lr_decay: decay the outer learning rate linearly to 0 over iterations × T inner steps (online).
+        est_state: the estimator's state to continue from (default ``est.new_state()``).
+        callback: ``callback(MetaIteration)`` after every meta-iteration.
     """
-    if init_update not in INIT_UPDATES:
-        raise ValueError(f"init_update must be one of {INIT_UPDATES}, got {init_update!r}")
+    update = init_update_of(init_update, init_lr)
     for name, v in (("iterations", iterations), ("meta_batch", meta_batch)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
     check_outer(outer, hparams)
-    est = online_estimator(estimator, hparams, **estimator_options)
+    est = _base.resolve(estimator, **estimator_options)
+    est_state = est.new_state() if est_state is None else est_state
     phi = {k: v.detach().clone() for k, v in (learner.init_weights() if init is None else init).items()}
     gen = torch.Generator().manual_seed(seed)
-    history, cost, decay = new_history(), Cost(), None
+    history, cost, decay, outer_steps = new_history(), Cost(), None, 0
     history["meta_val_loss"] = []
     for it in range(iterations):
         problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
-        if it == 0:
-            problems[0].spec.validate(hparams)   # every task's problem shares the learner's hyperparameters
+        before = [p.cost.copy() for p in problems]
         Ti = problems[0].horizon_or(T)
-        if lr_decay and decay is None:
+        t0 = time.perf_counter()
+        if lr_decay and decay is None and est.online:
             decay = LinearDecay(outer, iterations * Ti)
-        starts = [p.init_state(phi) for p in problems]
-        finals, c = lockstep(problems, est, hparams, outer, starts, Ti, decay=decay, nonfinite=nonfinite,
-                             history=history)
-        cost = cost + c
-        lam = {k: v.detach() for k, v in hparams.items()}
-        names = problems[0].names
-        vals = []
-        if init_update == "reptile":
-            mean_w = [sum(s.params[i] for s in finals) / len(finals) for i in range(len(names))]
-            phi = {n: phi[n] - init_lr * (phi[n] - w) for n, w in zip(names, mean_w)}
-        elif init_update == "fomaml":
-            grads = [problems[b].val_grad(finals[b], lam, wrt_lam=False) for b in range(len(problems))]
-            vals = [float(g[0]) for g in grads]
-            mean_g = [sum(g[1][i] for g in grads) / len(grads) for i in range(len(names))]
-            phi = {n: phi[n] - init_lr * g for n, g in zip(names, mean_g)}
-        if not vals:
+        finals, steps = inner_optimizations(problems, est, hparams, outer, [p.init_state(phi) for p in problems], Ti,
+                                            est_state, decay=decay, nonfinite=nonfinite, history=history)
+        seconds = time.perf_counter() - t0
+        lam = detached(hparams)
+        vals = None
+        if update is not None:
+            phi, vals = update(phi, problems, finals, lam)
+        if vals is None:
             with torch.no_grad():
                 vals = [float(p.val_loss_at(s, lam)) for p, s in zip(problems, finals)]
+        spent = sum((p.cost - b for p, b in zip(problems, before)), Cost())
+        cost, outer_steps = cost + spent, outer_steps + steps
         history["meta_val_loss"].append(sum(vals) / len(vals))
         if callback is not None:
-            callback(it, phi, hparams)
-    return MetaTrainResult(hparams, phi, history, cost)
+            callback(MetaIteration(it, phi, hparams, problems, finals, sum(vals) / len(vals), steps, spent, seconds,
+                                   est_state))
+    return MetaTrainResult(hparams, phi, history, cost, est_state, outer_steps)
 
 
 def meta_test(learner: MetaLearner, hparams: Mapping[str, torch.Tensor], init: Mapping[str, torch.Tensor],

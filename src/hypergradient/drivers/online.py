@@ -20,16 +20,20 @@ SignDescent`, ``skips_nonfinite = True``) receive them as they are.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..core.problem import InnerProblem
 from ..core.state import Cost, State
+from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
+from ..estimators.base import EstimatorState, Hypergradient
 
-__all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "lockstep"]
+__all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "lockstep", "Lockstep", "apply",
+           "mean_value", "check_outer", "new_history", "online_sum"]
 
 NONFINITE = ("raise", "skip")
 
@@ -38,20 +42,31 @@ NONFINITE = ("raise", "skip")
 class OnlineResult:
     """What :func:`run_online` returns."""
 
-    hparams: dict                  # λ: the caller's leaf tensors, updated in place by the outer optimizer
-    states: list                   # the final inner state of each problem (last episode)
-    history: dict = field(default_factory=dict)  # per outer step: "val_loss", "hypergrad_norm", "lr", "skipped"
+    hparams: HparamsLike           # λ: the caller's leaf tensors, updated in place by the outer optimizer
+    states: list[State]            # the final inner state of each problem (last episode)
+    history: dict = field(default_factory=dict)  # per inner step: "val_loss", "hypergrad_norm", "lr", "skipped", "active"
     cost: Cost = field(default_factory=Cost)     # primitives the estimator spent, summed over problems
+    est_state: EstimatorState | None = None      # the estimator's state after the run (pass it on to resume)
+    outer_steps: int = 0                         # outer steps taken
 
     @property
     def state(self) -> State:
         return self.states[0]
 
 
+@dataclass
+class Lockstep:
+    """What one :func:`lockstep` inner optimization returns."""
+
+    states: list[State]            # the final inner state of each problem
+    cost: Cost                     # primitives spent, summed over problems
+    outer_steps: int               # outer steps taken (inner steps where some estimator was active and finite)
+
+
 class LinearDecay:
     """Sets every parameter group's ``lr`` to lr_0 · (1 − k/total) before outer step k."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int) -> None:
         if not isinstance(total, int) or total < 1:
             raise ValueError(f"the number of outer steps must be a positive int, got {total!r}")
         self.optimizer, self.total, self.k = optimizer, total, 0
@@ -64,24 +79,18 @@ class LinearDecay:
         self.k += 1
 
 
-def online_estimator(estimator, hparams: Mapping[str, torch.Tensor], **options) -> _base.Estimator:
-    """The estimator instance (a registry name is looked up with ``options``); raises a clear error
-    when it is not online or cannot learn the hyperparameters asked for."""
-    if isinstance(estimator, str):
-        estimator = _base.get(estimator, **options)
-    elif options:
-        raise TypeError("estimator options can only be given with an estimator name")
-    if not isinstance(estimator, _base.Estimator):
-        raise TypeError(f"estimator must be a registry name or an Estimator, got {type(estimator).__name__}")
-    if not estimator.online:
+def online_estimator(estimator: str | _base.Estimator, **options: Any) -> _base.Estimator:
+    """The estimator instance (a registry name is looked up with ``options``); a clear error when it
+    is not online. (λ is validated by ``online_init``, for every problem.)"""
+    est = _base.resolve(estimator, **options)
+    if not est.online:
         online = sorted(k for k, c in _base.REGISTRY.items() if c.online)
-        raise ValueError(f"{estimator.name} gives no hypergradient until the inner optimization ends, so it "
+        raise ValueError(f"{est.name} gives no hypergradient until the inner optimization ends, so it "
                          f"cannot drive online updates; online estimators: {online}")
-    estimator.check_hparams(hparams)
-    return estimator
+    return est
 
 
-def check_outer(outer, hparams):
+def check_outer(outer: torch.optim.Optimizer, hparams: HparamsLike) -> None:
     if not isinstance(outer, torch.optim.Optimizer):
         raise TypeError(f"outer must be a torch.optim.Optimizer over the hyperparameter tensors, got "
                         f"{type(outer).__name__}")
@@ -95,56 +104,100 @@ def check_outer(outer, hparams):
         raise ValueError(f"hyperparameters {bad} are not leaf tensors; use problem.init_hparams()")
 
 
-def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: dict,
-             outer: torch.optim.Optimizer, states: Sequence[State], T: int, *, decay: LinearDecay | None = None,
-             nonfinite: str = "raise", history: dict | None = None, callback: Callable | None = None):
+def mean_value(hgs: Sequence[Hypergradient]) -> Hparams:
+    """(1/B) Σ_b g_b over the hypergradients given, detached."""
+    total: Hparams | None = None
+    for h in hgs:
+        total = {k: v.detach().clone() for k, v in h.value.items()} if total is None else \
+            {k: total[k] + h.value[k].detach() for k in total}
+    if total is None:
+        raise ValueError("no hypergradients to average")
+    return {k: v / len(hgs) for k, v in total.items()}
+
+
+def apply(outer: torch.optim.Optimizer, hparams: HparamsLike, value: Hparams) -> None:
+    """One outer step: λ.grad = ``value``; ``outer.step()``; λ.grad = None."""
+    for k, v in value.items():
+        hparams[k].grad = v.to(hparams[k].dtype)
+    outer.step()
+    for p in hparams.values():
+        p.grad = None
+
+
+def _norm(value: Hparams) -> float:
+    return float(torch.sqrt(sum((v.double() ** 2).sum() for v in value.values())))
+
+
+def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
+             outer: torch.optim.Optimizer, states: Sequence[State], T: int, est_state: EstimatorState, *,
+             decay: LinearDecay | None = None, nonfinite: str = "raise", history: dict | None = None,
+             callback: Callable | None = None) -> Lockstep:
     """One inner optimization of every problem in lockstep, λ updated after each step with the mean
-    hypergradient. Returns (final states, cost)."""
+    hypergradient of the problems whose estimator is active there (``hg.active``; no outer step where
+    none is). ``est_state`` is advanced in place. ``callback(states, mean or None)`` after every step."""
     states = list(states)
-    carries = [estimator.online_init(p, hparams, s) for p, s in zip(problems, states)]
-    cost = Cost()
+    carries = [estimator.online_init(p, hparams, s, est_state) for p, s in zip(problems, states)]
+    cost, steps = Cost(), 0
     passthrough = getattr(outer, "skips_nonfinite", False)
     for _ in range(T):
-        values, losses = None, []
+        active = []
         for i, p in enumerate(problems):
-            states[i], hg, carries[i] = estimator.online_step(p, hparams, states[i], carries[i])
+            hg, carries[i] = estimator.online_step(p, hparams, states[i], carries[i])
+            states[i] = hg.state
             cost = cost + hg.cost
-            values = {k: v.detach().clone() for k, v in hg.value.items()} if values is None else \
-                {k: values[k] + hg.value[k].detach() for k in values}
-            if "val_loss" in hg.info:
-                losses.append(float(hg.info["val_loss"]))
-        values = {k: v / len(problems) for k, v in values.items()}
-        finite = all(bool(torch.isfinite(v).all()) for v in values.values())
-        skip = False
-        if not finite and not passthrough:
+            if hg.active:
+                active.append(hg)
+        value = mean_value(active) if active else None
+        skip = value is None
+        if value is not None and not passthrough and not all(bool(torch.isfinite(v).all()) for v in value.values()):
             if nonfinite == "raise":
-                _base.check(values, estimator.name)
+                _base.check(value, estimator.name)
             skip = True
         if decay is not None:
             decay()
         if not skip:
-            for k, v in values.items():
-                hparams[k].grad = v.to(hparams[k].dtype)
-            outer.step()
-            for v in hparams.values():
-                v.grad = None
+            apply(outer, hparams, value)
+            steps += 1
         if history is not None:
-            history["val_loss"].append(sum(losses) / len(losses) if losses else float("nan"))
-            history["hypergrad_norm"].append(float(torch.sqrt(sum((v.double() ** 2).sum() for v in values.values()))))
+            losses = [float(h.val_loss) for h in active if h.val_loss is not None]
+            history["val_loss"].append(sum(losses) / len(losses) if losses else math.nan)
+            history["hypergrad_norm"].append(_norm(value) if value is not None else math.nan)
             history["lr"].append(outer.param_groups[0]["lr"])
-            history["skipped"].append(skip)
+            history["skipped"].append(value is not None and skip)
+            history["active"].append(value is not None)
         if callback is not None:
-            callback(states, values)
-    return states, cost
+            callback(states, value)
+    return Lockstep(states, cost, steps)
+
+
+def online_sum(problem: InnerProblem, estimator: _base.Estimator, hparams: HparamsLike, state: State, T: int,
+               est_state: EstimatorState) -> tuple[Hparams, Hypergradient]:
+    """T online steps with λ fixed (no outer step): (Σ_t g_t over the active steps — what T online
+    updates at fixed λ would apply — and the last active hypergradient)."""
+    carry = estimator.online_init(problem, hparams, state, est_state)
+    total: Hparams | None = None
+    last = None
+    for _ in range(T):
+        hg, carry = estimator.online_step(problem, hparams, state, carry)
+        state = hg.state
+        if hg.active:
+            last = hg
+            total = {k: v.detach().clone() for k, v in hg.value.items()} if total is None else \
+                {k: total[k] + hg.value[k] for k in total}
+    if total is None or last is None:
+        raise ValueError(f"{estimator.name} was active at none of the {T} steps")
+    return total, last
 
 
 def new_history() -> dict:
-    return {"val_loss": [], "hypergrad_norm": [], "lr": [], "skipped": []}
+    return {"val_loss": [], "hypergrad_norm": [], "lr": [], "skipped": [], "active": []}
 
 
-def run_online(problem, estimator, hparams: dict, outer: torch.optim.Optimizer, *, T: int | None = None,
+def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | _base.Estimator,
+               hparams: HparamsLike, outer: torch.optim.Optimizer, *, T: int | None = None,
                state: State | Sequence[State] | None = None, episodes: int = 1, lr_decay: bool = False,
-               nonfinite: str = "raise", callback: Callable | None = None, **estimator_options) -> OnlineResult:
+               nonfinite: str = "raise", callback: Callable | None = None, est_state: EstimatorState | None = None,
+               **estimator_options: Any) -> OnlineResult:
     """Optimize λ online: ``episodes`` inner optimizations of T steps each from ``state`` (default
     the problem's initial state), λ updated after every inner step.
 
@@ -155,9 +208,11 @@ def run_online(problem, estimator, hparams: dict, outer: torch.optim.Optimizer, 
         outer: a ``torch.optim.Optimizer`` over ``hparams.values()`` (or :class:`SignDescent`,
             :class:`SGDHD`, :class:`AdamHD`).
         T: inner steps per episode (default ``problem.horizon``).
-        lr_decay: decay the outer learning rate linearly to 0 over all episodes × T outer steps.
+        lr_decay: decay the outer learning rate linearly to 0 over all episodes × T inner steps.
         nonfinite: ``"raise"`` or ``"skip"`` for non-finite mean hypergradients.
-        callback: ``callback(states, mean_hypergradient)`` after every outer step.
+        callback: ``callback(states, mean_hypergradient or None)`` after every inner step.
+        est_state: the estimator's state to continue from (default ``est.new_state()``); the
+            result's ``est_state`` is where it ended.
     """
     problems = [problem] if isinstance(problem, InnerProblem) else list(problem)
     if not problems or not all(isinstance(p, InnerProblem) for p in problems):
@@ -167,10 +222,9 @@ def run_online(problem, estimator, hparams: dict, outer: torch.optim.Optimizer, 
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     T = problems[0].horizon_or(T)
-    for p in problems:
-        p.spec.validate(hparams)
     check_outer(outer, hparams)
-    est = online_estimator(estimator, hparams, **estimator_options)
+    est = online_estimator(estimator, **estimator_options)
+    est_state = est.new_state() if est_state is None else est_state
     if state is None:
         starts = [p.init_state() for p in problems]
     elif isinstance(state, State):
@@ -178,9 +232,9 @@ def run_online(problem, estimator, hparams: dict, outer: torch.optim.Optimizer, 
     else:
         starts = list(state)
     decay = LinearDecay(outer, episodes * T) if lr_decay else None
-    history, cost, states = new_history(), Cost(), starts
+    history, cost, states, steps = new_history(), Cost(), starts, 0
     for _ in range(episodes):
-        states, c = lockstep(problems, est, hparams, outer, starts, T, decay=decay, nonfinite=nonfinite,
-                             history=history, callback=callback)
-        cost = cost + c
-    return OnlineResult(hparams, states, history, cost)
+        r = lockstep(problems, est, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
+                     history=history, callback=callback)
+        states, cost, steps = r.states, cost + r.cost, steps + r.outer_steps
+    return OnlineResult(hparams, states, history, cost, est_state, steps)

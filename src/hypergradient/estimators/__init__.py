@@ -4,7 +4,8 @@ by name. Imports :mod:`hypergradient.core` and :mod:`hypergradient.linalg` (neve
 import functools
 
 from ..core.deprecation import renamed_attributes
-from .base import ALIASES, REGISTRY, Estimator, Hypergradient, estimate, get, register, register_alias
+from .base import (ALIASES, REGISTRY, Carry, Estimator, EstimatorState, Hypergradient, OnlineEstimator, estimate, get,
+                   register, register_alias, resolve, validate)
 from .drmad import DrMAD
 from .evograd import EvoGrad
 from .first_order import FirstOrder
@@ -14,7 +15,8 @@ from .ift import IFT
 from .one_step import OneStep
 from .rmd import RMD, TruncatedRMD
 
-__all__ = ["REGISTRY", "ALIASES", "Estimator", "Hypergradient", "estimate", "get", "register", "register_alias",
+__all__ = ["REGISTRY", "ALIASES", "Estimator", "EstimatorState", "Carry", "OnlineEstimator", "Hypergradient",
+           "estimate", "get", "resolve", "validate", "register", "register_alias",
            "RMD", "TruncatedRMD", "FMD", "DrMAD", "IFT", "OneStep", "FirstOrder", "HyperDistill", "EvoGrad"]
 
 __getattr__ = renamed_attributes(__name__, {

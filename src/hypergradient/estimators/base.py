@@ -1,45 +1,96 @@
-"""One interface for every hypergradient estimator, one result type, and the registry by name.
+"""One interface for every hypergradient estimator: the result type, the estimator's explicit state,
+the online protocol, the one validation, and the registry by name.
 
-An estimator is called as ``estimator(problem, hparams, T=..., state=...)`` and returns a
-:class:`Hypergradient`: the hypergradient dL_val/dλ in λ's structure, split into the direct term
-∂L_val/∂λ (g^FO) and the indirect term α_T Σ_t (Π_{s>t} A_s) B_t (g^SO) (ALGORITHMS.md §0), with the
-cost it spent and an info dict. Estimators never write ``.grad``; :meth:`Hypergradient.to_grad`
-does that when asked.
+Offline, ``estimator(problem, hparams, T=..., state=...)`` runs T inner steps and returns a
+:class:`Hypergradient`: dL_val/dλ in λ's structure, split into the direct term ∂L_val/∂λ (g^FO) and
+the indirect term α_T Σ_t (Π_{s>t} A_s) B_t (g^SO) (ALGORITHMS.md §0), with the final inner state,
+the validation loss, the cost spent and method-specific diagnostics in ``info``.
+
+Online (:class:`OnlineEstimator`), a driver calls ``carry = est.online_init(problem, λ, s_0, est_state)``
+once per inner optimization, then per inner step ``hg, carry = est.online_step(problem, λ, s_{t−1},
+carry)``: the estimator takes the step s_{t−1} → s_t itself (``hg.state``) and returns the
+hypergradient at t, or ``hg.active = False`` where it gives none (the driver then takes no outer step).
+
+Memory that outlives one inner optimization (HyperDistill's θ and inner-optimization count, every
+random generator) is an :class:`EstimatorState`: made by ``est.new_state()``, passed in, advanced in
+place and handed back by the drivers (``result.estimator_state``), serializable with
+``state_dict()`` / ``load_state_dict()``. Estimator instances hold configuration only.
+
+Estimators never write ``.grad``; :meth:`Hypergradient.to_grad` does that when asked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
 
 import torch
 
+from ..core.deprecation import warn
 from ..core.problem import InnerProblem
 from ..core.state import Cost, State
 from ..core.tree import detached, flatten
+from ..core.types import Hparams, HparamsLike
 
-__all__ = ["Hypergradient", "Estimator", "REGISTRY", "ALIASES", "register", "register_alias", "get", "estimate", "check"]
+__all__ = ["Hypergradient", "EstimatorState", "Carry", "OnlineEstimator", "Estimator", "validate", "check",
+           "REGISTRY", "ALIASES", "register", "register_alias", "get", "resolve", "estimate"]
+
+MOVED = ("val_loss", "state", "active")   # keys of the old free ``info`` dict that are fields now
+
+
+class Info(dict):
+    """``Hypergradient.info``: method-specific diagnostics. The keys that became fields
+    (``val_loss``, ``state``, ``active``) are still served, with a DeprecationWarning."""
+
+    def __init__(self, data: Mapping[str, Any], owner: "Hypergradient"):
+        super().__init__(data)
+        self._owner = owner
+
+    def __missing__(self, key: str) -> Any:
+        if key in MOVED:
+            warn(f"hg.info[{key!r}]", f"hg.{key}")
+            return getattr(self._owner, key)
+        raise KeyError(key)
 
 
 @dataclass
 class Hypergradient:
-    value: dict      # dL_val/dλ, keyed like λ (raw leaves)
-    direct: dict     # ∂L_val/∂λ at fixed weights (g^FO)
-    indirect: dict   # the part through the inner loop (g^SO)
-    cost: Cost       # primitives spent
-    info: dict = field(default_factory=dict)  # method-specific diagnostics (val loss, final state, ...)
+    """What every estimator returns, offline and online.
+
+    ``value = direct + indirect`` keyed like λ (raw leaves); ``state`` is the inner state the
+    hypergradient is taken at (s_T offline, s_t online); ``val_loss`` = L_val there; ``active`` is
+    False at online steps that give no hypergradient (N.IFT before its window; the value is zeros
+    and drivers take no outer step); ``cost`` counts the primitives spent; ``info`` holds
+    method-specific diagnostics only."""
+
+    value: Hparams      # dL_val/dλ, keyed like λ (raw leaves)
+    direct: Hparams     # ∂L_val/∂λ at fixed weights (g^FO)
+    indirect: Hparams   # the part through the inner loop (g^SO)
+    cost: Cost = field(default_factory=Cost)
+    info: dict = field(default_factory=dict)
+    state: State | None = None
+    val_loss: torch.Tensor | None = None
+    active: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.info, Info):
+            self.info = Info(self.info, self)
 
     @classmethod
-    def of(cls, direct: dict, indirect: dict, cost: Cost, info: dict) -> "Hypergradient":
+    def of(cls, direct: Hparams, indirect: Hparams, *, state: State | None = None,
+           val_loss: torch.Tensor | None = None, active: bool = True, cost: Cost | None = None,
+           info: dict | None = None) -> "Hypergradient":
         """value = direct + indirect (g = g^FO + g^SO), keyed like ``direct``."""
-        return cls({k: direct[k] + indirect[k] for k in direct}, direct, indirect, cost, info)
+        return cls({k: direct[k] + indirect[k] for k in direct}, direct, indirect, cost or Cost(), info or {},
+                   state, val_loss, active)
 
     def flat(self) -> torch.Tensor:
         """All entries concatenated in λ's key order (for cosine similarities and norms)."""
         return flatten(self.value)
 
-    def to_grad(self, hparams: Mapping[str, torch.Tensor], accumulate: bool = False) -> None:
+    def to_grad(self, hparams: HparamsLike, accumulate: bool = False) -> None:
         """Write the hypergradient into ``hparams[k].grad`` (for a ``torch.optim`` outer optimizer)."""
         for k, v in self.value.items():
             p = hparams[k]
@@ -49,59 +100,85 @@ class Hypergradient:
                 p.grad = v.detach().clone()
 
 
-class Estimator:
-    """Base class. Subclasses set the class attributes and implement :meth:`estimate`."""
+# ---- the estimator's explicit state ----------------------------------------------------------------
+@dataclass
+class EstimatorState:
+    """Memory that outlives one inner optimization. Subclasses add dataclass fields (numbers, tensors,
+    ``torch.Generator``); :meth:`state_dict` turns them into plain values (a generator into its state
+    tensor) for ``torch.save`` and :meth:`load_state_dict` restores them in place."""
 
-    name: str = ""
-    exact: bool = False          # equals dL_val/dλ up to floating point
-    online: bool = False         # gives a hypergradient at every inner step (see `online_step`)
-    memory: str = ""             # how held memory grows: "O(T·activations)", "O(|w|)", ...
-    optimizer_hparams: bool = True   # can it differentiate optimizer hyperparameters (lr, momentum)?
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.get_state() if isinstance(v, torch.Generator) else v
+        return out
 
-    def estimate(self, problem: InnerProblem, lam: dict, T: int, state: State) -> tuple[dict, dict, dict]:
-        """Offline: run T inner steps from ``state`` and return (direct, indirect, info)."""
-        raise NotImplementedError
+    def load_state_dict(self, d: Mapping[str, Any]) -> None:
+        names = {f.name for f in dataclasses.fields(self)}
+        if set(d) != names:
+            raise ValueError(f"{type(self).__name__} expects the keys {sorted(names)}, got {sorted(d)}")
+        for k, v in d.items():
+            cur = getattr(self, k)
+            if isinstance(cur, torch.Generator):
+                cur.set_state(v)
+            else:
+                setattr(self, k, v)
 
-    # ---- online use (estimators with ``online = True``) ---------------------------------------------
-    # The online driver calls ``carry = est.online_init(problem, lam, state)`` once per inner
-    # optimization, then per inner step ``state, hg, carry = est.online_step(problem, lam, state, carry)``:
-    # the estimator takes the inner step s_{t-1} -> s_t itself (it may need quantities from that step)
-    # and returns the hypergradient at t (a Hypergradient whose cost is that step's cost); the driver then
-    # updates λ. ``carry`` is the estimator's own memory (FMD's tangent, HyperDistill's w*, ...).
-    def online_init(self, problem: InnerProblem, lam: dict, state: State):
-        raise NotImplementedError(f"{self.name} is offline only")
+    def copy(self) -> "EstimatorState":
+        """An independent copy (generators cloned): to branch a run without advancing this one."""
+        new = dataclasses.replace(self)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Generator):
+                setattr(new, f.name, torch.Generator(v.device).set_state(v.get_state()))
+        return new
 
-    def online_step(self, problem: InnerProblem, lam: dict, state: State, carry):
-        raise NotImplementedError(f"{self.name} is offline only")
 
-    # why the optimizer's own hyperparameters do not enter (estimators with optimizer_hparams = False)
-    no_optimizer_hparams = "it does not differentiate through the optimizer's update"
+@dataclass
+class Carry:
+    """An estimator's memory within one inner optimization; subclasses add typed fields.
+    ``est_state`` is the cross-episode :class:`EstimatorState` it advances."""
 
-    def check_hparams(self, keys) -> None:
-        """ValueError, before any work, for optimizer hyperparameters that this estimator cannot
-        differentiate (``optimizer_hparams = False``)."""
-        learned = [k for k in keys if k.startswith("optim.")]
-        if learned and not self.optimizer_hparams:
-            raise ValueError(f"{self.name} cannot differentiate optimizer hyperparameters {learned}: "
-                             f"{self.no_optimizer_hparams}; use rmd, fmd, one_step or hyperdistill, or make "
-                             "them constants")
+    est_state: EstimatorState
 
-    def __call__(self, problem: InnerProblem, hparams: Mapping[str, torch.Tensor], *, T: int | None = None,
-                 state: State | None = None) -> Hypergradient:
-        T = problem.horizon_or(T)
-        problem.spec.validate(hparams)
-        self.check_hparams(hparams)
-        lam = detached(hparams)
-        unused = problem.unused_hparams(lam)
-        if unused:
-            warnings.warn(f"{self.name}: nothing depends on the hyperparameters {unused}; their "
-                          "hypergradient is zero (check model_hparams / your losses)", stacklevel=2)
-        state = problem.init_state() if state is None else state
-        before = problem.cost.copy()
-        direct, indirect, info = self.estimate(problem, lam, T, state)
-        hg = Hypergradient.of(direct, indirect, problem.cost - before, info)
-        check(hg.value, self.name)
-        return hg
+
+CarryT = TypeVar("CarryT", bound=Carry)
+
+
+@runtime_checkable
+class OnlineEstimator(Protocol[CarryT]):
+    """What the online drivers call (:mod:`hypergradient.drivers.online`)."""
+
+    name: str
+    online: bool
+
+    def new_state(self) -> EstimatorState:
+        ...
+
+    def online_init(self, problem: InnerProblem, hparams: HparamsLike, state: State,
+                    est_state: EstimatorState | None = None) -> CarryT:
+        ...
+
+    def online_step(self, problem: InnerProblem, hparams: HparamsLike, state: State,
+                    carry: CarryT) -> tuple[Hypergradient, CarryT]:
+        ...
+
+
+# ---- validation: the one place --------------------------------------------------------------------
+def validate(problem: InnerProblem, estimator: "Estimator", hparams: HparamsLike) -> Hparams:
+    """Check λ against the problem before any work (offline calls and every ``online_init``): the
+    keys and shapes of ``problem.spec``, optimizer hyperparameters the estimator cannot differentiate,
+    a validation loss that is not a scalar or depends on nothing; warn for λ entries nothing depends
+    on. Returns λ detached."""
+    problem.spec.validate(hparams)
+    estimator.check_hparams(hparams)
+    lam = detached(hparams)
+    unused = problem.unused_hparams(lam)
+    if unused:
+        warnings.warn(f"{estimator.name}: nothing depends on the hyperparameters {unused}; their "
+                      "hypergradient is zero (check model_hparams / your losses)", stacklevel=3)
+    return lam
 
 
 def check(value: Mapping[str, torch.Tensor], name: str) -> None:
@@ -113,25 +190,98 @@ def check(value: Mapping[str, torch.Tensor], name: str) -> None:
                                  "hyperparameter left its valid range (use positive='softplus')")
 
 
+class Estimator:
+    """Base class. Subclasses set the class attributes and implement :meth:`estimate` (offline) and,
+    when ``online``, :meth:`start` and :meth:`advance`; those receive λ validated and detached, and
+    the cost they spend on the problem's primitives is measured around them."""
+
+    name: ClassVar[str] = ""
+    exact: ClassVar[bool] = False          # equals dL_val/dλ up to floating point
+    online: ClassVar[bool] = False         # gives a hypergradient at every inner step
+    memory: ClassVar[str] = ""             # how held memory grows: "O(T·activations)", "O(|w|)", ...
+    optimizer_hparams: ClassVar[bool] = True   # can it differentiate optimizer hyperparameters (lr, momentum)?
+    # why the optimizer's own hyperparameters do not enter (estimators with optimizer_hparams = False)
+    no_optimizer_hparams: ClassVar[str] = "it does not differentiate through the optimizer's update"
+
+    def new_state(self) -> EstimatorState:
+        """A fresh cross-episode state (estimators without one return an empty :class:`EstimatorState`)."""
+        return EstimatorState()
+
+    def check_hparams(self, keys: Mapping[str, Any] | list[str]) -> None:
+        """ValueError, before any work, for optimizer hyperparameters that this estimator cannot
+        differentiate (``optimizer_hparams = False``)."""
+        learned = [k for k in keys if k.startswith("optim.")]
+        if learned and not self.optimizer_hparams:
+            raise ValueError(f"{self.name} cannot differentiate optimizer hyperparameters {learned}: "
+                             f"{self.no_optimizer_hparams}; use rmd, fmd, one_step or hyperdistill, or make "
+                             "them constants")
+
+    # ---- offline --------------------------------------------------------------------------------------
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
+        """Offline: run T inner steps from ``state``; the result's cost is filled in by the caller."""
+        raise NotImplementedError
+
+    def __call__(self, problem: InnerProblem, hparams: HparamsLike, *, T: int | None = None,
+                 state: State | None = None, est_state: EstimatorState | None = None) -> Hypergradient:
+        T = problem.horizon_or(T)
+        lam = validate(problem, self, hparams)
+        state = problem.init_state() if state is None else state
+        est_state = self.new_state() if est_state is None else est_state
+        before = problem.cost.copy()
+        hg = self.estimate(problem, lam, T, state, est_state)
+        hg.cost = problem.cost - before
+        check(hg.value, self.name)
+        return hg
+
+    # ---- online (estimators with ``online = True``) ---------------------------------------------------
+    def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> Carry:
+        """The carry at the start of an inner optimization from ``state``."""
+        raise NotImplementedError(f"{self.name} is offline only")
+
+    def advance(self, problem: InnerProblem, lam: Hparams, state: State, carry: Any) -> tuple[Hypergradient, Any]:
+        """The step s_{t−1} = ``state`` → s_t and the hypergradient at t. The result's ``cost`` is
+        what was spent outside this call and is charged here (HyperDistill's LinearEstimation)."""
+        raise NotImplementedError(f"{self.name} is offline only")
+
+    def online_init(self, problem: InnerProblem, hparams: HparamsLike, state: State,
+                    est_state: EstimatorState | None = None) -> Any:
+        if not self.online:
+            raise NotImplementedError(f"{self.name} is offline only")
+        lam = validate(problem, self, hparams)
+        return self.start(problem, lam, state, self.new_state() if est_state is None else est_state)
+
+    def online_step(self, problem: InnerProblem, hparams: HparamsLike, state: State,
+                    carry: Any) -> tuple[Hypergradient, Any]:
+        """(the hypergradient at s_t with ``hg.state`` = s_t, the carry); its cost is this step's.
+        Non-finite values are returned as they are: the driver owns the policy."""
+        before = problem.cost.copy()
+        hg, carry = self.advance(problem, detached(hparams), state, carry)
+        hg.cost = hg.cost + (problem.cost - before)
+        return hg, carry
+
+
 REGISTRY: dict[str, type[Estimator]] = {}
 ALIASES: dict[str, tuple[str, dict]] = {}   # name -> (registered name, fixed options); not in list / verify
 
+E = TypeVar("E", bound=type[Estimator])
 
-def register(cls: type[Estimator]) -> type[Estimator]:
+
+def register(cls: E) -> E:
     if cls.name in REGISTRY or cls.name in ALIASES:
         raise ValueError(f"estimator {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
     return cls
 
 
-def register_alias(alias: str, name: str, **options) -> None:
+def register_alias(alias: str, name: str, **options: Any) -> None:
     """``get(alias, **more)`` is ``get(name, **options, **more)`` (e.g. ``ift_cg`` = ``ift`` with ``solver="cg"``)."""
     if alias in REGISTRY or alias in ALIASES or name not in REGISTRY:
         raise ValueError(f"cannot alias {alias!r} to {name!r}")
     ALIASES[alias] = (name, options)
 
 
-def get(name: str, **options) -> Estimator:
+def get(name: str, **options: Any) -> Estimator:
     """The estimator registered as ``name`` (or an alias of one), built with ``options``."""
     if name in ALIASES:
         target, fixed = ALIASES[name]
@@ -146,7 +296,19 @@ def get(name: str, **options) -> Estimator:
     return cls(**options)
 
 
-def estimate(name: str, problem: InnerProblem, hparams, *, T: int | None = None, state: State | None = None,
-             **options) -> Hypergradient:
+def resolve(estimator: "str | Estimator", **options: Any) -> Estimator:
+    """An estimator instance: a registry name built with ``options``, or an :class:`Estimator` as it is."""
+    if isinstance(estimator, str):
+        return get(estimator, **options)
+    if options:
+        raise TypeError("estimator options can only be given with an estimator name")
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"estimator must be a registry name or an Estimator, got {type(estimator).__name__}")
+    return estimator
+
+
+def estimate(name: str, problem: InnerProblem, hparams: HparamsLike, *, T: int | None = None,
+             state: State | None = None, est_state: EstimatorState | None = None, **options: Any) -> Hypergradient:
     """``estimate("rmd", problem, lam, T=50)``: one call for every registered estimator."""
-    return get(name, **options)(problem, hparams, T=T, state=state)
+    return get(name, **options)(problem, hparams, T=T, state=state, est_state=est_state)
+

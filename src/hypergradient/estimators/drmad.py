@@ -14,7 +14,10 @@ T steps and T VJPs. Exact when the trajectory is a straight line.
 
 from __future__ import annotations
 
-from .base import Estimator, register
+from ..core.problem import InnerProblem
+from ..core.state import State
+from ..core.types import Hparams
+from .base import Estimator, EstimatorState, Hypergradient, register
 from .shared import Interpolated, padded, reverse_sweep
 
 
@@ -25,10 +28,11 @@ class DrMAD(Estimator):
     name = "drmad"
     memory = "O(|s|), constant in T"
 
-    def estimate(self, problem, lam, T, state):
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
         first = state
         last, _ = problem.run(state, lam, T)
         loss, alpha, direct = problem.val_grad(last, lam)
         indirect = reverse_sweep(problem, lam, Interpolated(first, last), last.t, T, padded(alpha, last))
-        return direct, indirect, {"val_loss": loss, "state": last,
-                                  "stored_bytes": first.nbytes() + last.nbytes()}
+        return Hypergradient.of(direct, indirect, state=last, val_loss=loss,
+                                info={"stored_bytes": first.nbytes() + last.nbytes()})

@@ -31,7 +31,8 @@ steps at fixed λ and returns the last hypergradient (``info["sum"]`` holds Σ_t
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Sequence, cast
 
 import torch
 
@@ -39,11 +40,12 @@ from ..core.autograd import grad_or_zero
 from ..core.deprecation import renamed_kwargs
 from ..core.problem import InnerProblem
 from ..core.state import State
-from ..core.tree import detached, zeros_like
-from .base import Estimator, register
-from .shared import result
+from ..core.tree import detached
+from ..core.types import Batch, Hparams
+from .base import Carry, Estimator, EstimatorState, Hypergradient, register
+from .shared import last_of_steps
 
-__all__ = ["EvoGrad", "perturbations"]
+__all__ = ["EvoGrad", "EvoGradState", "perturbations"]
 
 NOISE = ("sign", "gaussian")
 WHEN = ("before", "after")
@@ -117,6 +119,13 @@ class _Replay:
         return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.saved[k]))
 
 
+@dataclass
+class EvoGradState(EstimatorState):
+    """EvoGrad's memory across calls: the generator of the perturbations."""
+
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+
 @register
 class EvoGrad(Estimator):
     """First-order hypergradient through a virtual evolutionary step; memory O(|w|) for any population.
@@ -130,8 +139,8 @@ class EvoGrad(Estimator):
         temperature: τ, the softmax temperature.
         noise: ``"sign"`` (σ·sign(N(0, I)), the paper's experiments) or ``"gaussian"`` (the 1-D toy).
         when: ``"before"`` or ``"after"`` the model's own step.
-        seed: seed of the estimator's generator for the perturbations (kept across calls;
-            :meth:`reset` restarts it).
+        seed: seed of the perturbations' generator, which lives in the estimator state
+            (:meth:`new_state`; a driver carries one across inner optimizations).
     """
 
     name = "evograd"
@@ -142,7 +151,7 @@ class EvoGrad(Estimator):
 
     @renamed_kwargs(K="population", tau="temperature")
     def __init__(self, population: int = 2, sigma: float = 1e-3, temperature: float = 0.05, noise: str = "sign",
-                 when: str = "after", seed: int = 0):
+                 when: str = "after", seed: int = 0) -> None:
         if not isinstance(population, int) or isinstance(population, bool) or population < 1:
             raise ValueError(f"population (K, the number of candidates) must be a positive int, got {population!r}")
         if not isinstance(sigma, (int, float)) or not sigma > 0:
@@ -155,28 +164,29 @@ class EvoGrad(Estimator):
             raise ValueError(f"when must be one of {WHEN}, got {when!r}")
         self.population, self.sigma, self.temperature = population, float(sigma), float(temperature)
         self.noise, self.when, self.seed = noise, when, seed
-        self.reset()
 
-    def reset(self) -> None:
-        self.generator = torch.Generator().manual_seed(self.seed)
+    def new_state(self) -> "EvoGradState":
+        """The perturbations' generator, seeded with ``seed``."""
+        return EvoGradState(torch.Generator().manual_seed(self.seed))
 
-    def hypergradient(self, problem: InnerProblem, lam, state: State, t: int, batch=None):
-        """(direct, indirect, info) at w = ``state``'s weights, candidates on the batch of step t.
+    def hypergradient(self, problem: InnerProblem, lam: Hparams, state: State, t: int,
+                      generator: torch.Generator, batch: Batch = None) -> tuple[Hparams, Hparams, torch.Tensor, dict]:
+        """(direct, indirect, L_val(w*), info) at w = ``state``'s weights, candidates on the batch of step t.
 
         Streamed so that memory is O(|w|) whatever K: the candidates w + ε_k are formed one at a
         time for their losses, w* = w + Σ_k a_k ε_k is accumulated from redrawn ε_k (Σ_k a_k = 1),
         and the indirect term is ∇_λ of a with output gradient c_k = ⟨∇_w L_val(w*), ε_k⟩ (the
         chain rule through w*; the w part of w_k drops out because Σ_k ∂a_k/∂λ = 0)."""
         w = [p.detach() for p in state.params]
-        eps = _Replay(w, self.population, self.sigma, self.noise, self.generator)
+        eps = _Replay(w, self.population, self.sigma, self.noise, generator)
         lam_g = detached(lam, requires_grad=True)
         with torch.enable_grad():
-            losses = []
+            each = []
             for k in range(self.population):          # the returned buffers are discarded
                 cand = tuple(p + e for p, e in zip(w, eps[k]))
-                losses.append(problem.train_loss_at(state._replace(params=cand), lam_g, t, batch)[0])
+                each.append(problem.train_loss_at(state._replace(params=cand), lam_g, t, batch)[0])
                 del cand
-            losses = torch.stack(losses)
+            losses = torch.stack(each)
             a = torch.softmax(-losses / self.temperature, dim=0)
         star = [p.clone() for p in w]
         for k, ak in enumerate(a.detach().tolist()):
@@ -188,35 +198,28 @@ class EvoGrad(Estimator):
                          for k in range(self.population)]).to(a.dtype)
         keys = list(lam_g)
         indirect = dict(zip(keys, grad_or_zero(a, [lam_g[k] for k in keys], [c])))
-        info = {"val_loss": loss, "weights": a.detach(), "train_losses": losses.detach(), "forwards": self.population}
-        return direct, indirect, info
+        info = {"weights": a.detach(), "train_losses": losses.detach(), "forwards": self.population}
+        return direct, indirect, loss, info
 
-    def _step(self, problem, lam, state):
-        before = problem.cost.copy()
+    def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> Carry:
+        if not isinstance(est_state, EvoGradState):
+            raise TypeError(f"evograd needs its own state (est.new_state()), got {type(est_state).__name__}")
+        return Carry(est_state)
+
+    def advance(self, problem: InnerProblem, lam: Hparams, state: State, carry: Carry) -> tuple[Hypergradient, Carry]:
+        """The model's step and the hypergradient at s_{t−1} (``when="before"``) or s_t; ``val_loss`` is
+        L_val at the virtual weights w*."""
         t = state.t + 1
+        gen = cast(EvoGradState, carry.est_state).generator
         if self.when == "before":
-            direct, indirect, info = self.hypergradient(problem, lam, state, t)
+            direct, indirect, loss, info = self.hypergradient(problem, lam, state, t, gen)
             state = problem.step(state, lam)
         else:
             state = problem.step(state, lam)
-            direct, indirect, info = self.hypergradient(problem, lam, state, t, problem.train_batch(t))
+            direct, indirect, loss, info = self.hypergradient(problem, lam, state, t, gen, problem.train_batch(t))
         info["t"] = t
-        return state, result(problem, before, direct, indirect, info, self.name)
+        return Hypergradient.of(direct, indirect, state=state, val_loss=loss, info=info), carry
 
-    def estimate(self, problem, lam, T, state):
-        total = zeros_like(lam)
-        hg = None
-        for _ in range(T):
-            state, hg = self._step(problem, lam, state)
-            total = {k: total[k] + hg.value[k] for k in total}
-        info = dict(hg.info)
-        info.update(state=state, sum=total)
-        return hg.direct, hg.indirect, info
-
-    def online_init(self, problem, lam, state):
-        self.check_hparams(lam)
-        return None
-
-    def online_step(self, problem, lam, state, carry):
-        state, hg = self._step(problem, detached(lam), state)
-        return state, hg, carry
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
+        return last_of_steps(self.advance, problem, lam, state, self.start(problem, lam, state, est_state), T)

@@ -11,6 +11,9 @@ identically zero under FO.
 from __future__ import annotations
 
 from ..core.tree import zeros_like
+from ..core.problem import InnerProblem
+from ..core.state import State
+from ..core.types import Hparams, Tensors
 from .base import register
 from .lookahead import Lookahead
 
@@ -21,5 +24,5 @@ class FirstOrder(Lookahead):
 
     name = "first_order"
 
-    def indirect(self, problem, lam, prev, state, alpha):
+    def indirect(self, problem: InnerProblem, lam: Hparams, prev: State, state: State, alpha: Tensors) -> Hparams:
         return zeros_like(lam)

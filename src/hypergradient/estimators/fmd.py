@@ -31,15 +31,20 @@ mask M inside Φ would still give the exact M·H·z.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from dataclasses import dataclass, field
+
+from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.tree import detached, zeros_like
-from .base import Estimator, register
-from .shared import result
+from ..core.types import Hparams, Tensors
+from .base import Carry, Estimator, EstimatorState, Hypergradient, register
 
 
-def columns(lam) -> dict:
+def columns(lam: Hparams) -> Hparams:
     """ζ: the identity over λ's N scalar entries, as a dict of (N, *shape) tangents."""
     v0 = next(iter(lam.values()))
     n = sum(v.numel() for v in lam.values())
@@ -50,7 +55,7 @@ def columns(lam) -> dict:
     return out
 
 
-def contract(alpha, Z, lam) -> dict:
+def contract(alpha: Tensors, Z: list, lam: Hparams) -> Hparams:
     """α · Z over the weights, split back into λ's structure."""
     col = sum((z * a).reshape(z.shape[0], -1).sum(1) for a, z in zip(alpha, Z))
     out, o = {}, 0
@@ -60,7 +65,7 @@ def contract(alpha, Z, lam) -> dict:
     return out
 
 
-def closed_form_blocker(problem, lam) -> str | None:
+def closed_form_blocker(problem: InnerProblem, lam: Hparams) -> str | None:
     """Why the optimizer's closed-form tangent rule does not apply (None when it does)."""
     opt, spec = problem.optimizer, problem.spec
     why = opt.tangent_blocker(set(spec.specs), spec.constants)
@@ -72,7 +77,8 @@ def closed_form_blocker(problem, lam) -> str | None:
     return None
 
 
-def coefficient_tangents(problem, lam, cols, t, cache):
+def coefficient_tangents(problem: InnerProblem, lam: Hparams, cols: Hparams, t: int,
+                         cache: dict | None) -> dict[str, list[Any]]:
     """{name: [per parameter: (N, ...) derivative of the step-t coefficient w.r.t. each column, or None]}
     for the optimizer's ``tangent_hparams``: a batched JVP of the (cheap) map λ ↦ step-t coefficients,
     by double backward."""
@@ -99,33 +105,34 @@ def coefficient_tangents(problem, lam, cols, t, cache):
     return out
 
 
-def closed_form_step(problem, lam, state: State, carry: dict) -> State:
-    """One step and the optimizer's closed-form update of (Z, C) over the weights; counts 1 step, N HVPs."""
-    t, Z, C, N = state.t + 1, carry["Z"], carry["C"], carry["N"]
-    params, grads, buffers = problem.train_grad(state.detach(), lam, t, create_graph=Z is not None)
-    with torch.enable_grad():
-        hz = [None] * len(params)
-        live = [i for i, g in enumerate(grads) if g.requires_grad]
-        if Z is not None and live:
-            out = torch.autograd.grad([grads[i] for i in live], params, [Z[i] for i in live],
-                                      is_grads_batched=True, allow_unused=True)
-            hz = list(out)
-    problem.cost.steps += 1
-    problem.cost.hvps += N if Z is not None else 0
-    grads = tuple(g.detach() for g in grads)
+@dataclass
+class FMDCarry(Carry):
+    """Forward mode's memory within one inner optimization: the tangent Z = ds/dλ (N columns), SGD's
+    closed-form velocity tangent C, the columns ζ, and which recursion runs."""
+
+    cols: Hparams = field(default_factory=dict)      # ζ: identity columns over λ's N entries
+    N: int = 0
+    closed_form: bool = False                        # the optimizer's closed-form rule, else a batched JVP
+    Z: list | None = None                            # ds_t/dλ over the state (or the weights, closed form)
+    C: list | None = None                            # the closed form's velocity tangent
+    cache: dict | None = None                        # coefficient tangents per schedule window (offline)
+
+
+def closed_form_step(problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry) -> State:
+    """One step and the optimizer's closed-form update of (Z, C) over the weights (1 step, N HVPs)."""
+    t = state.t + 1
+    new, grads, hz = problem.step_hvp(state, lam, carry.Z)
     coef = problem.spec.coefficients(lam, t)
     with torch.no_grad():
-        new_p, new_opt = problem.optimizer.update(grads, state.opt, state.params, coef, t)
-        dcoef = coefficient_tangents(problem, lam, carry["cols"], t, carry["cache"])
-        newZ, newC = problem.optimizer.tangent_update((Z, C), hz, dcoef, coef, grads, state.params, state.opt,
-                                                      new_opt, t, N)
-    carry["Z"], carry["C"] = newZ, newC
-    return State(tuple(new_p), new_opt, buffers, t)
+        dcoef = coefficient_tangents(problem, lam, carry.cols, t, carry.cache)
+        carry.Z, carry.C = problem.optimizer.tangent_update((carry.Z, carry.C), hz, dcoef, coef, grads,
+                                                            state.params, state.opt, new.opt, t, carry.N)
+    return new
 
 
-def generic_step(problem, lam, state: State, carry: dict) -> State:
+def generic_step(problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry) -> State:
     """One step and Z ← A Z + B over the full state by one batched JVP of Φ (N JVPs)."""
-    state, carry["Z"] = problem.jvp(state, lam, carry["Z"], carry["cols"], batched=True)
+    state, carry.Z = problem.jvp(state, lam, carry.Z, carry.cols, batched=True)
     return state
 
 
@@ -141,40 +148,42 @@ class FMD(Estimator):
     online = True
     memory = "O(N·|s|), constant in T"
 
-    def __init__(self, closed_form: bool | None = None):
+    def __init__(self, closed_form: bool | None = None) -> None:
         if closed_form not in (None, True, False):
             raise ValueError(f"closed_form must be None, True or False, got {closed_form!r}")
         self.closed_form = closed_form
 
-    def _carry(self, problem, lam, offline: bool) -> dict:
+    def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState,
+              offline: bool = False) -> FMDCarry:
         why = closed_form_blocker(problem, lam)
         if self.closed_form and why:
             raise ValueError(f"fmd closed_form=True does not apply: {why}; use closed_form=None")
-        fast = why is None and self.closed_form is not False
         cols = columns(lam)
-        return {"Z": None, "C": None, "cols": cols, "N": next(iter(cols.values())).shape[0],
-                "step": closed_form_step if fast else generic_step, "cache": {} if offline else None}
+        return FMDCarry(est_state, cols, next(iter(cols.values())).shape[0],
+                        closed_form=why is None and self.closed_form is not False, cache={} if offline else None)
 
-    def _held(self, carry, state) -> int:
-        held = [z for z in (carry["Z"] or []) + (carry["C"] or []) + list(carry["cols"].values())]
+    def _step(self, problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry) -> State:
+        return (closed_form_step if carry.closed_form else generic_step)(problem, lam, state, carry)
+
+    def _held(self, carry: FMDCarry, state: State) -> int:
+        held = (carry.Z or []) + (carry.C or []) + list(carry.cols.values())
         return state.nbytes() + sum(x.numel() * x.element_size() for x in held)
 
-    def estimate(self, problem, lam, T, state):
-        carry = self._carry(problem, lam, offline=True)
+    def _at(self, problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry) -> Hypergradient:
+        """The hypergradient α_t Z_t + ∂L_val/∂λ at ``state`` = s_t."""
+        loss, alpha, direct = problem.val_grad(state, lam)
+        indirect = contract(alpha, carry.Z, lam) if carry.Z is not None else zeros_like(lam)
+        return Hypergradient.of(direct, indirect, state=state, val_loss=loss,
+                                info={"stored_bytes": self._held(carry, state), "closed_form": carry.closed_form})
+
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
+        carry = self.start(problem, lam, state, est_state, offline=True)
         for _ in range(T):
-            state = carry["step"](problem, lam, state, carry)
-        loss, alpha, direct = problem.val_grad(state, lam)
-        indirect = contract(alpha, carry["Z"], lam) if carry["Z"] is not None else zeros_like(lam)
-        return direct, indirect, {"val_loss": loss, "state": state, "stored_bytes": self._held(carry, state),
-                                  "closed_form": carry["step"] is closed_form_step}
+            state = self._step(problem, lam, state, carry)
+        return self._at(problem, lam, state, carry)
 
-    def online_init(self, problem, lam, state):
-        return self._carry(problem, detached(lam), offline=False)
-
-    def online_step(self, problem, lam, state, carry):
-        lam, before = detached(lam), problem.cost.copy()
-        state = carry["step"](problem, lam, state, carry)
-        loss, alpha, direct = problem.val_grad(state, lam)
-        indirect = contract(alpha, carry["Z"], lam)
-        info = {"val_loss": loss, "stored_bytes": self._held(carry, state)}
-        return state, result(problem, before, direct, indirect, info, self.name), carry
+    def advance(self, problem: InnerProblem, lam: Hparams, state: State,
+                carry: FMDCarry) -> tuple[Hypergradient, FMDCarry]:
+        state = self._step(problem, lam, state, carry)
+        return self._at(problem, lam, state, carry), carry

@@ -21,29 +21,31 @@ H and the mixed term use the training batch of the last step. Optimizer hyperpar
 do not enter the stationarity condition, so they raise a ValueError. Online, N.IFT(N, K) of the
 HyperDistill experiments is ``solver="neumann", maxiter=N, window=K``: the hypergradient is computed
 only over the last ``window`` steps of the horizon (N + 1 products each); earlier steps return zeros
-with ``info["active"] = False`` and the driver should skip its outer update there.
+with ``hg.active = False`` and the drivers take no outer step there.
 
     >>> hg = estimate("ift", problem, lam, T=500, solver="cg", maxiter=100)
 """
 
 from __future__ import annotations
 
-from ..core.autograd import grad_or_zero
+from dataclasses import dataclass
+from typing import Any, Callable
+
 from ..core.deprecation import renamed_kwargs
-from ..core.tree import detached, zeros_like
+from ..core.problem import InnerProblem
+from ..core.state import State
+from ..core.tree import zeros_like
+from ..core.types import Hparams
 from ..linalg import SOLVERS
-from .base import Estimator, register, register_alias
-from .shared import result
+from .base import Carry, Estimator, EstimatorState, Hypergradient, register, register_alias
 
-DEFAULTS = {"cg": {"maxiter": 50, "tol": 1e-10}, "neumann": {"maxiter": 20, "tol": 0.0}, "dense": {}}
+DEFAULTS: dict[str, dict[str, Any]] = {"cg": {"maxiter": 50, "tol": 1e-10}, "neumann": {"maxiter": 20, "tol": 0.0},
+                                      "dense": {}}
 
 
-def mixed_vjp(problem, state, lam, x, t: int) -> dict:
-    """x ∂²L_train/∂w∂λ at state's weights on the batch of step t (counted as one HVP)."""
-    problem.cost.hvps += 1
-    lam_d = detached(lam, requires_grad=True)
-    _, g, _ = problem.train_grad(state.detach(), lam_d, t, create_graph=True)
-    return dict(zip(lam_d, grad_or_zero(g, list(lam_d.values()), x)))
+@dataclass
+class IFTCarry(Carry):
+    start: int = 0      # the step index the inner optimization started from (the window is its last K steps)
 
 
 @register
@@ -60,8 +62,9 @@ class IFT(Estimator):
     memory = "O(|s|)"
 
     @renamed_kwargs(N="maxiter", K="window")
-    def __init__(self, solver="cg", *, maxiter: int | None = None, tol: float | None = None, ridge: float = 0.0,
-                 window: int | None = None, lr: float | None = None, max_size: int | None = 4096):
+    def __init__(self, solver: str | Callable[..., Any] = "cg", *, maxiter: int | None = None,
+                 tol: float | None = None, ridge: float = 0.0, window: int | None = None, lr: float | None = None,
+                 max_size: int | None = 4096) -> None:
         if not callable(solver) and solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)} or a callable solve(matvec, b, *, maxiter, "
                              f"tol, ridge), got {solver!r}")
@@ -72,7 +75,7 @@ class IFT(Estimator):
         if lr is not None and solver != "neumann":
             raise ValueError("lr is the Neumann step size; it applies to solver='neumann'")
         self.solver, self.window, self.ridge, self.lr = solver, window, ridge, lr
-        opts = dict(DEFAULTS.get(solver, {}) if isinstance(solver, str) else {})
+        opts: dict[str, Any] = dict(DEFAULTS.get(solver, {}) if isinstance(solver, str) else {})
         opts.update({k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None})
         if solver == "dense":
             if maxiter is not None or tol is not None:
@@ -80,7 +83,7 @@ class IFT(Estimator):
             opts["max_size"] = max_size
         self.solver_options = opts
 
-    def _solve(self, problem):
+    def _solve(self, problem: InnerProblem) -> tuple[Callable[..., Any], dict[str, Any]]:
         if callable(self.solver):
             return self.solver, dict(self.solver_options)
         opts = dict(self.solver_options)
@@ -91,35 +94,34 @@ class IFT(Estimator):
             opts["lr"] = problem.spec.constants["lr"] if self.lr is None else self.lr
         return SOLVERS[self.solver], opts
 
-    def implicit(self, problem, lam, state):
-        """(L_val, direct, indirect) at ``state`` treated as a stationary point."""
+    def implicit(self, problem: InnerProblem, lam: Hparams, state: State) -> Hypergradient:
+        """The hypergradient at ``state`` treated as a stationary point."""
         t = max(state.t, 1)
         loss, alpha, direct = problem.val_grad(state, lam)
         solve, opts = self._solve(problem)
         x = solve(lambda v: problem.hvp(state, lam, v, t=t), alpha, ridge=self.ridge, **opts)
-        indirect = {k: -v for k, v in mixed_vjp(problem, state, lam, x, t).items()}
-        return loss, direct, indirect
+        indirect = {k: -v for k, v in problem.mixed_vjp(state, lam, x, t).items()}
+        return Hypergradient.of(direct, indirect, state=state, val_loss=loss)
 
-    def estimate(self, problem, lam, T, state):
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
         state, _ = problem.run(state, lam, T)
-        loss, direct, indirect = self.implicit(problem, lam, state)
-        return direct, indirect, {"val_loss": loss, "state": state}
+        return self.implicit(problem, lam, state)
 
-    def online_init(self, problem, lam, state):
+    def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> IFTCarry:
         if self.window is not None and problem.horizon is None:
             raise ValueError("ift with window=K needs the horizon T to know the last K steps; give "
                              "InnerProblem(horizon=T)")
-        return {"start": state.t}
+        return IFTCarry(est_state, state.t)
 
-    def online_step(self, problem, lam, state, carry):
-        lam, before = detached(lam), problem.cost.copy()
+    def advance(self, problem: InnerProblem, lam: Hparams, state: State,
+                carry: IFTCarry) -> tuple[Hypergradient, IFTCarry]:
         state = problem.step(state, lam)
-        active = self.window is None or state.t - carry["start"] > problem.horizon - self.window
-        if not active:
+        horizon = problem.horizon or 0
+        if self.window is not None and state.t - carry.start <= horizon - self.window:
             zero = zeros_like(lam)
-            return state, result(problem, before, zero, zero, {"active": False}, self.name), carry
-        loss, direct, indirect = self.implicit(problem, lam, state)
-        return state, result(problem, before, direct, indirect, {"val_loss": loss, "active": True}, self.name), carry
+            return Hypergradient.of(zero, zero, state=state, active=False), carry
+        return self.implicit(problem, lam, state), carry
 
 
 register_alias("ift_cg", "ift", solver="cg")

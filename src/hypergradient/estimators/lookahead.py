@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from ..core.tree import detached
-from .base import Estimator
-from .shared import result
+from ..core.problem import InnerProblem
+from ..core.state import State
+from ..core.types import Hparams, Tensors
+from .base import Carry, Estimator, EstimatorState, Hypergradient
 
 __all__ = ["Lookahead"]
 
@@ -17,25 +18,23 @@ class Lookahead(Estimator):
     online = True
     memory = "O(|s|)"
 
-    def indirect(self, problem, lam, prev, state, alpha) -> dict:
+    def indirect(self, problem: InnerProblem, lam: Hparams, prev: State, state: State, alpha: Tensors) -> Hparams:
         """The indirect term for the step ``prev`` = s_{t−1} → ``state`` = s_t, with α_t = ∂L_val/∂w_t."""
         raise NotImplementedError
 
-    def lookahead(self, problem, lam, prev):
-        """(s_t, L_val, direct, indirect) for the step from ``prev`` = s_{t−1}."""
+    def lookahead(self, problem: InnerProblem, lam: Hparams, prev: State) -> Hypergradient:
+        """The step from ``prev`` = s_{t−1} and the hypergradient at s_t."""
         state = problem.step(prev, lam)
         loss, alpha, direct = problem.val_grad(state, lam)
-        return state, loss, direct, self.indirect(problem, lam, prev, state, alpha)
+        return Hypergradient.of(direct, self.indirect(problem, lam, prev, state, alpha), state=state, val_loss=loss)
 
-    def estimate(self, problem, lam, T, state):
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
         prev, _ = problem.run(state, lam, T - 1)
-        state, loss, direct, indirect = self.lookahead(problem, lam, prev)
-        return direct, indirect, {"val_loss": loss, "state": state}
+        return self.lookahead(problem, lam, prev)
 
-    def online_init(self, problem, lam, state):
-        return None
+    def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> Carry:
+        return Carry(est_state)
 
-    def online_step(self, problem, lam, state, carry):
-        lam, before = detached(lam), problem.cost.copy()
-        state, loss, direct, indirect = self.lookahead(problem, lam, state)
-        return state, result(problem, before, direct, indirect, {"val_loss": loss}, self.name), carry
+    def advance(self, problem: InnerProblem, lam: Hparams, state: State, carry: Carry) -> tuple[Hypergradient, Carry]:
+        return self.lookahead(problem, lam, state), carry

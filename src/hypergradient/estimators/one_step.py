@@ -13,6 +13,9 @@ the same formula with T = t.
 
 from __future__ import annotations
 
+from ..core.problem import InnerProblem
+from ..core.state import State
+from ..core.types import Hparams, Tensors
 from .base import register
 from .lookahead import Lookahead
 from .shared import padded
@@ -24,6 +27,6 @@ class OneStep(Lookahead):
 
     name = "one_step"
 
-    def indirect(self, problem, lam, prev, state, alpha):
+    def indirect(self, problem: InnerProblem, lam: Hparams, prev: State, state: State, alpha: Tensors) -> Hparams:
         """α_t B_t at ``prev`` = s_{t-1}: one VJP of Φ."""
         return problem.vjp(prev, lam, padded(alpha, state))[1]

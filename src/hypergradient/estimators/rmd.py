@@ -22,49 +22,42 @@ from ..core.autograd import grad_or_zero
 from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.tree import detached, zeros_like
-from .base import Estimator, register
+from ..core.types import Hparams, Tensors
+from .base import Estimator, EstimatorState, Hypergradient, register
 from .shared import padded
 
 STORAGE = ("graph", "recompute", "checkpoint")
 
 
-def unrolled(problem: InnerProblem, lam, state: State, T: int, K: int):
+def unrolled(problem: InnerProblem, lam: Hparams, state: State, T: int, K: int) -> tuple[Hparams, Hparams, State, torch.Tensor]:
     """The ``graph`` policy: T − K steps without a graph, K with it, one backward pass.
-    Returns (direct, indirect, val loss, s_T)."""
+    Returns (direct, indirect, s_T, val loss)."""
     state, _ = problem.run(state, lam, T - K)
     lam_g = detached(lam, requires_grad=True)
-    s = state.detach()
-    problem.cost.steps += K
     with torch.enable_grad():
-        s = problem.unroll(s, lam_g, K)
+        s = problem.unroll(state.detach(), lam_g, K)
         loss, alpha, direct = problem.val_grad(s, lam)
         g = grad_or_zero(s.params, list(lam_g.values()), alpha)
-    return direct, dict(zip(lam, g)), loss, s.detach()
+    return direct, dict(zip(lam, g)), s.detach(), loss
 
 
-def segment_sweep(problem: InnerProblem, lam, kept: dict[int, State], end: int, adjoint: list):
+def segment_sweep(problem: InnerProblem, lam: Hparams, kept: dict[int, State], end: int, adjoint: Tensors) -> Hparams:
     """Σ_t ᾱ_t B_t over the steps after the first kept state, one segment at a time from the last:
-    the segment [c, c') between kept states s_c and s_c' (s_end for the last) is replayed from s_c
-    with a graph and the adjoint at its end goes back through it in one backward pass, giving the
-    adjoint at s_c and the segment's share of the hypergradient. Memory: one segment's graph."""
+    the segment [c, c') between kept states s_c and s_c' (s_end for the last) goes back in one
+    :meth:`~hypergradient.core.problem.InnerProblem.vjp_through` (replayed from s_c with a graph),
+    giving the adjoint at s_c and the segment's share of the hypergradient. Memory: one segment's graph."""
     g = zeros_like(lam)
-    cot = adjoint
+    cot: Tensors = adjoint
     bounds = sorted(kept) + [end]
     for c, c_next in reversed(list(zip(bounds[:-1], bounds[1:]))):
-        s0 = kept[c].detach(requires_grad=True)
-        lam_d = detached(lam, requires_grad=True)
-        problem.cost.vjps += c_next - c  # the work of that many VJPs, in one backward pass
-        with torch.enable_grad():
-            s = problem.unroll(s0, lam_d, c_next - c)
-            grads = grad_or_zero(s.tensors(), s0.tensors() + list(lam_d.values()), cot)
-        n = len(s0.tensors())
-        cot = list(grads[:n])
-        for k, gk in zip(lam_d, grads[n:]):
-            g[k] = g[k] + gk
+        cot, gl = problem.vjp_through(kept[c], lam, c_next - c, cot)
+        for k in g:
+            g[k] = g[k] + gl[k]
     return g
 
 
-def stored(problem: InnerProblem, lam, state: State, T: int, K: int, every: int):
+def stored(problem: InnerProblem, lam: Hparams, state: State, T: int, K: int,
+           every: int) -> tuple[Hparams, Hparams, State, torch.Tensor, int]:
     """The ``recompute`` (every = 1) and ``checkpoint`` policies over the last K steps: the forward
     pass keeps s_t for t = first, first + every, …; :func:`segment_sweep` goes back."""
     end = state.t + T  # absolute index of the last step (the start state may have t > 0)
@@ -73,31 +66,32 @@ def stored(problem: InnerProblem, lam, state: State, T: int, K: int, every: int)
     loss, alpha, direct = problem.val_grad(state, lam)
     indirect = segment_sweep(problem, lam, kept, end, padded(alpha, state))
     held = sum(s.nbytes() for s in kept.values()) + min(every, K) * state.nbytes()
-    return direct, indirect, loss, state, held
+    return direct, indirect, state, loss, held
 
 
 class _Reverse(Estimator):
     exact = True
     memory = "graph: O(T·activations); recompute: O(T·|s|); checkpoint(k): O((T/k + k)·|s|)"
 
-    def __init__(self, storage: str = "graph", every: int | None = None, K: int | None = None):
+    def __init__(self, storage: str = "graph", every: int | None = None, K: int | None = None) -> None:
         if storage not in STORAGE:
             raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
         if every is not None and storage != "checkpoint":
             raise ValueError("every=k applies to storage='checkpoint'")
         self.storage, self.every, self.K = storage, every, K
 
-    def estimate(self, problem, lam, T, state):
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
         K = T if self.K is None else min(self.K, T)
         if K < 1:
             raise ValueError(f"K must be >= 1, got {self.K}")
+        held: int | None = None
         if self.storage == "graph":
-            direct, indirect, loss, final = unrolled(problem, lam, state, T, K)
-            held = None
+            direct, indirect, final, loss = unrolled(problem, lam, state, T, K)
         else:
             every = 1 if self.storage == "recompute" else (self.every or max(1, round(math.sqrt(K))))
-            direct, indirect, loss, final, held = stored(problem, lam, state, T, K, every)
-        return direct, indirect, {"val_loss": loss, "state": final, "K": K, "stored_bytes": held}
+            direct, indirect, final, loss, held = stored(problem, lam, state, T, K, every)
+        return Hypergradient.of(direct, indirect, state=final, val_loss=loss, info={"K": K, "stored_bytes": held})
 
 
 @register
@@ -108,7 +102,7 @@ class RMD(_Reverse):
 
     name = "rmd"
 
-    def __init__(self, storage: str = "graph", every: int | None = None):
+    def __init__(self, storage: str = "graph", every: int | None = None) -> None:
         super().__init__(storage, every)
 
 
@@ -119,7 +113,7 @@ class TruncatedRMD(_Reverse):
     name = "truncated_rmd"
     exact = False
 
-    def __init__(self, K: int = 1, storage: str = "graph", every: int | None = None):
+    def __init__(self, K: int = 1, storage: str = "graph", every: int | None = None) -> None:
         if not isinstance(K, int) or K < 1:
             raise ValueError(f"K must be a positive int, got {K!r}")
         super().__init__(storage, every, K)

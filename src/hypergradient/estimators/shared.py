@@ -1,40 +1,52 @@
-"""What several estimators share: the online result, the adjoint padded to the state, the reverse sweep
-and DrMAD's interpolated trajectory (also HyperDistill's)."""
+"""What several estimators share: the adjoint padded to the state, the reverse sweep, DrMAD's
+interpolated trajectory (also HyperDistill's) and the offline call of the estimators that are online
+by nature (T online steps at fixed λ)."""
 
 from __future__ import annotations
 
-import torch
+from typing import Any, Callable
 
 from ..core.problem import InnerProblem
-from ..core.state import Cost, State
+from ..core.state import State
 from ..core.tree import zeros_like
+from ..core.types import Hparams, Tensors
 from .base import Hypergradient
 
-__all__ = ["result", "padded", "reverse_sweep", "Interpolated"]
+__all__ = ["padded", "reverse_sweep", "Interpolated", "last_of_steps"]
 
 
-def result(problem: InnerProblem, before: Cost, direct: dict, indirect: dict, info: dict, name: str) -> Hypergradient:
-    """The Hypergradient of one online step: value = direct + indirect, cost since ``before``.
-    Non-finite values are returned as they are: the caller owns the policy (``lockstep``'s
-    ``nonfinite``, an element-wise outer optimizer, or ``Estimator.__call__``'s check offline)."""
-    return Hypergradient.of(direct, indirect, problem.cost - before, info)
-
-
-def padded(alpha: list, state: State) -> list:
+def padded(alpha: Tensors, state: State) -> list:
     """The adjoint (∂L_val/∂w, 0) aligned with ``State.tensors()`` (no cotangent on optimizer state)."""
     return list(alpha) + [None] * (len(state.tensors()) - len(alpha))
 
 
-def reverse_sweep(problem: InnerProblem, lam, state_at, T: int, K: int, adjoint: list) -> dict:
+def reverse_sweep(problem: InnerProblem, lam: Hparams, state_at: Callable[[int], State], T: int, K: int,
+                  adjoint: Tensors) -> Hparams:
     """Σ_{t=T-K+1..T} ᾱ_t B_t by K VJPs from step T down (``g += ᾱ_t B_t; ᾱ_{t-1} = ᾱ_t A_t``);
     ``state_at(t)`` returns s_t (T and t are absolute step indices, as in ``State.t``)."""
     g = zeros_like(lam)
-    cot = adjoint
+    cot: Tensors = adjoint
     for t in range(T, T - K, -1):
         cot, gl = problem.vjp(state_at(t - 1), lam, cot)
         for k in g:
             g[k] = g[k] + gl[k]
     return g
+
+
+def last_of_steps(advance: Callable[[InnerProblem, Hparams, State, Any], tuple[Hypergradient, Any]],
+                  problem: InnerProblem, lam: Hparams, state: State, carry: Any, T: int) -> Hypergradient:
+    """T online steps at fixed λ from ``state``: the last hypergradient g_T, with ``info["sum"]`` =
+    Σ_t g_t (what T online updates at fixed λ would apply)."""
+    total = zeros_like(lam)
+    hg = None
+    for _ in range(T):
+        hg, carry = advance(problem, lam, state, carry)
+        state = hg.state
+        total = {k: total[k] + hg.value[k] for k in total}
+    if hg is None:
+        raise ValueError(f"T must be >= 1, got {T}")
+    return Hypergradient.of(hg.direct, hg.indirect, state=hg.state, val_loss=hg.val_loss,
+                            info={**hg.info, "sum": total})
 
 
 class Interpolated:

@@ -10,7 +10,7 @@ Every solver counts its iterations as ``maxiter``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -19,13 +19,14 @@ from ..core.tree import dot
 __all__ = ["cg", "neumann", "dense", "SOLVERS"]
 
 Vec = Sequence[torch.Tensor]
+Matvec = Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]  # v -> A v
 
 
-def _axpy(alpha, x: Vec, y: Vec) -> list[torch.Tensor]:
+def _axpy(alpha: float | torch.Tensor, x: Vec, y: Vec) -> list[torch.Tensor]:
     return [alpha * xi + yi for xi, yi in zip(x, y)]
 
 
-def _operator(matvec: Callable, ridge: float) -> Callable:
+def _operator(matvec: Matvec, ridge: float) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     if ridge == 0:
@@ -33,12 +34,12 @@ def _operator(matvec: Callable, ridge: float) -> Callable:
     return lambda v: [a + ridge * vi for a, vi in zip(matvec(v), v)]
 
 
-def _check(maxiter):
+def _check(maxiter: object) -> None:
     if not isinstance(maxiter, int) or maxiter < 1:
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
 
 
-def cg(matvec: Callable, b: Vec, *, maxiter: int = 100, tol: float = 1e-10, ridge: float = 0.0) -> list:
+def cg(matvec: Matvec, b: Vec, *, maxiter: int = 100, tol: float = 1e-10, ridge: float = 0.0) -> list[torch.Tensor]:
     """Conjugate gradients for symmetric positive definite A + ridge·I (Hestenes & Stiefel; Pedregosa
     2016 for hypergradients). Stops when ‖r‖ ≤ tol·‖b‖ or after ``maxiter`` matvecs; x_0 = 0."""
     _check(maxiter)
@@ -61,8 +62,8 @@ def cg(matvec: Callable, b: Vec, *, maxiter: int = 100, tol: float = 1e-10, ridg
     return x
 
 
-def neumann(matvec: Callable, b: Vec, *, maxiter: int = 20, tol: float = 0.0, ridge: float = 0.0,
-            lr: float = 1.0) -> list:
+def neumann(matvec: Matvec, b: Vec, *, maxiter: int = 20, tol: float = 0.0, ridge: float = 0.0,
+            lr: float = 1.0) -> list[torch.Tensor]:
     """Truncated Neumann series ``x = lr Σ_{j=0..maxiter} (I − lr (A + ridge·I))^j b`` with ``maxiter``
     matvecs (Lorraine et al. 2020, Algorithm 3: p = v; repeat i times v −= lr A v, p += v), which
     converges to (A + ridge·I)⁻¹ b when 0 < lr < 2/‖A + ridge·I‖. Stops early when a term's norm falls
@@ -82,8 +83,8 @@ def neumann(matvec: Callable, b: Vec, *, maxiter: int = 20, tol: float = 0.0, ri
     return [lr * pi for pi in p]
 
 
-def dense(matvec: Callable, b: Vec, *, maxiter: int | None = None, tol: float | None = None,
-          ridge: float = 0.0, max_size: int | None = 4096) -> list:
+def dense(matvec: Matvec, b: Vec, *, maxiter: int | None = None, tol: float | None = None,
+          ridge: float = 0.0, max_size: int | None = 4096) -> list[torch.Tensor]:
     """Materialise A + ridge·I with one matvec per entry of b and solve exactly (small problems;
     ``maxiter`` and ``tol`` are ignored). Refuses systems larger than ``max_size`` (None: no limit),
     which would take n matvecs and n² entries of memory."""
@@ -104,7 +105,7 @@ def dense(matvec: Callable, b: Vec, *, maxiter: int | None = None, tol: float | 
     return list(_split(x, b, sizes))
 
 
-def _split(flat: torch.Tensor, like: Vec, sizes):
+def _split(flat: torch.Tensor, like: Vec, sizes: list[int]) -> Iterator[torch.Tensor]:
     for chunk, ref in zip(torch.split(flat, sizes), like):
         yield chunk.reshape(ref.shape)
 

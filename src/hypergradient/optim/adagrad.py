@@ -12,16 +12,16 @@ For each parameter tensor, with lr α, learning-rate decay κ, weight decay μ, 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from ..core.optimizer import register_optimizer
+from ..core.optimizer import Coefficients, register_optimizer
 from .base import Optimizer, is_zero, safe_sqrt
 
 
 class AdagradState(NamedTuple):
-    sum: tuple  # S_t, accumulated squared gradients
+    sum: tuple[torch.Tensor, ...]  # S_t, accumulated squared gradients
 
 
 @register_optimizer
@@ -31,15 +31,17 @@ class Adagrad(Optimizer):
     torch_class = "Adagrad"
     hparam_names = ("lr", "lr_decay", "weight_decay", "eps")
     defaults = {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "eps": 1e-10}
+    initial_accumulator_value: float  # an option (static_defaults), set by Optimizer.__init__
 
     @classmethod
-    def static_defaults(cls):
+    def static_defaults(cls) -> dict[str, Any]:
         return {"initial_accumulator_value": 0.0}
 
-    def init(self, params):
+    def init(self, params: Sequence[torch.Tensor]) -> AdagradState:
         return AdagradState(tuple(torch.full_like(p, self.initial_accumulator_value) for p in params))
 
-    def update(self, grads, state, params, coef, t):
+    def update(self, grads: Sequence[torch.Tensor], state: AdagradState, params: Sequence[torch.Tensor],
+               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], AdagradState]:
         lr, decay, wd, eps = coef["lr"], coef["lr_decay"], coef["weight_decay"], coef["eps"]
         out_p, out_s = [], []
         for i, (p, g) in enumerate(zip(params, grads)):

@@ -14,25 +14,25 @@ has a finite derivative at 0 (:func:`safe_sqrt`), so second-order hypergradients
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from ..core.optimizer import register_optimizer
+from ..core.optimizer import Coefficient, Coefficients, register_optimizer
 from .base import Optimizer, is_zero, safe_sqrt, zeros_like_all
 
 
 class AdamState(NamedTuple):
-    exp_avg: tuple         # m_t, first moment
-    exp_avg_sq: tuple      # s_t, second moment
-    max_exp_avg_sq: tuple  # ŝ_t, running max of s_t (amsgrad only; empty otherwise)
+    exp_avg: tuple[torch.Tensor, ...]         # m_t, first moment
+    exp_avg_sq: tuple[torch.Tensor, ...]      # s_t, second moment
+    max_exp_avg_sq: tuple[torch.Tensor, ...]  # ŝ_t, running max of s_t (amsgrad only; empty otherwise)
 
 
-def _pow(b, t):
+def _pow(b: Coefficient, t: int) -> Coefficient:
     return b ** t
 
 
-def _sqrt(x):
+def _sqrt(x: Coefficient) -> Coefficient:
     return math.sqrt(x) if isinstance(x, (int, float)) else torch.sqrt(x)
 
 
@@ -44,16 +44,18 @@ class Adam(Optimizer):
     decoupled = False
     hparam_names = ("lr", "beta1", "beta2", "eps", "weight_decay")
     defaults = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+    amsgrad: bool  # an option (static_defaults), set by Optimizer.__init__
 
     @classmethod
-    def static_defaults(cls):
+    def static_defaults(cls) -> dict[str, Any]:
         return {"amsgrad": False}
 
-    def init(self, params):
+    def init(self, params: Sequence[torch.Tensor]) -> AdamState:
         return AdamState(zeros_like_all(params), zeros_like_all(params),
                          zeros_like_all(params) if self.amsgrad else ())
 
-    def update(self, grads, state, params, coef, t):
+    def update(self, grads: Sequence[torch.Tensor], state: AdamState, params: Sequence[torch.Tensor],
+               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], AdamState]:
         lr, b1, b2, eps, wd = coef["lr"], coef["beta1"], coef["beta2"], coef["eps"], coef["weight_decay"]
         out_p, out_m, out_s, out_max = [], [], [], []
         for i, (p, g) in enumerate(zip(params, grads)):

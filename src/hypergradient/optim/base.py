@@ -4,18 +4,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import torch
 
-from ..core.optimizer import Optimizer
+from ..core.optimizer import Coefficient, Optimizer
 from ..core.tree import is_number
 
 __all__ = ["Optimizer", "is_zero", "safe_sqrt", "zeros_like_all", "foreach_ok", "same_zero", "fmul", "axpy",
            "shared_number", "faxpy"]
 
 
-def is_zero(x) -> bool:
+def is_zero(x: object) -> bool:
     """True when a hyperparameter value is the Python number 0 (a term that can be skipped)."""
     return isinstance(x, (int, float)) and x == 0
 
@@ -29,7 +29,7 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, torch.where(pos, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
 
 
-def zeros_like_all(params):
+def zeros_like_all(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.zeros_like(p) for p in params)
 
 
@@ -47,7 +47,7 @@ _peek_transforms = getattr(getattr(torch._C, "_functorch", None), "peek_interpre
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-def foreach_ok(tensor_lists: Sequence[Sequence], hps: Sequence[Sequence]) -> bool:
+def foreach_ok(tensor_lists: Sequence[Sequence[torch.Tensor]], hps: Sequence[Sequence[Coefficient]]) -> bool:
     """True when the foreach path may replace a per-tensor loop over ``tensor_lists`` (aligned lists
     of tensors) with per-tensor hyperparameters ``hps`` (each a sequence of all numbers or all
     tensors, one per parameter tensor): autograd off, no torch.func transform, CPU, one dtype (why:
@@ -72,32 +72,33 @@ def foreach_ok(tensor_lists: Sequence[Sequence], hps: Sequence[Sequence]) -> boo
             return False
         if all(is_number(v) for v in h):
             continue
-        if not all(type(v) in _PLAIN and v.device == dev for v in h):
+        if not all(type(v) in _PLAIN and cast(torch.Tensor, v).device == dev for v in h):
             return False
     return True
 
 
-def same_zero(h) -> bool | None:
+def same_zero(h: Sequence[Coefficient]) -> bool | None:
     """For a per-tensor hyperparameter: True if every entry :func:`is_zero`, False if none does, None
     if mixed (then the caller must take the per-tensor loop)."""
     z = [is_zero(v) for v in h]
     return True if all(z) else (False if not any(z) else None)
 
 
-def fmul(xs, h):
+def fmul(xs: Sequence[torch.Tensor], h: Sequence[Coefficient]) -> tuple[torch.Tensor, ...]:
     """[h_i · x_i] as one foreach call; ``h`` holds numbers or tensors, one per tensor of ``xs``."""
-    return torch._foreach_mul(list(xs), list(h))
+    # Any: h is all numbers or all tensors (foreach_ok), and torch's overloads take one kind or the other
+    return torch._foreach_mul(list(xs), list(cast(Sequence[Any], h)))
 
 
 # ---- fused axpy ------------------------------------------------------------------------------------------
 # y + a·x is one op (``torch.add(y, x, alpha=a)``, torch.optim's own form) when a is a number: one graph
 # node and one pass over memory instead of two, which matters once Φ runs on one flat buffer.
-def axpy(y: torch.Tensor, a, x: torch.Tensor) -> torch.Tensor:
+def axpy(y: torch.Tensor, a: Coefficient, x: torch.Tensor) -> torch.Tensor:
     """y + a·x: one fused op for a number a, ``y + a * x`` for a tensor."""
     return torch.add(y, x, alpha=a) if is_number(a) else y + a * x
 
 
-def shared_number(h) -> bool | None:
+def shared_number(h: Sequence[Coefficient]) -> bool | None:
     """For a per-tensor hyperparameter on the foreach path: True if all entries are the same number
     (one fused foreach op does what :func:`axpy` does per tensor), False if all are tensors, None if
     neither (then the caller must take the per-tensor loop)."""
@@ -106,9 +107,9 @@ def shared_number(h) -> bool | None:
     return False if not any(is_number(v) for v in h) else None
 
 
-def faxpy(ys, h, xs):
+def faxpy(ys: Sequence[torch.Tensor], h: Sequence[Coefficient], xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """[axpy(y_i, h_i, x_i)] as foreach calls, bitwise the per-tensor :func:`axpy` (``h``: see
     :func:`shared_number`, which must not be None)."""
     if shared_number(h):
-        return torch._foreach_add(list(ys), list(xs), alpha=h[0])
+        return torch._foreach_add(list(ys), list(xs), alpha=cast(float, h[0]))
     return torch._foreach_add(list(ys), fmul(xs, h))

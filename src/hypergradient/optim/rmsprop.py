@@ -12,16 +12,18 @@ For each parameter tensor, with smoothing a (``alpha``), ε, weight decay μ, mo
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
-from ..core.optimizer import register_optimizer
+import torch
+
+from ..core.optimizer import Coefficients, register_optimizer
 from .base import Optimizer, is_zero, safe_sqrt, zeros_like_all
 
 
 class RMSpropState(NamedTuple):
-    square_avg: tuple       # s_t
-    grad_avg: tuple         # ḡ_t (centered only; empty otherwise)
-    momentum_buffer: tuple  # b_t (stays zero while momentum is the constant 0)
+    square_avg: tuple[torch.Tensor, ...]       # s_t
+    grad_avg: tuple[torch.Tensor, ...]         # ḡ_t (centered only; empty otherwise)
+    momentum_buffer: tuple[torch.Tensor, ...]  # b_t (stays zero while momentum is the constant 0)
 
 
 @register_optimizer
@@ -31,16 +33,18 @@ class RMSprop(Optimizer):
     torch_class = "RMSprop"
     hparam_names = ("lr", "alpha", "eps", "weight_decay", "momentum")
     defaults = {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0}
+    centered: bool  # an option (static_defaults), set by Optimizer.__init__
 
     @classmethod
-    def static_defaults(cls):
+    def static_defaults(cls) -> dict[str, Any]:
         return {"centered": False}
 
-    def init(self, params):
+    def init(self, params: Sequence[torch.Tensor]) -> RMSpropState:
         return RMSpropState(zeros_like_all(params), zeros_like_all(params) if self.centered else (),
                             zeros_like_all(params))
 
-    def update(self, grads, state, params, coef, t):
+    def update(self, grads: Sequence[torch.Tensor], state: RMSpropState, params: Sequence[torch.Tensor],
+               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], RMSpropState]:
         lr, a, eps, wd, mom = coef["lr"], coef["alpha"], coef["eps"], coef["weight_decay"], coef["momentum"]
         out_p, out_s, out_ga, out_b = [], [], [], []
         for i, (p, g) in enumerate(zip(params, grads)):

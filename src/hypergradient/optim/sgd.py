@@ -14,17 +14,17 @@ special case coincides with the general one).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Collection, Mapping, NamedTuple, Sequence, cast
 
 import torch
 
-from ..core.optimizer import register_optimizer
+from ..core.optimizer import Coefficient, Coefficients, register_optimizer
 from .base import (Optimizer, axpy, faxpy, fmul, foreach_ok, is_number, is_zero, same_zero, shared_number,
                    zeros_like_all)
 
 
 class SGDState(NamedTuple):
-    momentum_buffer: tuple  # v_{t}: one tensor per parameter (zeros before the first step)
+    momentum_buffer: tuple[torch.Tensor, ...]  # v_{t}: one tensor per parameter (zeros before the first step)
 
 
 @register_optimizer
@@ -34,15 +34,17 @@ class SGD(Optimizer):
     torch_class = "SGD"
     hparam_names = ("lr", "momentum", "dampening", "weight_decay")
     defaults = {"lr": 0.01, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
+    nesterov: bool  # an option (static_defaults), set by Optimizer.__init__
 
     @classmethod
-    def static_defaults(cls):
+    def static_defaults(cls) -> dict[str, Any]:
         return {"nesterov": False}
 
-    def init(self, params):
+    def init(self, params: Sequence[torch.Tensor]) -> SGDState:
         return SGDState(zeros_like_all(params))
 
-    def update(self, grads, state, params, coef, t):
+    def update(self, grads: Sequence[torch.Tensor], state: SGDState, params: Sequence[torch.Tensor],
+               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], SGDState]:
         lr, mom, damp, wd = coef["lr"], coef["momentum"], coef["dampening"], coef["weight_decay"]
         if foreach_ok((params, grads, state.momentum_buffer), (lr, mom, damp, wd)):
             out = self._update_foreach(grads, state, params, lr, mom, damp, wd, t)
@@ -67,18 +69,20 @@ class SGD(Optimizer):
             new_v.append(v)
         return tuple(new_p), SGDState(tuple(new_v))
 
-    def _update_foreach(self, grads, state, params, lr, mom, damp, wd, t):
+    def _update_foreach(self, grads: Sequence[torch.Tensor], state: SGDState, params: Sequence[torch.Tensor],
+                        lr: Sequence[Coefficient], mom: Sequence[Coefficient], damp: Sequence[Coefficient],
+                        wd: Sequence[Coefficient], t: int) -> tuple[tuple[torch.Tensor, ...], SGDState] | None:
         """The loop above with one ``torch._foreach_*`` call per operation (same arithmetic, same
         order, bitwise the same result); None when the per-tensor branches would differ."""
         wd_zero, mom_zero, damp_zero = same_zero(wd), same_zero(mom), same_zero(damp)
         if wd_zero is None or mom_zero is None or damp_zero is None or \
                 any(shared_number(h) is None for h in (lr, mom, damp, wd)):
             return None
-        g = list(grads)
+        g: list[torch.Tensor] | tuple[torch.Tensor, ...] = list(grads)
         if not wd_zero:
             g = faxpy(g, wd, params)
         if mom_zero and not self.nesterov:
-            v = list(state.momentum_buffer)
+            v: list[torch.Tensor] | tuple[torch.Tensor, ...] = list(state.momentum_buffer)
             u = g
         else:
             if t == 1:
@@ -89,22 +93,26 @@ class SGD(Optimizer):
                 v = faxpy(fmul(state.momentum_buffer, mom), [1 - d for d in damp], g)
             u = faxpy(g, mom, v) if self.nesterov else v
         if shared_number(lr):
-            new_p = torch._foreach_add(list(params), u, alpha=-lr[0])
+            new_p = torch._foreach_add(list(params), u, alpha=-cast(float, lr[0]))  # all one number
         else:
-            new_p = torch._foreach_addcmul(list(params), list(lr), u, value=-1)
+            new_p = torch._foreach_addcmul(list(params), list(cast(Sequence[torch.Tensor], lr)), u, value=-1)
         return tuple(new_p), SGDState(tuple(v))
 
     # ---- forward mode's closed form (non-greedy paper, Appendix A; estimators/fmd.py) ----------------
     tangent_hparams = ("lr", "momentum", "weight_decay")
 
-    def tangent_blocker(self, learned, constants):
+    def tangent_blocker(self, learned: Collection[str], constants: Mapping[str, float]) -> str | None:
         if self.nesterov:
             return "Nesterov momentum is not covered"
         if "dampening" in learned or constants.get("dampening", 0.0) != 0:
             return "dampening must be the constant 0"
         return None
 
-    def tangent_update(self, tangents, hz, dcoef, coef, grads, params, opt, new_opt, t, N):
+    def tangent_update(self, tangents: tuple[Sequence[torch.Tensor] | None, Sequence[torch.Tensor] | None],
+                       hz: Sequence[torch.Tensor | None], dcoef: Mapping[str, Sequence[torch.Tensor | None]],
+                       coef: Coefficients, grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+                       opt: SGDState, new_opt: SGDState, t: int, N: int
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Z_t = Z_{t-1} − α C_t − α' u_t with C_t = β C_{t-1} + H_t Z_{t-1} + μ Z_{t-1} + β' v_{t-1} + μ' w_{t-1}
         (C = dv/dλ; the momentum terms only where the momentum buffer is in use, as in :meth:`update`),
         per parameter tensor; ``tangents`` = (Z, C), ``hz`` = H_t Z_{t-1} (None entries: zero)."""
@@ -116,7 +124,7 @@ class SGD(Optimizer):
             c = torch.zeros((N, *w.shape), dtype=w.dtype, device=w.device)
             if Z is not None:
                 if hz[i] is not None:
-                    c = c + hz[i]
+                    c = c + cast(torch.Tensor, hz[i])
                 if not is_zero(wd):
                     c = c + wd * Z[i]
             if dwd is not None:
@@ -136,11 +144,11 @@ class SGD(Optimizer):
         return newZ, newC
 
 
-def _bcast(d, w):
+def _bcast(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """A (N, *coefficient shape) derivative broadcast against a (N, *w.shape) tangent."""
     return d if d.dim() - 1 == w.dim() else d.reshape(d.shape[0], *([1] * w.dim()))
 
 
-def _descend(p: torch.Tensor, lr, u: torch.Tensor) -> torch.Tensor:
+def _descend(p: torch.Tensor, lr: Coefficient, u: torch.Tensor) -> torch.Tensor:
     """p − lr·u as one op: ``add(alpha=−lr)`` for a number, ``addcmul`` for a tensor lr."""
-    return torch.add(p, u, alpha=-lr) if is_number(lr) else torch.addcmul(p, lr, u, value=-1)
+    return torch.add(p, u, alpha=-lr) if is_number(lr) else torch.addcmul(p, cast(torch.Tensor, lr), u, value=-1)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import torch
 
 from ..core.problem import InnerProblem
+from ..core.types import HparamsLike
 
 __all__ = ["finite_differences"]
 
 
-def finite_differences(problem: InnerProblem, lam, T: int | None = None, eps: float = 1e-6) -> torch.Tensor:
+def finite_differences(problem: InnerProblem, lam: HparamsLike, T: int | None = None,
+                       eps: float = 1e-6) -> torch.Tensor:
     """Central differences of L_val(w_T(λ), λ) over every entry of λ, flattened in λ's key order."""
     T = problem.horizon_or(T)
 
-    def L(l):
+    def L(l: HparamsLike) -> float:
         s, _ = problem.run(problem.init_state(), l, T)
         return problem.val_loss_at(s, l).item()
 

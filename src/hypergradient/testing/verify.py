@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import torch
 
@@ -22,8 +23,9 @@ from . import problems as ref
 from .oracle import finite_differences
 
 # the rows of an estimator with several variants: (row name, options)
-VARIANTS = {"ift": [("ift[cg]", {"solver": "cg"}), ("ift[dense]", {"solver": "dense"}),
-                    ("ift[neumann]", {"solver": "neumann"})]}
+VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "ift": [("ift[cg]", {"solver": "cg"}), ("ift[dense]", {"solver": "dense"}),
+            ("ift[neumann]", {"solver": "neumann"})]}
 
 TOL = 1e-6  # relative error allowed for exact methods and reductions (float64)
 
@@ -97,7 +99,7 @@ def _evograd_closed_form(problem, lam, population=3, sigma=1e-2, temperature=0.0
     """Relative gap between EvoGrad's indirect term and −(1/τ) Σ_k a_k ⟨∇_w L_val(w*), w_k − w*⟩ ∇_λ ℓ_k."""
     state = problem.init_state()
     est = EvoGrad(population=population, sigma=sigma, temperature=temperature, seed=seed)
-    _, indirect, info = est.hypergradient(problem, lam, state, 1)
+    _, indirect, _, info = est.hypergradient(problem, lam, state, 1, est.new_state().generator)
     w = [p.detach() for p in state.params]
     eps = perturbations(w, population, sigma, "sign", torch.Generator().manual_seed(seed))
     cands = [[p + e for p, e in zip(w, ek)] for ek in eps]
@@ -116,7 +118,7 @@ def _evograd_closed_form(problem, lam, population=3, sigma=1e-2, temperature=0.0
     return _rel(flatten(indirect), flatten(closed))
 
 
-def rows(T: int = 10) -> list[dict]:
+def rows(T: int = 10) -> list[dict[str, Any]]:
     c = _Ctx(T)
     out = []
     cases = [(row, name, opts) for name in REGISTRY for row, opts in VARIANTS.get(name, [(name, {})])]

@@ -49,33 +49,35 @@ hypergradient g_T, the distilled approximation of dL_val(w_T)/dλ that RMD compu
 ``info["sum"]`` holds Σ_t g_t (what T online updates at fixed λ would apply) and ``info["theta"]`` θ.
 
     >>> est = get("hyperdistill", gamma=0.99)
-    >>> carry = est.online_init(problem, lam, state)
-    >>> state, hg, carry = est.online_step(problem, lam, state, carry)   # then update λ with hg.value
+    >>> carry = est.online_init(problem, lam, state, est.new_state())
+    >>> hg, carry = est.online_step(problem, lam, state, carry)   # hg.state = s_1; then update λ with hg.value
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
 from ...core.problem import InnerProblem
 from ...core.state import Cost, State
-from ...core.tree import detached, dot, zeros_like
-from ..base import Estimator, register
-from ..shared import padded, result
+from ...core.tree import dot
+from ...core.types import Batch, Hparams
+from ..base import Carry, Estimator, EstimatorState, Hypergradient, register
+from ..shared import last_of_steps, padded
 from .data import batch_size, distill_batch
 from .linear_estimation import linear_estimation
 from .weights import forward_weight, geometric_sum, mix
 
-__all__ = ["HyperDistill", "HyperDistillCarry", "direct_is_zero"]
+__all__ = ["HyperDistill", "HyperDistillState", "HyperDistillCarry", "direct_is_zero"]
 
 ROUNDING = ("nearest", "stochastic")
 ZERO_DIRECT = ("unit", "normalized", "fit")
 
 
-def direct_is_zero(problem: InnerProblem, lam) -> bool:
+def direct_is_zero(problem: InnerProblem, lam: Hparams) -> bool:
     """True when no path leads from λ to L_val in autograd's graph (∂L_val/∂λ ≡ 0, e.g.
     Meta-Weight-Net); the problem's cached pre-flight probe, not counted in ``problem.cost``."""
     return set(problem.val_unreached(lam)) == set(lam)
@@ -83,14 +85,24 @@ def direct_is_zero(problem: InnerProblem, lam) -> bool:
 
 # ---- the estimator ----------------------------------------------------------------------------------
 @dataclass
-class HyperDistillCarry:
+class HyperDistillState(EstimatorState):
+    """HyperDistill's memory across inner optimizations: θ, how many inner optimizations have started
+    (θ is refitted at the 1st, (period+1)-th, …) and the subsampling generator."""
+
+    theta: float | None = None
+    episodes: int = 0
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+
+@dataclass
+class HyperDistillCarry(Carry):
     """HyperDistill's memory within one inner optimization."""
 
-    theta: float                 # the linear estimator's parameter for this inner optimization
-    mode: str                    # "fit" (g = g^FO + θ S_k v), "unit" (g = v) or "normalized" (g = v/‖v‖)
+    theta: float = 1.0           # the linear estimator's parameter for this inner optimization
+    mode: str = "fit"            # "fit" (g = g^FO + θ S_k v), "unit" (g = v) or "normalized" (g = v/‖v‖)
     k: int = 0                   # inner steps taken since online_init
     star: list | None = None     # s*_k flattened like State.tensors() (w* then the optimizer state)
-    dstar: object = None         # D*_k
+    dstar: Batch = None          # D*_k
     pending: Cost = field(default_factory=Cost)  # LinearEstimation's cost, charged to the next step
     estimation: dict | None = None               # LinearEstimation's info when it ran at this init
 
@@ -110,8 +122,9 @@ class HyperDistill(Estimator):
         distill_opt_state: distill the optimizer state like w (else use the current one).
         zero_direct: what to do when ∂L_val/∂λ ≡ 0: ``"unit"`` | ``"normalized"`` | ``"fit"``.
 
-    Across inner optimizations the instance keeps ``theta``, the count ``episodes`` and the
-    subsampling ``generator``; :meth:`reset` restores them.
+    Across inner optimizations θ, the count of inner optimizations and the subsampling generator
+    live in the estimator state (:class:`HyperDistillState`, :meth:`new_state`), which the drivers
+    carry and return.
     """
 
     name = "hyperdistill"
@@ -120,7 +133,7 @@ class HyperDistill(Estimator):
 
     def __init__(self, gamma: float = 0.99, theta: float | None = None, period: int = 50,
                  T_estimate: int | None = None, seed: int = 0, rounding: str = "nearest",
-                 distill_opt_state: bool = True, zero_direct: str = "unit"):
+                 distill_opt_state: bool = True, zero_direct: str = "unit") -> None:
         if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be a float in [0, 1], got {gamma!r}")
         if theta is not None and not (isinstance(theta, (int, float)) and math.isfinite(theta)):
@@ -133,35 +146,37 @@ class HyperDistill(Estimator):
             raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
         if zero_direct not in ZERO_DIRECT:
             raise ValueError(f"zero_direct must be one of {ZERO_DIRECT}, got {zero_direct!r}")
-        self.gamma, self.fixed_theta, self.period, self.T_estimate = float(gamma), theta, period, T_estimate
+        self.gamma, self.theta, self.period, self.T_estimate = float(gamma), theta, period, T_estimate
         self.seed, self.rounding, self.distill_opt_state, self.zero_direct = seed, rounding, distill_opt_state, zero_direct
-        self.reset()
 
-    def reset(self) -> None:
-        """Forget θ, the inner-optimization count and the subsampling generator's position."""
-        self.theta = None if self.fixed_theta is None else float(self.fixed_theta)
-        self.episodes = 0
-        self.generator = torch.Generator().manual_seed(self.seed)
+    def new_state(self) -> HyperDistillState:
+        """θ (the fixed one, else not fitted yet), no inner optimization started, the generator seeded."""
+        return HyperDistillState(None if self.theta is None else float(self.theta), 0,
+                                 torch.Generator().manual_seed(self.seed))
 
     # ---- shared by the online and offline paths -----------------------------------------------------
-    def _init(self, problem, lam, state, T: int | None, refit: bool) -> HyperDistillCarry:
+    def _init(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState, T: int | None,
+              refit: bool) -> HyperDistillCarry:
+        if not isinstance(est_state, HyperDistillState):
+            raise TypeError(f"hyperdistill needs its own state (est.new_state()), got {type(est_state).__name__}")
         before = problem.cost.copy()
         mode = "fit"
         if self.zero_direct != "fit" and direct_is_zero(problem, lam):
             mode = self.zero_direct
         estimation = None
-        if mode == "fit" and self.fixed_theta is None and (refit or self.theta is None):
+        if mode == "fit" and self.theta is None and (refit or est_state.theta is None):
             if T is None:
                 raise ValueError("hyperdistill needs a horizon for LinearEstimation: give "
                                  "InnerProblem(horizon=T), T_estimate=T, or a fixed theta")
-            self.theta, estimation = linear_estimation(
-                problem, lam, state, T, self.gamma, generator=self.generator, rounding=self.rounding,
+            est_state.theta, estimation = linear_estimation(
+                problem, lam, state, T, self.gamma, generator=est_state.generator, rounding=self.rounding,
                 distill_opt_state=self.distill_opt_state)
-        theta = 1.0 if self.theta is None else self.theta
-        return HyperDistillCarry(theta, mode, pending=problem.cost - before, estimation=estimation)
+        theta = 1.0 if est_state.theta is None else est_state.theta
+        return HyperDistillCarry(est_state, theta, mode, pending=problem.cost - before, estimation=estimation)
 
-    def _step(self, problem, lam, state: State, carry: HyperDistillCarry):
-        before = problem.cost.copy()
+    def advance(self, problem: InnerProblem, lam: Hparams, state: State,
+                carry: HyperDistillCarry) -> tuple[Hypergradient, HyperDistillCarry]:
+        generator = cast(HyperDistillState, carry.est_state).generator
         k = carry.k + 1
         t = state.t + 1
         batch = problem.train_batch(t)
@@ -172,7 +187,7 @@ class HyperDistill(Estimator):
         else:                                                         # Eqs. 13, 14
             p = forward_weight(self.gamma, k)
             star = mix(p, carry.star, cur, None if self.distill_opt_state else n)
-            dstar = distill_batch(carry.dstar, batch, p, self.generator, self.rounding)
+            dstar = distill_batch(carry.dstar, batch, p, generator, self.rounding)
         nxt = problem.step(state, lam)
         loss, alpha, direct = problem.val_grad(nxt, lam)
         _, v = problem.vjp(state.with_tensors(star), lam, padded(alpha, nxt), batch=dstar)
@@ -185,33 +200,26 @@ class HyperDistill(Estimator):
             scale = 1.0 / norm if norm > 0 else 0.0
         indirect = {key: scale * x for key, x in v.items()}
         carry.k, carry.star, carry.dstar = k, star, dstar
-        info = {"val_loss": loss, "t": t, "p": p, "scale": scale, "theta": carry.theta, "mode": carry.mode,
+        info = {"t": t, "p": p, "scale": scale, "theta": carry.theta, "mode": carry.mode,
                 "distilled_size": batch_size(dstar)}
         if carry.estimation is not None:
             info["linear_estimation"], carry.estimation = carry.estimation, None
-        hg = result(problem, before, direct, indirect, info, self.name)
-        hg.cost, carry.pending = hg.cost + carry.pending, Cost()
-        return nxt, hg
+        hg = Hypergradient.of(direct, indirect, state=nxt, val_loss=loss, cost=carry.pending, info=info)
+        carry.pending = Cost()
+        return hg, carry
 
     # ---- offline ------------------------------------------------------------------------------------
-    def estimate(self, problem, lam, T, state):
-        carry = self._init(problem, lam, state, T, refit=True)
-        total = zeros_like(lam)
-        hg = None
-        for _ in range(T):
-            state, hg = self._step(problem, lam, state, carry)
-            total = {k: total[k] + hg.value[k] for k in total}
-        info = dict(hg.info)
-        info.update(state=state, sum=total, theta=carry.theta)
-        return hg.direct, hg.indirect, info
+    def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
+                 est_state: EstimatorState) -> Hypergradient:
+        carry = self._init(problem, lam, state, est_state, T, refit=True)
+        hg = last_of_steps(self.advance, problem, lam, state, carry, T)
+        hg.info["theta"] = carry.theta
+        return hg
 
     # ---- online -------------------------------------------------------------------------------------
-    def online_init(self, problem, lam, state):
-        lam = detached(lam)
-        refit = self.episodes % self.period == 0
-        self.episodes += 1
-        return self._init(problem, lam, state, self.T_estimate or problem.horizon, refit)
-
-    def online_step(self, problem, lam, state, carry):
-        state, hg = self._step(problem, detached(lam), state, carry)
-        return state, hg, carry
+    def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> HyperDistillCarry:
+        if not isinstance(est_state, HyperDistillState):
+            raise TypeError(f"hyperdistill needs its own state (est.new_state()), got {type(est_state).__name__}")
+        refit = est_state.episodes % self.period == 0
+        est_state.episodes += 1
+        return self._init(problem, lam, state, est_state, self.T_estimate or problem.horizon, refit)

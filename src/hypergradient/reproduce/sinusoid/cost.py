@@ -12,7 +12,8 @@ import torch
 from ...diagnostics.memory import SavedTensorMeter, peak_heap_bytes
 from .config import ESTIMATORS, SinusoidConfig
 from .tasks import _sampler
-from .train import _inner_optimization, make_estimator, make_learner
+from ...drivers.meta import inner_optimizations
+from .train import make_estimator, make_learner
 
 __all__ = ["cost_benchmark"]
 
@@ -30,12 +31,12 @@ def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
     for method in ESTIMATORS:
         lam = learner.init_hparams()
         est = make_estimator(method, cfg, seed, chosen.get(method))
-        setups[method] = (est, lam, torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr))
+        setups[method] = (est, lam, torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr), est.new_state())
 
     def one(method):
-        est, lam, outer = setups[method]
+        est, lam, outer, est_state = setups[method]
         p = learner.problem(task)
-        _inner_optimization(est, [p], lam, outer, [p.init_state(phi)], cfg.T)
+        inner_optimizations([p], est, lam, outer, [p.init_state(phi)], cfg.T, est_state)
         return p.cost
 
     for m in ESTIMATORS:                      # warm-up (and HyperDistill's first θ fit)
@@ -55,7 +56,7 @@ def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
                   "cost": dataclasses.asdict(c)}
     # HyperDistill's LinearEstimation (run every hd_period inner optimizations), timed on its own
     from ...estimators.hyperdistill import linear_estimation
-    est, lam, _ = setups["HyperDistill"]
+    est, lam, _, _ = setups["HyperDistill"]
     p = learner.problem(task)
     t0 = time.perf_counter()
     _, info = linear_estimation(p, {k: v.detach() for k, v in lam.items()}, p.init_state(phi), cfg.T, est.gamma,

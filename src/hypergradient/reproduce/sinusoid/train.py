@@ -10,7 +10,6 @@ import time
 
 import torch
 
-from ...estimators.base import check
 from .config import BASELINES, ESTIMATOR_OPTIONS, METHODS, SinusoidConfig
 from .tasks import _sampler, adapt_and_score, inner_stability, task_set
 
@@ -32,20 +31,13 @@ def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | 
     return get(name, **opts)
 
 
-def applied_hypergradient(est, problem, lam, state, T: int):
+def applied_hypergradient(est, problem, lam, state, T: int, est_state=None):
     """(Σ_t g_t over active steps | the offline value, g_T, g_T's indirect part) with λ fixed."""
+    from ...drivers.online import online_sum
     if not est.online:
-        hg = est(problem, lam, T=T, state=state)
+        hg = est(problem, lam, T=T, state=state, est_state=est_state)
         return hg.value, hg.value, hg.indirect
-    carry = est.online_init(problem, lam, state)
-    total, last = None, None
-    for _ in range(T):
-        state, hg, carry = est.online_step(problem, lam, state, carry)
-        if not hg.info.get("active", True):
-            continue
-        last = hg
-        total = {k: v.detach().clone() for k, v in hg.value.items()} if total is None else \
-            {k: total[k] + hg.value[k] for k in total}
+    total, last = online_sum(problem, est, lam, state, T, est.new_state() if est_state is None else est_state)
     return total, last.value, last.indirect
 
 
@@ -60,9 +52,10 @@ def _measure_cosines(methods_opts: dict, learner, lam, phi, probe: dict, cfg: Si
     out = {}
     for method, opts in methods_opts.items():
         est = make_estimator(method, cfg, seed + 7, opts)
+        est_state = est.new_state()          # one state across the probe tasks, as in one run
         rows = []
         for p, ref in zip(problems, exact):
-            applied, last, last_so = applied_hypergradient(est, p, lam, p.init_state(phi), cfg.T)
+            applied, last, last_so = applied_hypergradient(est, p, lam, p.init_state(phi), cfg.T, est_state)
             rows.append((cosine(applied, ref.value), cosine(last, ref.value), cosine(last_so, ref.indirect)))
         cols = list(zip(*rows))
         out[method] = {"applied": statistics.fmean(cols[0]), "last": statistics.fmean(cols[1]),
@@ -79,41 +72,6 @@ def make_learner(cfg: SinusoidConfig, seed: int):
     return ANIL(model, horizon=cfg.T, lr=cfg.inner_lr, momentum=cfg.inner_momentum)
 
 
-def _inner_optimization(est, problems, lam, outer, starts, T):
-    """One meta-iteration's inner optimizations in lockstep (online) or one offline outer step.
-    Returns (final states, outer steps taken)."""
-    if not est.online:
-        hgs = [est(p, lam, T=T, state=s) for p, s in zip(problems, starts)]
-        for k, v in lam.items():
-            v.grad = sum(h.value[k] for h in hgs).detach() / len(hgs)
-        outer.step()
-        for v in lam.values():
-            v.grad = None
-        return [h.info["state"] for h in hgs], 1
-    states = list(starts)
-    carries = [est.online_init(p, lam, s) for p, s in zip(problems, states)]
-    steps = 0
-    for _ in range(T):
-        total, active = None, 0
-        for i, p in enumerate(problems):
-            states[i], hg, carries[i] = est.online_step(p, lam, states[i], carries[i])
-            if not hg.info.get("active", True):
-                continue
-            active += 1
-            total = {k: v.detach().clone() for k, v in hg.value.items()} if total is None else \
-                {k: total[k] + hg.value[k].detach() for k in total}
-        if active:
-            mean = {k: v / active for k, v in total.items()}
-            check(mean, est.name)           # a non-finite hypergradient ends the run (recorded as diverged)
-            for k, v in lam.items():
-                v.grad = mean[k]
-            outer.step()
-            for v in lam.values():
-                v.grad = None
-            steps += 1
-    return states, steps
-
-
 def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None = None, *,
               shared_cosines: dict | None = None, evaluate_test: bool = True, tick=None) -> dict:
     """Meta-train one method with one seed, then meta-test. ``options`` are the method's tuned
@@ -121,7 +79,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
     measured at the cosine checkpoints in addition to the method itself. ``tick()`` is called after
     every meta-iteration."""
     from ...core.state import Cost, DivergenceError
-    from ...drivers.meta import confidence_interval
+    from ...drivers.meta import MetaIteration, confidence_interval, meta_train
     torch.set_num_threads(cfg.threads)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     options = dict(options or {})
@@ -130,8 +88,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
     phi = {k: v.detach().clone() for k, v in learner.init_weights().items()}
     outer = torch.optim.Adam(list(lam.values()), lr=0.0 if method in BASELINES else cfg.hyper_lr)
     est = make_estimator(method, cfg, seed, options)
-    sampler = _sampler(cfg, cfg.query)
-    gen = torch.Generator().manual_seed(seed)
+    est_state = est.new_state()
     val, probe = task_set(cfg, "val"), task_set(cfg, "probe")
     cos_methods = {} if method in BASELINES else {method: options, **(shared_cosines or {})}
     rec = {"method": method, "seed": seed, "options": options, "fingerprint": cfg.fingerprint(),
@@ -139,41 +96,38 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
            "diverged": None, "theta": [], "stability": [], "test_diverged_tasks": None}
     cost = Cost()
 
-    def checkpoint(it):
+    def checkpoint(it, phi):
         if it in cfg.cosine_points and cos_methods:
             opts = dict(cos_methods)
-            if method == "HyperDistill" and est.theta is not None:   # the θ the run is using now
-                opts[method] = dict(options, theta=est.theta)
+            theta = getattr(est_state, "theta", None)
+            if method == "HyperDistill" and theta is not None:   # the θ the run is using now
+                opts[method] = dict(options, theta=theta)
             c = _measure_cosines(opts, learner, lam, phi, probe, cfg, seed)
             rec["cosines"].append({"iteration": it, **c})
+
+    def record(m: MetaIteration):
+        nonlocal cost, phi
+        phi = m.init
+        rec["seconds_inner"].append(m.seconds / len(m.problems))
+        rec["outer_steps"] += m.outer_steps
+        cost = cost + m.cost
+        rec["meta_train_loss"].append(m.query_loss)
+        rec["meta_val_mse"].append(float(adapt_and_score(learner, lam, phi, val, cfg).mean()))
+        rec["stability"].append(inner_stability(learner, lam, val, cfg))
+        theta = getattr(m.est_state, "theta", None)
+        if theta is not None:
+            rec["theta"].append(float(theta))
+        if tick is not None:
+            tick()
+        checkpoint(m.iteration + 1, phi)
 
     try:
         rec["meta_val_mse"].append(float(adapt_and_score(learner, lam, phi, val, cfg).mean()))
         rec["stability"].append(inner_stability(learner, lam, val, cfg))
-        for it in range(cfg.iterations):
-            checkpoint(it)
-            problems = [learner.problem(sampler.sample(gen)) for _ in range(cfg.meta_batch)]
-            t0 = time.perf_counter()
-            starts = [p.init_state(phi) for p in problems]
-            finals, steps = _inner_optimization(est, problems, lam, outer, starts, cfg.T)
-            rec["seconds_inner"].append((time.perf_counter() - t0) / len(problems))
-            rec["outer_steps"] += steps
-            for p in problems:
-                cost = cost + p.cost
-            names = problems[0].names
-            mean_w = [sum(s.params[i] for s in finals) / len(finals) for i in range(len(names))]
-            phi = {n: phi[n] - cfg.reptile_lr * (phi[n] - w) for n, w in zip(names, mean_w)}
-            lam_d = {k: v.detach() for k, v in lam.items()}
-            with torch.no_grad():
-                rec["meta_train_loss"].append(statistics.fmean(
-                    float(p.val_loss_at(s, lam_d)) for p, s in zip(problems, finals)))
-            rec["meta_val_mse"].append(float(adapt_and_score(learner, lam, phi, val, cfg).mean()))
-            rec["stability"].append(inner_stability(learner, lam, val, cfg))
-            if getattr(est, "theta", None) is not None:
-                rec["theta"].append(float(est.theta))
-            if tick is not None:
-                tick()
-        checkpoint(cfg.iterations)
+        checkpoint(0, phi)
+        meta_train(learner, est, lam, outer, _sampler(cfg, cfg.query), iterations=cfg.iterations,
+                   meta_batch=cfg.meta_batch, T=cfg.T, init=phi, init_update="reptile", init_lr=cfg.reptile_lr,
+                   seed=seed, est_state=est_state, callback=record)
     except (DivergenceError, FloatingPointError) as e:
         rec["diverged"] = f"meta-iteration {len(rec['meta_train_loss'])}: {e}"
         if tick is not None:

@@ -1,0 +1,91 @@
+"""Offline hyperparameter optimization: one hypergradient per inner optimization, then one outer step.
+
+:func:`offline_step` is the meta-batch step every offline driver uses: B inner problems (tasks, or
+one problem), B offline hypergradients from their start states, the mean, one outer step::
+
+    g = (1/B) Σ_b estimator(problem_b, λ, T, s_0^b).value;   λ.grad = g;  outer.step()
+
+:func:`run_offline` repeats it on one problem (the loop a user would write by hand):
+
+    >>> lam = problem.init_hparams()
+    >>> res = run_offline(problem, "rmd", lam, torch.optim.Adam(lam.values(), lr=0.05), steps=20,
+    ...                   storage="recompute")
+    >>> res.history["val_loss"][-1], res.cost
+
+Each hypergradient keeps its final inner state (``hg.state``), which the meta-learning drivers use
+for the initialization update (Reptile, first-order MAML; :mod:`hypergradient.drivers.meta`); a
+second-order MAML update would read the same pass's gradient at the initial weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..core.problem import InnerProblem
+from ..core.state import Cost, State
+from ..core.types import HparamsLike
+from ..estimators import base as _base
+from ..estimators.base import EstimatorState, Hypergradient
+from .online import apply, check_outer, mean_value
+
+__all__ = ["offline_step", "run_offline", "OfflineResult"]
+
+
+@dataclass
+class OfflineResult:
+    """What :func:`run_offline` returns."""
+
+    hparams: HparamsLike           # λ: the caller's leaf tensors, updated in place by the outer optimizer
+    last: Hypergradient            # the hypergradient of the last outer step (its final state, cost, info)
+    history: dict = field(default_factory=dict)  # per outer step: "val_loss" (at s_T, before the step), "hypergrad_norm"
+    cost: Cost = field(default_factory=Cost)     # primitives spent over all outer steps
+    est_state: EstimatorState | None = None      # the estimator's state after the run
+
+
+def offline_step(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
+                 outer: torch.optim.Optimizer, starts: Sequence[State], T: int | None,
+                 est_state: EstimatorState) -> list[Hypergradient]:
+    """B offline hypergradients (one per problem, from its start state), their mean, one outer step.
+    Returns the hypergradients (``hg.state`` is each final state). A non-finite hypergradient raises
+    before λ moves."""
+    hgs = [estimator(p, hparams, T=T, state=s, est_state=est_state) for p, s in zip(problems, starts)]
+    apply(outer, hparams, mean_value(hgs))
+    return hgs
+
+
+def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams: HparamsLike,
+                outer: torch.optim.Optimizer, steps: int, *, T: int | None = None, state: State | None = None,
+                est_state: EstimatorState | None = None, callback: Callable[[int, Hypergradient], Any] | None = None,
+                **estimator_options: Any) -> OfflineResult:
+    """``steps`` outer steps, each from a full inner optimization of T steps from ``state`` (default
+    the problem's initial state): g = dL_val/dλ by ``estimator``, ``outer.step()``.
+
+    Args:
+        problem: the inner problem.
+        estimator: a registry name (options as keyword arguments) or an :class:`Estimator`.
+        hparams: λ, the leaf tensors from ``problem.init_hparams()``; updated in place.
+        outer: a ``torch.optim.Optimizer`` over ``hparams.values()``.
+        steps: outer steps.
+        callback: ``callback(k, hg)`` after outer step k = 0..steps−1.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps (outer steps) must be a positive int, got {steps!r}")
+    est = _base.resolve(estimator, **estimator_options)
+    check_outer(outer, hparams)
+    est_state = est.new_state() if est_state is None else est_state
+    start = problem.init_state() if state is None else state
+    history: dict = {"val_loss": [], "hypergrad_norm": []}
+    cost = Cost()
+    hg = None
+    for k in range(steps):
+        (hg,) = offline_step([problem], est, hparams, outer, [start], T, est_state)
+        cost = cost + hg.cost
+        history["val_loss"].append(float(hg.val_loss) if hg.val_loss is not None else float("nan"))
+        history["hypergrad_norm"].append(float(hg.flat().double().norm()))
+        if callback is not None:
+            callback(k, hg)
+    assert hg is not None
+    return OfflineResult(hparams, hg, history, cost, est_state)
