@@ -58,9 +58,9 @@ def make_problem(T: int):
     def val_loss(f, b, hp):
         return F.cross_entropy(f(b[0]), b[1])
 
-    return hg.InnerProblem(model, train_loss, val_loss, "sgd", optimizer_values={"lr": LR, "momentum": MOM},
-                           loss_hparams={"l2": hg.Hyper(torch.full((n,), 1e-4), positive="exp")},
-                           train_batches=train, val_batches=val, horizon=T)
+    return hg.InnerProblem(model, train_loss, val_loss, "sgd",
+                           hg.Hypers({"lr": LR, "momentum": MOM}, loss={"l2": hg.Hyper(torch.full((n,), 1e-4), positive="exp")}),
+                           hg.Data(train, val), horizon=T)
 
 
 class Online:

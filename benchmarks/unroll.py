@@ -88,8 +88,8 @@ class Task:
 def make_ours(task: Task, storage: str):
     ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])  # noqa: E731
     pb = hg.InnerProblem(task.model, ce, ce, "sgd",
-                         optimizer_values=dict(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD),
-                         train_batches=task.train, val_batches=task.val)
+                         hg.Hypers(dict(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD)),
+                         hg.Data(task.train, task.val))
     lam = pb.init_hparams()
     keys = [f"optim.lr[{n}]" for n in task.names]
     est = hg.estimators.get("rmd", storage=storage)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hypergradient as hg
+from hypergradient.core.optimizer import get_optimizer
 
 # Tiny tensors: intra-op threads only add synchronisation, and on a busy 2-core machine OpenMP's
 # spinning makes every op ~20x slower. One thread keeps the suite fast and its timing stable.
@@ -71,11 +72,14 @@ def ce_l2(f, batch, hp):
 def make_problem(optimizer="sgd", hparams: Mapping | None = None, *, model: nn.Module | None = None,
                  T: int = 6, options: Mapping | None = None, train_loss: Callable = ce,
                  val_loss: Callable = ce, data_seed: int = 0, **kw) -> hg.InnerProblem:
-    """An InnerProblem on the small classification task (MLP 4-6-3 unless ``model`` is given)."""
+    """An InnerProblem on the small classification task (MLP 4-6-3 unless ``model`` is given); ``kw``
+    are the fields of Hypers (``loss_hparams``, ``model_hparams``, ``hparam_modules``) and Settings."""
     train, val = classification_data(data_seed)
-    return hg.InnerProblem(mlp() if model is None else model, train_loss, val_loss, optimizer,
-                           optimizer_values=hparams, train_batches=train, val_batches=val, horizon=T,
-                           optimizer_options=options, **kw)
+    hypers = hg.Hypers(hparams, model=kw.pop("model_hparams", None), loss=kw.pop("loss_hparams", None),
+                       modules=kw.pop("hparam_modules", None))
+    return hg.InnerProblem(mlp() if model is None else model, train_loss, val_loss,
+                           get_optimizer(optimizer, **dict(options or {})), hypers, hg.Data(train, val), horizon=T,
+                           settings=hg.Settings(**kw))
 
 
 # ---- oracles -----------------------------------------------------------------------------------------

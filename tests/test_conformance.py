@@ -128,8 +128,8 @@ def ridge(T: int, lr: float = 0.5, l2: float = 0.1, seed: int = 0):
     def val(f, b, hp):
         return 0.5 * ((f(b[0]) - b[1]) ** 2).mean()
 
-    problem = hg.InnerProblem(model, train, val, "sgd", optimizer_values={"lr": lr}, loss_hparams={"l2": Hyper(l2)},
-                              train_batches=[(X, y)], val_batches=(Xv, yv), horizon=T)
+    problem = hg.InnerProblem(model, train, val, "sgd", hg.Hypers({"lr": lr}, loss={"l2": Hyper(l2)}),
+                              hg.Data([(X, y)], (Xv, yv)), horizon=T)
     return problem, problem.init_hparams(), (X, y, Xv, yv, model.weight.detach().reshape(-1), lr, l2)
 
 
@@ -257,8 +257,8 @@ def linear_trajectory(T: int):
     def val(f, b, hp):
         return torch.tanh(f(b)).pow(2).mean()
 
-    problem = hg.InnerProblem(model, train, val, "sgd", optimizer_values={"lr": Hyper(0.1)}, loss_hparams={"s": Hyper(s0)},
-                              train_batches=[Xv], val_batches=Xv, horizon=T)
+    problem = hg.InnerProblem(model, train, val, "sgd", hg.Hypers({"lr": Hyper(0.1)}, loss={"s": Hyper(s0)}),
+                              hg.Data([Xv], Xv), horizon=T)
     return problem, problem.init_hparams()
 
 
@@ -343,9 +343,9 @@ def float32_problem():
     def train(f, b, hp):
         return F.cross_entropy(f(b[0]), b[1]) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())
 
-    return hg.InnerProblem(model, train, ce, "sgd", optimizer_values={"lr": 0.2, "momentum": 0.5},
-                           loss_hparams={"l2": Hyper(1e-2, positive="exp")},
-                           train_batches=[(X[:6], y[:6]), (X[6:], y[6:])], val_batches=(X, y), horizon=4)
+    return hg.InnerProblem(model, train, ce, "sgd",
+                           hg.Hypers({"lr": 0.2, "momentum": 0.5}, loss={"l2": Hyper(0.01, positive="exp")}),
+                           hg.Data([(X[:6], y[:6]), (X[6:], y[6:])], (X, y)), horizon=4)
 
 
 @pytest.mark.parametrize("name,options", GENERIC_CASES,
@@ -386,9 +386,9 @@ def memory_problem(T, l2: bool = True):
     def val(f, b, hp):
         return (f(b[0]) - b[1]).pow(2).mean()
 
-    return hg.InnerProblem(model, train, val, "sgd", optimizer_values=dict(lr=Hyper(0.1), momentum=Hyper(0.5)),
-                           loss_hparams={"l2": Hyper(1e-2)} if l2 else None, train_batches=[(X, y)],
-                           val_batches=(X, y), horizon=T)
+    return hg.InnerProblem(model, train, val, "sgd",
+                           hg.Hypers(dict(lr=Hyper(0.1), momentum=Hyper(0.5)), loss={"l2": Hyper(0.01)} if l2 else None),
+                           hg.Data([(X, y)], (X, y)), horizon=T)
 
 
 def held(name, T, **options):

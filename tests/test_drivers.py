@@ -36,9 +36,9 @@ def regression_problem(T: int = 15, l2: float = 1.0, nan_val_at: int | None = No
     def val(f, b, hp):
         return 0.5 * ((f(b[0]) - b[1]) ** 2).mean()
 
-    return hg.InnerProblem(model, train, val, "sgd", optimizer_values={"lr": 0.2, "momentum": 0.5},
-                           loss_hparams={"l2": Hyper(l2, positive="exp")}, train_batches=[(X, y)],
-                           val_batches=lambda t: (Xv * float("nan") if t == nan_val_at else Xv, yv), horizon=T)
+    return hg.InnerProblem(model, train, val, "sgd",
+                           hg.Hypers({"lr": 0.2, "momentum": 0.5}, loss={"l2": Hyper(l2, positive="exp")}),
+                           hg.Data([(X, y)], lambda t: (Xv * float("nan") if t == nan_val_at else Xv, yv)), horizon=T)
 
 
 def val_after(problem, lam):

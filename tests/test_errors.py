@@ -195,17 +195,24 @@ def test_nan_hypergradient_raises(storage):
 
 def test_bad_problem_arguments():
     train, val = classification_data()
+    data = hg.Data(train, val)
     with pytest.raises(TypeError, match="callables"):
-        hg.InnerProblem(mlp(), None, ce, train_batches=train, val_batches=val)
+        hg.InnerProblem(mlp(), None, ce, data=data)
     with pytest.raises(ValueError, match="val_mode"):
-        hg.InnerProblem(mlp(), ce, ce, train_batches=train, val_batches=val, val_mode="test")
-    with pytest.raises(ValueError, match="train_batches"):
-        hg.InnerProblem(mlp(), ce, ce, val_batches=val)
+        hg.InnerProblem(mlp(), ce, ce, data=data, settings=hg.Settings(val_mode="test"))
+    with pytest.raises(ValueError, match="Data"):
+        hg.InnerProblem(mlp(), ce, ce)
+    with pytest.raises(ValueError, match="Data"):
+        hg.Data(None, val)
     with pytest.raises(ValueError, match="empty"):
-        hg.InnerProblem(mlp(), ce, ce, train_batches=[], val_batches=val)
+        hg.InnerProblem(mlp(), ce, ce, data=hg.Data([], val))
     with pytest.raises(ValueError, match="horizon"):
-        hg.InnerProblem(mlp(), ce, ce, train_batches=train, val_batches=val, horizon=0)
+        hg.InnerProblem(mlp(), ce, ce, data=data, horizon=0)
     with pytest.raises(TypeError, match="nn.Module"):
-        hg.InnerProblem(lambda x: x, ce, ce, train_batches=train, val_batches=val)
+        hg.InnerProblem(lambda x: x, ce, ce, data=data)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        hg.InnerProblem(mlp(), ce, ce, "lbfgs", train_batches=train, val_batches=val)
+        hg.InnerProblem(mlp(), ce, ce, "lbfgs", data=data)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        hg.InnerProblem(mlp(), ce, ce, data=data, horizn=3)
+    with pytest.raises(TypeError, match="inside data=Data"), pytest.warns(DeprecationWarning):
+        hg.InnerProblem(mlp(), ce, ce, data=data, val_batches=val)

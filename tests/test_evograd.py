@@ -92,8 +92,8 @@ def toy_problem():
         return (f(b) - 0.5) ** 2
 
     dummy = (torch.zeros(1, dtype=torch.float64),)
-    return hg.InnerProblem(Scalar(), train, val, "sgd", loss_hparams={"lam": 1.0}, train_batches=[dummy],
-                           val_batches=dummy, horizon=1)
+    return hg.InnerProblem(Scalar(), train, val, "sgd", hg.Hypers(loss={"lam": 1.0}), hg.Data([dummy], dummy),
+                           horizon=1)
 
 
 def evolve(candidates, losses: torch.Tensor, tau: float):

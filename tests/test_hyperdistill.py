@@ -84,9 +84,9 @@ def gamma_identity_problem(gamma: float, h: float = 2.0, d: int = 3, T: int = 7)
         return ((f.params["w"] - target) ** 2).sum() + 0.1 * (hp["a"] ** 2).sum()
 
     lr = (1.0 - gamma) / h
-    return hg.InnerProblem(Vec().double(), train, val, "sgd", optimizer_values={"lr": lr},
-                           loss_hparams={"a": torch.tensor([0.5, -0.4, 1.2], dtype=torch.float64)[:d]},
-                           train_batches=[(X,)], val_batches=(X,), horizon=T)
+    return hg.InnerProblem(Vec().double(), train, val, "sgd",
+                           hg.Hypers({"lr": lr}, loss={"a": torch.tensor([0.5, -0.4, 1.2], dtype=torch.float64)[:d]}),
+                           hg.Data([(X,)], (X,)), horizon=T)
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.9])

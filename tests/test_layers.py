@@ -120,3 +120,32 @@ def test_renamed_names_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         import hypergradient.learners  # noqa: F401  (the new paths never warn)
+
+
+def test_flat_problem_keywords_warn_and_build_the_same_problem():
+    """The 0.2 keywords of InnerProblem / ProblemLearner map onto Hypers / Data / Settings (one warning
+    each, naming the new place); the problem is the same; hg.info's moved keys are fields now."""
+    import torch
+    from torch import nn
+
+    import hypergradient as hg
+    from hypergradient.learners import ProblemLearner, supervised
+    X, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    model = nn.Linear(3, 1).double()
+    mse = supervised(torch.nn.functional.mse_loss)
+    new = hg.InnerProblem(model, mse, mse, "sgd", hg.Hypers({"lr": hg.Hyper(0.1)}), hg.Data([(X, y)], (X, y)),
+                          horizon=3, settings=hg.Settings(seed=4))
+    with pytest.warns(DeprecationWarning, match=r"is now InnerProblem\((hypers|data|settings)=") as got:
+        old = hg.InnerProblem(model, mse, mse, "sgd", optimizer_values={"lr": hg.Hyper(0.1)}, train_batches=[(X, y)],
+                              val_batches=(X, y), horizon=3, seed=4)
+    assert len(got) == 4 and all(w.filename == __file__ for w in got)
+    assert old.seed == new.seed == 4 and old.spec.specs == new.spec.specs
+    lam = new.init_hparams()
+    a, b = hg.estimate("rmd", new, lam), hg.estimate("rmd", old, lam)
+    assert torch.equal(a.flat(), b.flat())
+    with pytest.warns(DeprecationWarning, match=r"hg\.val_loss"):
+        assert a.info["val_loss"] is a.val_loss
+    with pytest.warns(DeprecationWarning, match="Hypers"):
+        learner = ProblemLearner(model, mse, mse, horizon=3, optimizer_values={"lr": hg.Hyper(0.1)})
+    assert list(learner.init_hparams()) == ["optim.lr"]
+    assert new.hparams_view(lam)["lr"].item() == pytest.approx(0.1)

@@ -2,7 +2,7 @@
 
 import hypergradient as hg
 
-PUBLIC = {"Cost", "DivergenceError", "Estimator", "EstimatorState", "FunctionalModel", "run_offline", "run_online", "Hyper", "HyperSpec", "Hypergradient",
+PUBLIC = {"Cost", "Data", "Hypers", "Settings", "DivergenceError", "Estimator", "EstimatorState", "FunctionalModel", "run_offline", "run_online", "Hyper", "HyperSpec", "Hypergradient",
           "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "learners", "linalg", "optim",
           "__version__"}
 ESTIMATORS = {"rmd", "truncated_rmd", "fmd", "drmad", "ift", "one_step",

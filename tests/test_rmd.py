@@ -209,8 +209,8 @@ class Ridge:
             train_loss, loss_hparams = mse, None
             hparams = {"weight_decay": Hyper(lam)}
         hparams["lr"] = Hyper(eta) if learn_eta else eta
-        return hg.InnerProblem(model, train_loss, mse, "sgd", optimizer_values=hparams, loss_hparams=loss_hparams,
-                               train_batches=[(self.X, self.y)], val_batches=(self.Xv, self.yv), horizon=T)
+        return hg.InnerProblem(model, train_loss, mse, "sgd", hg.Hypers(hparams, loss=loss_hparams),
+                               hg.Data([(self.X, self.y)], (self.Xv, self.yv)), horizon=T)
 
 
 @pytest.mark.parametrize("lam_as", ["loss", "weight_decay"])

@@ -5,14 +5,14 @@ The folders are the layers (README, "Architecture"): ``core`` → ``optim``, ``l
 only from layers below its own (``tests/test_layers.py``)."""
 
 from . import _deprecated, diagnostics, drivers, estimators, learners, linalg, optim
-from .core import Cost, DivergenceError, FunctionalModel, Hyper, HyperSpec, InnerProblem, State
+from .core import Cost, Data, DivergenceError, FunctionalModel, Hyper, Hypers, HyperSpec, InnerProblem, Settings, State
 from .core.deprecation import renamed_attributes
 from .drivers import run_offline, run_online
 from .estimators import REGISTRY, Estimator, EstimatorState, Hypergradient, estimate
 
 __version__ = "0.2.0"
 
-__all__ = ["Cost", "DivergenceError", "Estimator", "EstimatorState", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
+__all__ = ["Cost", "Data", "Hypers", "Settings", "DivergenceError", "Estimator", "EstimatorState", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
            "InnerProblem", "REGISTRY", "State", "estimate", "run_offline", "run_online", "diagnostics", "drivers", "estimators", "learners",
            "linalg", "optim", "__version__"]
 

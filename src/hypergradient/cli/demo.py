@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.hyper import Hyper
+from ..core.inputs import Data, Hypers, Settings
 from ..core.problem import InnerProblem
 from ..estimators import estimate
 from ..learners.data import digits, minibatches
@@ -38,11 +39,10 @@ def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_
     torch.manual_seed(seed)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = digits(seed, dtype=torch.get_default_dtype())
     model = nn.Sequential(nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
-    problem = InnerProblem(
-        model, _ce, _ce, "sgd",
-        optimizer_values={"lr": Hyper(lr, "tensor", positive="exp"), "momentum": 0.9,
-                 "weight_decay": Hyper(weight_decay, "tensor", positive="exp")},
-        train_batches=minibatches(Xtr, ytr, 100, T, seed), val_batches=(Xva, yva), horizon=T, seed=seed)
+    hypers = Hypers({"lr": Hyper(lr, "tensor", positive="exp"), "momentum": 0.9,
+                     "weight_decay": Hyper(weight_decay, "tensor", positive="exp")})
+    problem = InnerProblem(model, _ce, _ce, "sgd", hypers, Data(minibatches(Xtr, ytr, 100, T, seed), (Xva, yva)),
+                           horizon=T, settings=Settings(seed=seed))
     return problem, (Xva, yva), (Xte, yte)
 
 
@@ -60,7 +60,7 @@ def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0
         outer.zero_grad()
         hg.to_grad(lam)
         outer.step()
-        history.append(hg.val_loss.item())
+        history.append(cast(torch.Tensor, hg.val_loss).item())  # RMD always reports L_val
         bar.set_postfix(val_loss=f"{history[-1]:.4f}")
     seconds = time.perf_counter() - t0
 

@@ -17,20 +17,23 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import nn
 
 from .autograd import grad_or_zero
 from .batches import stream
-from .deprecation import renamed_kwargs, warn
+from .deprecation import warn
 from .flat import FlatLayout
 from .functional import Forward, FunctionalModel, select
 from .hyper import HyperSpec
-from .optimizer import get_optimizer
+from .inputs import Data, HparamsView, Hypers, Settings, from_keywords
+from .optimizer import Optimizer, get_optimizer
+from .primitives import Primitives, check_val_loss
 from .state import Cost, DivergenceError, State
 from .tree import detached
+from .types import HparamsLike
 
 __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 
@@ -39,21 +42,11 @@ LAYOUTS = ("auto", "flat", "tensors")
 FLAT_MAX_MEAN = 16384  # "auto" takes the flat layout up to this mean number of elements per weight tensor
 
 
-def _check_val_loss(loss) -> None:
-    """L_val must be a scalar that depends on w or λ (else every hypergradient is zero)."""
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        raise ValueError("val_loss must return a scalar tensor")
-    if not loss.requires_grad:
-        raise ValueError("the validation loss depends neither on the inner weights nor on the "
-                         "hyperparameters, so every hypergradient is zero; val_loss must call f(x) "
-                         "or use hp")
-
-
 def _seed(base: int, t: int, tag: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{base}:{t}:{tag}".encode(), digest_size=6).digest(), "little")
 
 
-class InnerProblem:
+class InnerProblem(Primitives):
     """Everything an estimator needs: model, losses, optimizer, hyperparameters and data.
 
     Args:
@@ -62,70 +55,64 @@ class InnerProblem:
             weights (``f.params`` are the inner weights), ``hp[name]`` gives a loss hyperparameter.
         val_loss: same signature, evaluated on validation batches.
         optimizer: a name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``) or an
-            :class:`hypergradient.optim.Optimizer`; ``optimizer_options`` go to its constructor.
-        optimizer_values: the optimizer's hyperparameters: name -> float (a constant) or
-            :class:`Hyper` (learned, part of λ). (Formerly ``hparams``, a name now kept for λ.)
-        model_hparams: which model parameters are hyperparameters λ (names, prefixes, glob patterns or
-            a predicate); the rest are the inner weights w.
-        loss_hparams: free hyperparameters of the losses: name -> tensor / float / Hyper.
-        hparam_modules: modules whose parameters are hyperparameters (e.g. Meta-Weight-Net).
-        train_batches: ``t -> batch``, a sequence of batches (cycled) or an iterator (cached).
-        val_batches: a batch, or ``t -> batch``.
+            :class:`hypergradient.core.optimizer.Optimizer` built with its options
+            (``hg.optim.SGD(nesterov=True)``).
+        hypers: what λ holds (:class:`~hypergradient.core.inputs.Hypers`: the optimizer's
+            hyperparameters, model parts, loss hyperparameters, hyperparameter modules).
+        data: the training and validation batches (:class:`~hypergradient.core.inputs.Data`).
         horizon: T, the default number of inner steps (needed by schedules).
-        val_mode: ``"train"`` or ``"eval"``: the module mode (BatchNorm, dropout) for the
-            validation loss. The paper's reference code uses train mode; we make it explicit. In eval
-            mode BatchNorm's running statistics enter L_val as constants (they are carried without a
-            graph), so the hypergradient leaves out their dependence on λ.
-        seed: base of the per-step seeds that make dropout replayable.
-        check_finite: raise :class:`DivergenceError` when a training loss is not finite.
-        layout: how :meth:`unroll` holds the weights: ``"flat"`` (one buffer, see
-            :mod:`hypergradient.core.flat`), ``"tensors"`` (one tensor each) or ``"auto"``: flat when the
-            optimizer is elementwise and the weight tensors average at most ``FLAT_MAX_MEAN``
-            elements. Flat saves per-tensor ops, which dominate on many small tensors; on large
-            ones it costs a copy per step and keeps whole weight buffers in the graph where the
-            per-tensor layout keeps only the tensors backward needs (measured in
-            ``benchmarks/unroll.py``: 0.6x the time on a 40-tensor MLP, 1.05x the memory on a
-            300k-weight one).
+        settings: validation mode, dropout seed, finiteness check, weight layout
+            (:class:`~hypergradient.core.inputs.Settings`).
+
+    The flat keywords of 0.2 (``optimizer_values=``, ``train_batches=``, ``loss_hparams=``, ...) still
+    work for one minor version, with a DeprecationWarning naming their place.
     """
 
-    @renamed_kwargs(hparams="optimizer_values")
-    def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer="sgd", *,
-                 optimizer_values: Mapping | None = None, model_hparams=None, loss_hparams: Mapping | None = None,
-                 hparam_modules: Mapping[str, nn.Module] | None = None, train_batches=None, val_batches=None,
-                 horizon: int | None = None, val_mode: str = "train", seed: int = 0,
-                 optimizer_options: Mapping | None = None, check_finite: bool = True, layout: str = "auto"):
+    def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable,
+                 optimizer: str | Optimizer = "sgd", hypers: Hypers | None = None, data: Data | None = None,
+                 *, horizon: int | None = None, settings: Settings | None = None,
+                 optimizer_options: Mapping | None = None, **keywords: Any) -> None:
         if not callable(train_loss) or not callable(val_loss):
             raise TypeError("train_loss and val_loss must be callables (f, batch, hp) -> scalar tensor")
-        if val_mode not in ("train", "eval"):
-            raise ValueError(f"val_mode must be 'train' or 'eval', got {val_mode!r}")
-        if train_batches is None or val_batches is None:
-            raise ValueError("give train_batches (t -> batch, or a sequence) and val_batches")
+        if optimizer_options is not None:
+            warn("InnerProblem(optimizer_options=...)", "InnerProblem(optimizer=get_optimizer(name, **options)) "
+                 "or an optimizer instance such as hg.optim.SGD(nesterov=True)")
+        hypers, given, settings = from_keywords("InnerProblem", keywords, hypers, data, settings)
+        data = cast(Data, given)   # from_keywords raises when there is none
         if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         self.fmodel = FunctionalModel(model)
         all_params = self.fmodel.parameters(model)
-        lam_names = select(self.fmodel.names, model_hparams)
+        lam_names = select(self.fmodel.names, hypers.model)
         self.names = tuple(n for n in self.fmodel.names if n not in lam_names)
         if not self.names:
             raise ValueError("every model parameter was selected as a hyperparameter; nothing is left "
-                             "for the inner loop to train (narrow model_hparams)")
+                             "for the inner loop to train (narrow Hypers(model=...))")
         self._w0 = tuple(all_params[n] for n in self.names)
         self._buffers0 = self.fmodel.buffers(model)
         self.dtype = self._w0[0].dtype
         self.device = self._w0[0].device
         self.optimizer = get_optimizer(optimizer, **dict(optimizer_options or {}))
         self.spec = HyperSpec(
-            self.optimizer, optimizer_values or {}, self.names, {n: all_params[n].shape for n in self.names},
-            model={n: all_params[n] for n in lam_names}, loss=loss_hparams, modules=hparam_modules,
+            self.optimizer, hypers.optimizer or {}, self.names, {n: all_params[n].shape for n in self.names},
+            model={n: all_params[n] for n in lam_names}, loss=hypers.loss, modules=hypers.modules,
             horizon=horizon, dtype=self.dtype, device=self.device)
         self.train_loss, self.val_loss = train_loss, val_loss
-        self._train = stream(train_batches, "train_batches")
-        self._val = val_batches if callable(val_batches) else (lambda t: val_batches)
-        self.horizon, self.val_mode, self.seed, self.check_finite = horizon, val_mode, seed, check_finite
+        self.hypers, self.data, self.settings = hypers, data, settings
+        self._train = stream(data.train, "Data.train")
+        val = data.val
+        self._val = val if callable(val) else (lambda t: val)
+        self.horizon, self.val_mode, self.seed = horizon, settings.val_mode, settings.seed
+        self.check_finite = settings.check_finite
         self.cost = Cost()
-        self.layout = self._layout(layout)  # a FlatLayout where Φ runs on one flat buffer (see unroll)
+        self.layout = self._layout(settings.layout)  # a FlatLayout where Φ runs on one flat buffer (see unroll)
         self._unused: dict[tuple, list[str]] = {}
         self._val_unreached: dict[tuple, list[str]] = {}
+
+    def hparams_view(self, hparams: HparamsLike) -> HparamsView:
+        """λ by hyperparameter name, constrained: ``problem.hparams_view(lam)["lr"]`` (see
+        :class:`~hypergradient.core.inputs.HparamsView`)."""
+        return HparamsView(self.spec, hparams)
 
     @property
     def hparams(self) -> HyperSpec:
@@ -277,125 +264,6 @@ class InnerProblem:
             s = self._phi(s, lam, True, coef=at(s.t + 1), flat=True)
         return State(lay.unpack(s.params[0]), type(s.opt)(*lay.unpack_fields(s.opt)), s.buffers, s.t)
 
-    # ---- primitives ---------------------------------------------------------------------------------
-    def vjp(self, state: State, lam, cotangent: Sequence, *, wrt_lam: bool = True, batch=None):
-        """(ᾱ ∂Φ/∂s, ᾱ ∂Φ/∂λ) at s = ``state`` for ᾱ = ``cotangent`` (aligned with
-        ``State.tensors()`` of the next state; ``None`` entries are zero). Recomputes the step, on
-        ``batch`` when given (else on the batch of step ``state.t + 1``)."""
-        self.cost.vjps += 1
-        s = state.detach(requires_grad=True)
-        lam_d = detached(lam, requires_grad=wrt_lam)
-        with torch.enable_grad():
-            nxt = self._phi(s, lam_d, True, batch)
-            inputs = s.tensors() + (list(lam_d.values()) if wrt_lam else [])
-            g = grad_or_zero(nxt.tensors(), inputs, cotangent)
-        n = len(s.tensors())
-        return list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
-
-    def vjp_through(self, state: State, lam, n: int, cotangent: Sequence) -> tuple[list, dict]:
-        """The VJP of n steps at once: (ᾱ ∂s_{t+n}/∂s_t, ᾱ ∂s_{t+n}/∂λ) for ᾱ = ``cotangent`` at
-        s_{t+n}, by replaying the n steps from s_t = ``state`` with a graph and one backward pass
-        (memory: n steps' graph); counted as n VJPs, whose work it is."""
-        self.cost.vjps += n
-        s0 = state.detach(requires_grad=True)
-        lam_d = detached(lam, requires_grad=True)
-        with torch.enable_grad():
-            s = self._unroll(s0, lam_d, n)
-            g = grad_or_zero(s.tensors(), s0.tensors() + list(lam_d.values()), cotangent)
-        k = len(s0.tensors())
-        return list(g[:k]), dict(zip(lam_d, g[k:]))
-
-    def step_hvp(self, state: State, lam, Z: Sequence[torch.Tensor] | None):
-        """(s_t, ∇_w L_train(w_{t−1}), H_t Z) for the step from s_{t−1} = ``state``, with H_t the
-        training Hessian at w_{t−1} and Z a batch of N tangents over the weights (leading axis N;
-        ``None``: no product, ``HZ`` all ``None``). Counted as one step and N HVPs (forward mode's
-        closed-form recursions)."""
-        t = state.t + 1
-        params, grads, buffers = self._train_grad(state.detach(), lam, t, create_graph=Z is not None)
-        hz: list = [None] * len(params)
-        live = [i for i, g in enumerate(grads) if g.requires_grad]
-        if Z is not None and live:
-            with torch.enable_grad():
-                hz = list(torch.autograd.grad([grads[i] for i in live], params, [Z[i] for i in live],
-                                              is_grads_batched=True, allow_unused=True))
-        self.cost.steps += 1
-        self.cost.hvps += Z[0].shape[0] if Z is not None else 0
-        grads = tuple(g.detach() for g in grads)
-        coef = self.spec.coefficients(lam, t)
-        with torch.no_grad():
-            new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
-        return State(tuple(new_p), new_opt, buffers, t), grads, hz
-
-    def mixed_vjp(self, state: State, lam, x: Sequence[torch.Tensor], t: int) -> dict:
-        """x ∂²L_train/∂w∂λ at state's weights on the batch of step t: one VJP of the gradient map
-        w ↦ ∇_w L_train(w, λ) with respect to λ (implicit differentiation); counted as one HVP."""
-        self.cost.hvps += 1
-        lam_d = detached(lam, requires_grad=True)
-        _, g, _ = self._train_grad(state.detach(), lam_d, t, create_graph=True)
-        with torch.enable_grad():
-            return dict(zip(lam_d, grad_or_zero(g, list(lam_d.values()), x)))
-
-    def jvp(self, state: State, lam, tangent_state: Sequence | None, tangent_lam: Mapping | None,
-            *, batched: bool = False):
-        """(s_t, A_t z + B_t ζ): the next state and its tangent for z = ``tangent_state`` (aligned with
-        ``State.tensors()``, ``None`` = 0) and ζ = ``tangent_lam`` (a dict over λ's keys, missing = 0).
-        With ``batched`` every tangent carries a leading axis of N columns (vmapped double backward).
-        """
-        s = state.detach(requires_grad=True)
-        lam_d = detached(lam, requires_grad=True)
-        flat_s = s.tensors()
-        tz = list(tangent_state) if tangent_state is not None else [None] * len(flat_s)
-        tl = dict(tangent_lam or {})
-        inputs, tangents = [], []
-        for x, v in zip(flat_s, tz):
-            if v is not None:
-                inputs.append(x)
-                tangents.append(v)
-        for k, v in tl.items():
-            inputs.append(lam_d[k])
-            tangents.append(v)
-        ncol = tangents[0].shape[0] if (batched and tangents) else None
-        self.cost.jvps += ncol or 1
-        with torch.enable_grad():
-            nxt = self._phi(s, lam_d, True)
-            outs = nxt.tensors()
-            live = [i for i, o in enumerate(outs) if o.requires_grad]
-            out_tan = [None] * len(outs)
-            if live and inputs:
-                u = [torch.zeros_like(outs[i], requires_grad=True) for i in live]
-                g = torch.autograd.grad([outs[i] for i in live], inputs, u, create_graph=True, allow_unused=True)
-                pairs = [(gi, vi) for gi, vi in zip(g, tangents) if gi is not None and gi.requires_grad]
-                if pairs:
-                    jv = torch.autograd.grad([p[0] for p in pairs], u, [p[1] for p in pairs],
-                                             is_grads_batched=batched, allow_unused=True)
-                    for i, j in zip(live, jv):
-                        out_tan[i] = j
-        shape = (lambda o: (ncol, *o.shape)) if batched else (lambda o: o.shape)
-        out_tan = [j if j is not None else torch.zeros(shape(o), dtype=o.dtype, device=o.device)
-                   for j, o in zip(out_tan, outs)]
-        return nxt.detach(), [j.detach() for j in out_tan]
-
-    def hvp(self, state: State, lam, v: Sequence[torch.Tensor], t: int | None = None) -> list[torch.Tensor]:
-        """∂²L_train/∂w² v at state's weights, on the batch of step t (default: the next step)."""
-        self.cost.hvps += 1
-        t = state.t + 1 if t is None else t
-        params, g, _ = self._train_grad(state.detach(), lam, t, create_graph=True)
-        with torch.enable_grad():
-            return grad_or_zero(g, params, v)
-
-    def val_grad(self, state: State, lam, t: int | None = None, *, wrt_lam: bool = True):
-        """(L_val, ∂L_val/∂w, ∂L_val/∂λ) at state's weights: the adjoint α and the direct term."""
-        self.cost.val_grads += 1
-        params = tuple(p.detach().requires_grad_() for p in state.params)
-        lam_d = detached(lam, requires_grad=wrt_lam)
-        with torch.enable_grad():
-            loss = self.val_loss_at(state._replace(params=params), lam_d, t)
-            _check_val_loss(loss)
-            inputs = list(params) + (list(lam_d.values()) if wrt_lam else [])
-            g = grad_or_zero(loss, inputs)
-        n = len(params)
-        return loss.detach(), list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
-
     def unused_hparams(self, lam) -> list[str]:
         """Keys of λ that neither Φ (over two steps) nor L_val reaches in autograd's graph; cached per
         key set, not counted in :attr:`cost`. Being the estimators' pre-flight probe, it also raises
@@ -410,7 +278,7 @@ class InnerProblem:
                 s2 = self._phi(s1, lam_d, True)
                 outs = [o.sum() for o in s1.tensors() + s2.tensors() if o.requires_grad]
                 val = self.val_loss_at(s0.detach(requires_grad=True), lam_d)
-                _check_val_loss(val)
+                check_val_loss(val)
                 gv = torch.autograd.grad(val, list(lam_d.values()), allow_unused=True, retain_graph=True)
                 outs = [o for o in outs if o.requires_grad]
                 g = torch.autograd.grad(outs, list(lam_d.values()), allow_unused=True) if outs else \

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.inputs import Hypers
 from .base import ProblemLearner, supervised
 
 __all__ = ["ANIL", "anil_mlp"]
@@ -34,4 +35,4 @@ class ANIL(ProblemLearner):
     def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *, body="body", lr: float = 0.01,
                  momentum: float = 0.9, horizon: int = 30, **kw):
         super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
-                         optimizer_values={"lr": lr, "momentum": momentum}, model_hparams=body, **kw)
+                         hypers=Hypers({"lr": lr, "momentum": momentum}, model=body), **kw)

@@ -1,13 +1,15 @@
-"""Meta-learners as inner problems: a learner holds the arguments of :class:`InnerProblem` minus the
+"""Meta-learners as inner problems: a learner holds the objects of :class:`InnerProblem` minus the
 data and builds one problem per task (support = training batches, query = validation batch)."""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from ..core.deprecation import renamed_kwargs
+from ..core.deprecation import warn
+from ..core.inputs import Data, Hypers, Settings, from_keywords
+from ..core.optimizer import Optimizer, get_optimizer
 from ..core.problem import InnerProblem
 from ..drivers.meta import MetaLearner, Task
 
@@ -27,24 +29,23 @@ def _unused(t):  # placeholder data of the reference problem (never called)
 
 
 class ProblemLearner(MetaLearner):
-    """A learner from the arguments of :class:`InnerProblem` minus the data; ``problem(task)`` trains
+    """A learner from the objects of :class:`InnerProblem` minus the data; ``problem(task)`` trains
     on ``task.support`` and validates on ``task.query``."""
 
-    @renamed_kwargs(hparams="optimizer_values")
-    def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer="sgd", *,
-                 horizon: int, optimizer_values: Mapping | None = None, model_hparams=None,
-                 loss_hparams: Mapping | None = None,
-                 hparam_modules: Mapping[str, nn.Module] | None = None, optimizer_options: Mapping | None = None,
-                 val_mode: str = "train", seed: int = 0):
+    def __init__(self, model: nn.Module, train_loss: Callable, val_loss: Callable, optimizer: str | Optimizer = "sgd",
+                 hypers: Hypers | None = None, *, horizon: int, settings: Settings | None = None,
+                 optimizer_options: Mapping | None = None, **keywords: Any) -> None:
+        if optimizer_options is not None:
+            warn("ProblemLearner(optimizer_options=...)", "ProblemLearner(optimizer=get_optimizer(name, **options))")
+            optimizer = get_optimizer(optimizer, **optimizer_options)
+        hypers, _, settings = from_keywords("ProblemLearner", keywords, hypers, None, settings, need_data=False)
         self.model, self.train_loss, self.val_loss, self.optimizer = model, train_loss, val_loss, optimizer
-        self.kwargs = dict(optimizer_values=optimizer_values, model_hparams=model_hparams, loss_hparams=loss_hparams,
-                           hparam_modules=hparam_modules, optimizer_options=optimizer_options, val_mode=val_mode,
-                           seed=seed, horizon=horizon)
+        self.hypers, self.settings, self.horizon = hypers, settings, horizon
         self._reference = self._problem(_unused, _unused)
 
-    def _problem(self, support, query) -> InnerProblem:
-        return InnerProblem(self.model, self.train_loss, self.val_loss, self.optimizer, train_batches=support,
-                            val_batches=query, **self.kwargs)
+    def _problem(self, support: Any, query: Any) -> InnerProblem:
+        return InnerProblem(self.model, self.train_loss, self.val_loss, self.optimizer, self.hypers,
+                            Data(support, query), horizon=self.horizon, settings=self.settings)
 
     def problem(self, task: Task) -> InnerProblem:
         return self._problem(task.support, task.query)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.hyper import Hyper
+from ..core.inputs import Hypers
 from .base import ProblemLearner, supervised
 
 __all__ = ["MetaSGD"]
@@ -25,4 +26,4 @@ class MetaSGD(ProblemLearner):
     def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *, lr: float = 0.01, positive=None,
                  momentum: float = 0.0, horizon: int = 5, **kw):
         super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
-                         optimizer_values={"lr": Hyper(lr, "element", positive=positive), "momentum": momentum}, **kw)
+                         hypers=Hypers({"lr": Hyper(lr, "element", positive=positive), "momentum": momentum}), **kw)

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..core.inputs import Hypers
 from .base import ProblemLearner
 
 __all__ = ["MetaWeightNet", "WeightNet"]
@@ -55,4 +56,4 @@ class MetaWeightNet(ProblemLearner):
             return per(f(x), y).mean()
 
         super().__init__(model, train_loss, val_loss, "sgd", horizon=horizon,
-                         optimizer_values={"lr": lr, "momentum": momentum}, hparam_modules={"mwn": self.net}, **kw)
+                         hypers=Hypers({"lr": lr, "momentum": momentum}, modules={"mwn": self.net}), **kw)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.inputs import Hypers
 from .base import ProblemLearner, supervised
 
 __all__ = ["WarpGrad", "warp_mlp"]
@@ -45,4 +46,4 @@ class WarpGrad(ProblemLearner):
             raise ValueError(f"no parameter name starts with {warp!r}: build the model with warp_mlp or name "
                              "the warp layers accordingly")
         super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
-                         optimizer_values={"lr": lr, "momentum": momentum}, model_hparams=is_warp, **kw)
+                         hypers=Hypers({"lr": lr, "momentum": momentum}, model=is_warp), **kw)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.hyper import Hyper
+from ..core.inputs import Data, Hypers
 from ..core.problem import InnerProblem
 
 DT = torch.float64
@@ -36,10 +37,9 @@ def mlp(learn_lr: bool = True, T: int = 10, seed: int = 0) -> InnerProblem:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
     lr = Hyper(0.3, "tensor", positive="exp") if learn_lr else 0.3
-    return InnerProblem(model, _l2, _ce, "sgd", optimizer_values={"lr": lr, "momentum": 0.5},
-                        loss_hparams={"l2": Hyper(torch.full((4,), 1e-2, dtype=DT), positive="exp")},
-                        train_batches=[(X[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)],
-                        val_batches=(Xv, yv), horizon=T)
+    return InnerProblem(model, _l2, _ce, "sgd",
+                        Hypers({"lr": lr, "momentum": 0.5}, loss={"l2": Hyper(torch.full((4,), 1e-2, dtype=DT), positive="exp")}),
+                        Data([(X[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)], (Xv, yv)), horizon=T)
 
 
 class _Linear(nn.Module):
@@ -67,9 +67,8 @@ def ridge(T: int = 400, rho: float = 0.1, seed: int = 0) -> InnerProblem:
     def val(f, batch, hp):
         return 0.5 * ((f(batch[0]) - batch[1]) ** 2).mean()
 
-    return InnerProblem(_Linear(X.shape[1]), train, val, "sgd", optimizer_values={"lr": 0.3},
-                        loss_hparams={"rho": Hyper(rho, positive="exp")},
-                        train_batches=[(X, y)], val_batches=(Xv, yv), horizon=T)
+    return InnerProblem(_Linear(X.shape[1]), train, val, "sgd", Hypers({"lr": 0.3}, loss={"rho": Hyper(rho, positive="exp")}),
+                        Data([(X, y)], (Xv, yv)), horizon=T)
 
 
 def ridge_closed_form(rho: float = 0.1, seed: int = 0) -> torch.Tensor:
@@ -93,6 +92,5 @@ def linear(T: int = 20, seed: int = 0) -> InnerProblem:
     def val(f, batch, hp):
         return 0.5 * ((f.params["w"] - target) ** 2).sum() + 0.0 * f(one).sum()
 
-    return InnerProblem(_Linear(6), train, val, "sgd", optimizer_values={"lr": 0.05},
-                        loss_hparams={"scale": Hyper(torch.ones(6, dtype=DT))},
-                        train_batches=[None], val_batches=None or (one,), horizon=T)
+    return InnerProblem(_Linear(6), train, val, "sgd", Hypers({"lr": 0.05}, loss={"scale": Hyper(torch.ones(6, dtype=DT))}),
+                        Data([None], (one,)), horizon=T)
