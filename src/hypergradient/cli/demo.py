@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from ..core.hyper import Hyper
 from ..core.inputs import Data, Hypers, Settings
 from ..core.problem import InnerProblem
-from ..estimators import estimate
+from ..drivers.offline import run_offline
+from ..estimators import Hypergradient
 from ..learners.data import digits, minibatches
 
 
@@ -53,15 +54,15 @@ def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0
     lam0 = {k: v.detach().clone() for k, v in lam.items()}
     outer = torch.optim.Adam(list(lam.values()), lr=hyper_lr)
     t0 = time.perf_counter()
-    bar = tqdm(range(outer_steps), desc="outer steps (exact RMD)", disable=quiet)
-    history = []
-    for _ in bar:
-        hg = estimate("rmd", problem, lam, T=T)
-        outer.zero_grad()
-        hg.to_grad(lam)
-        outer.step()
-        history.append(cast(torch.Tensor, hg.val_loss).item())  # RMD always reports L_val
-        bar.set_postfix(val_loss=f"{history[-1]:.4f}")
+    bar = tqdm(total=outer_steps, desc="outer steps (exact RMD)", disable=quiet)
+
+    def progress(k: int, hg: Hypergradient) -> None:
+        bar.update()
+        bar.set_postfix(val_loss=f"{float(cast(torch.Tensor, hg.val_loss)):.4f}")
+
+    res = run_offline(problem, "rmd", lam, outer, outer_steps, T=T, callback=progress)
+    bar.close()
+    history = res.history["val_loss"]
     seconds = time.perf_counter() - t0
 
     def evaluate(l):

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
@@ -57,7 +57,7 @@ class Primitives:
         raise NotImplementedError
 
     def _train_grad(self, state: State, lam: HparamsLike, t: int, *, create_graph: bool, batch: Batch = None,
-                    flat: bool = False) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], dict]:
+                    flat: bool = False) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], Mapping[str, torch.Tensor]]:
         raise NotImplementedError
 
     def val_loss_at(self, state: State, lam: HparamsLike, t: int | None = None) -> torch.Tensor:
@@ -147,7 +147,7 @@ class Primitives:
             nxt = self._phi(s, lam_d, True)
             outs = nxt.tensors()
             live = [i for i, o in enumerate(outs) if o.requires_grad]
-            out_tan = [None] * len(outs)
+            out_tan: list[torch.Tensor | None] = [None] * len(outs)
             if live and inputs:
                 u = [torch.zeros_like(outs[i], requires_grad=True) for i in live]
                 g = torch.autograd.grad([outs[i] for i in live], inputs, u, create_graph=True, allow_unused=True)
@@ -158,9 +158,9 @@ class Primitives:
                     for i, j in zip(live, jv):
                         out_tan[i] = j
         shape = (lambda o: (ncol, *o.shape)) if batched else (lambda o: o.shape)
-        out_tan = [j if j is not None else torch.zeros(shape(o), dtype=o.dtype, device=o.device)
-                   for j, o in zip(out_tan, outs)]
-        return nxt.detach(), [j.detach() for j in out_tan]
+        full = [j if j is not None else torch.zeros(shape(o), dtype=o.dtype, device=o.device)
+                for j, o in zip(out_tan, outs)]
+        return nxt.detach(), [j.detach() for j in full]
 
     def hvp(self, state: State, lam: HparamsLike, v: Tensors, t: int | None = None) -> list[torch.Tensor]:
         """∂²L_train/∂w² v at state's weights, on the batch of step t (default: the next step)."""

@@ -33,7 +33,7 @@ from .optimizer import Optimizer, get_optimizer
 from .primitives import Primitives, check_val_loss
 from .state import Cost, DivergenceError, State
 from .tree import detached
-from .types import HparamsLike
+from .types import Batch, HparamsLike
 
 __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 
@@ -167,40 +167,43 @@ class InnerProblem(Primitives):
         return T
 
     # ---- losses -------------------------------------------------------------------------------------
-    def _forward(self, params, lam, buffers, training, seed) -> Forward:
-        return Forward(self.fmodel, dict(zip(self.names, params)), self.spec.model_values(lam), buffers,
+    def _forward(self, params: Sequence[torch.Tensor], lam: HparamsLike, buffers: Mapping[str, torch.Tensor],
+                 training: bool, seed: int | None) -> Forward:
+        return Forward(self.fmodel, dict(zip(self.names, params)), self.spec.model_values(lam), cast(dict, buffers),
                        training, seed, self.device)
 
-    def forward(self, state: State, lam=None, *, training: bool = False) -> Forward:
+    def forward(self, state: State, lam: HparamsLike | None = None, *, training: bool = False) -> Forward:
         """The model at ``state``'s weights and buffers (and λ's model parts), as the losses see it:
         ``problem.forward(state, lam)(x)`` predicts (eval mode by default, no seed: for evaluation)."""
         if self.spec.model and lam is None:
             raise ValueError(f"the model's parts {sorted(self.spec.model)} are hyperparameters: give lam")
         return self._forward(state.params, lam or {}, state.buffers, training, None)
 
-    def train_loss_at(self, state: State, lam, t: int, batch=None):
+    def train_loss_at(self, state: State, lam: HparamsLike, t: int,
+                      batch: Batch = None) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
         """L_train at state's weights on the batch of step t; returns (loss, new buffers)."""
         f = self._forward(state.params, lam, state.buffers, True, _seed(self.seed, t, "train"))
         loss = self.train_loss(f, self._train(t) if batch is None else batch, self.spec.view(lam))
         return loss, f.buffers
 
-    def train_batch(self, t: int):
+    def train_batch(self, t: int) -> Batch:
         """D_t: the training batch that step t uses (t = 1, 2, ...) unless ``batch=`` is given."""
         return self._train(t)
 
-    def val_loss_at(self, state: State, lam, t: int | None = None):
+    def val_loss_at(self, state: State, lam: HparamsLike, t: int | None = None) -> torch.Tensor:
         t = state.t if t is None else t
         f = self._forward(state.params, lam, state.buffers, self.val_mode == "train", _seed(self.seed, t, "val"))
         return self.val_loss(f, self._val(t), self.spec.view(lam))
 
     # ---- Φ ------------------------------------------------------------------------------------------
-    def step(self, state: State, lam, *, create_graph: bool = False, batch=None) -> State:
+    def step(self, state: State, lam: HparamsLike, *, create_graph: bool = False, batch: Batch = None) -> State:
         """Φ: s_t = Φ(s_{t-1}, λ; D_t). With ``create_graph`` the result stays differentiable with
         respect to ``state`` and ``lam``; otherwise it is detached."""
         self.cost.steps += 1
         return self._phi(state, lam, create_graph, batch)
 
-    def _train_grad(self, state: State, lam, t: int, *, create_graph: bool, batch=None, flat: bool = False):
+    def _train_grad(self, state: State, lam: HparamsLike, t: int, *, create_graph: bool, batch: Batch = None,
+                    flat: bool = False) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], Mapping[str, torch.Tensor]]:
         """(params, ∇_w L_train, buffers) at state's weights on the batch of step t (or ``batch``):
         ``params`` are the differentiable weights the gradient was taken at (state's own when they
         already require grad). With ``flat`` the state is on :attr:`layout` (``params`` is one flat
@@ -209,7 +212,7 @@ class InnerProblem(Primitives):
         of the counted primitives (step, hvp, step_hvp, mixed_vjp); not a primitive itself."""
         params = tuple(p if p.requires_grad else p.detach().requires_grad_() for p in state.params)
         with torch.enable_grad():
-            views = self.layout.unpack(params[0]) if flat else params
+            views = cast(FlatLayout, self.layout).unpack(params[0]) if flat else params
             loss, buffers = self.train_loss_at(state._replace(params=views), lam, t, batch)
             if self.check_finite and not math.isfinite(loss.item()):
                 raise DivergenceError(f"the inner loop diverged at step {t} (training loss {loss.item()}); "
@@ -220,7 +223,8 @@ class InnerProblem(Primitives):
             grads = tuple(grad_or_zero(loss, params, create_graph=create_graph))
         return params, grads, buffers
 
-    def _phi(self, state: State, lam, create_graph: bool, batch=None, *, coef=None, flat: bool = False) -> State:
+    def _phi(self, state: State, lam: HparamsLike, create_graph: bool, batch: Batch = None, *, coef: Any = None,
+             flat: bool = False) -> State:
         """Φ; ``coef`` are step t's optimizer coefficients when already resolved (required with
         ``flat``, where the state and ``coef`` are on :attr:`layout`)."""
         t = state.t + 1
@@ -234,7 +238,7 @@ class InnerProblem(Primitives):
                 new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t)
 
-    def unroll(self, state: State, lam, n: int) -> State:
+    def unroll(self, state: State, lam: HparamsLike, n: int) -> State:
         """s_{t+n} from s_t = ``state`` by n applications of Φ keeping autograd's graph, as a function
         of ``state``'s tensors and ``lam``; counted as n steps.
 
@@ -246,10 +250,10 @@ class InnerProblem(Primitives):
         self.cost.steps += n
         return self._unroll(state, lam, n)
 
-    def _unroll(self, state: State, lam, n: int) -> State:
+    def _unroll(self, state: State, lam: HparamsLike, n: int) -> State:
         lay, coef = self.layout, {}
 
-        def at(t):
+        def at(t: int) -> Any:
             key = self.spec.window(t)
             if key not in coef:
                 v = self.spec.coefficients(lam, t)
@@ -264,7 +268,7 @@ class InnerProblem(Primitives):
             s = self._phi(s, lam, True, coef=at(s.t + 1), flat=True)
         return State(lay.unpack(s.params[0]), type(s.opt)(*lay.unpack_fields(s.opt)), s.buffers, s.t)
 
-    def unused_hparams(self, lam) -> list[str]:
+    def unused_hparams(self, lam: HparamsLike) -> list[str]:
         """Keys of λ that neither Φ (over two steps) nor L_val reaches in autograd's graph; cached per
         key set, not counted in :attr:`cost`. Being the estimators' pre-flight probe, it also raises
         ``ValueError`` for a validation loss that is not a scalar or that depends on neither w nor λ,
@@ -287,15 +291,16 @@ class InnerProblem(Primitives):
             self._unused[key] = [k for k, gi, gvi in zip(lam_d, g, gv) if gi is None and gvi is None]
         return self._unused[key]
 
-    def val_unreached(self, lam) -> list[str]:
+    def val_unreached(self, lam: HparamsLike) -> list[str]:
         """Keys of λ that L_val does not reach in autograd's graph (∂L_val/∂λ ≡ 0: the direct term is
         zero, e.g. Meta-Weight-Net); from the same cached probe as :meth:`unused_hparams`."""
         self.unused_hparams(lam)
         return self._val_unreached[tuple(lam)]
 
-    def run(self, state: State, lam, T: int, *, create_graph: bool = False, keep: Callable[[int], bool] | None = None):
+    def run(self, state: State, lam: HparamsLike, T: int, *, create_graph: bool = False,
+            keep: Callable[[int], bool] | None = None) -> tuple[State, dict[int, State]]:
         """Apply Φ T times from ``state``; returns (final state, {t: s_t for kept t})."""
-        kept = {}
+        kept: dict[int, State] = {}
         if keep is not None and keep(state.t):
             kept[state.t] = state
         for _ in range(T):

@@ -7,7 +7,7 @@ estimator spent (steps, VJPs, JVPs, HVPs, validation gradients), by which the pa
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -43,7 +43,7 @@ class State(NamedTuple):
 
     params: tuple   # w_t, aligned with InnerProblem.names
     opt: tuple      # optimizer state (a NamedTuple of tuples of tensors)
-    buffers: dict   # BatchNorm running statistics etc., carried explicitly
+    buffers: Mapping[str, torch.Tensor]   # BatchNorm running statistics etc., carried explicitly
     t: int          # number of inner steps taken
 
     def tensors(self) -> list[torch.Tensor]:

@@ -232,6 +232,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
     history["meta_val_loss"] = []
     for it in range(iterations):
         problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
+        if it == 0 and est.online:       # once per run (offline calls validate themselves)
+            _base.validate(problems[0], est, hparams)
         before = [p.cost.copy() for p in problems]
         Ti = problems[0].horizon_or(T)
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 
@@ -125,7 +125,7 @@ def apply(outer: torch.optim.Optimizer, hparams: HparamsLike, value: Hparams) ->
 
 
 def _norm(value: Hparams) -> float:
-    return float(torch.sqrt(sum((v.double() ** 2).sum() for v in value.values())))
+    return float(torch.sqrt(cast(torch.Tensor, sum((v.double() ** 2).sum() for v in value.values()))))
 
 
 def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
@@ -143,7 +143,7 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
         active = []
         for i, p in enumerate(problems):
             hg, carries[i] = estimator.online_step(p, hparams, states[i], carries[i])
-            states[i] = hg.state
+            states[i] = hg.next_state(estimator.name)
             cost = cost + hg.cost
             if hg.active:
                 active.append(hg)
@@ -155,7 +155,7 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
             skip = True
         if decay is not None:
             decay()
-        if not skip:
+        if value is not None and not skip:
             apply(outer, hparams, value)
             steps += 1
         if history is not None:
@@ -179,7 +179,7 @@ def online_sum(problem: InnerProblem, estimator: _base.Estimator, hparams: Hpara
     last = None
     for _ in range(T):
         hg, carry = estimator.online_step(problem, hparams, state, carry)
-        state = hg.state
+        state = hg.next_state(estimator.name)
         if hg.active:
             last = hg
             total = {k: v.detach().clone() for k, v in hg.value.items()} if total is None else \
@@ -224,6 +224,8 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
     T = problems[0].horizon_or(T)
     check_outer(outer, hparams)
     est = online_estimator(estimator, **estimator_options)
+    for p in problems:
+        _base.validate(p, est, hparams)          # once per run, with the pre-flight probe
     est_state = est.new_state() if est_state is None else est_state
     if state is None:
         starts = [p.init_state() for p in problems]

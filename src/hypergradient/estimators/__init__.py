@@ -2,6 +2,7 @@
 by name. Imports :mod:`hypergradient.core` and :mod:`hypergradient.linalg` (never drivers or above)."""
 
 import functools
+from typing import Callable
 
 from ..core.deprecation import renamed_attributes
 from .base import (ALIASES, REGISTRY, Carry, Estimator, EstimatorState, Hypergradient, OnlineEstimator, estimate, get,
@@ -19,6 +20,10 @@ __all__ = ["REGISTRY", "ALIASES", "Estimator", "EstimatorState", "Carry", "Onlin
            "estimate", "get", "resolve", "validate", "register", "register_alias",
            "RMD", "TruncatedRMD", "FMD", "DrMAD", "IFT", "OneStep", "FirstOrder", "HyperDistill", "EvoGrad"]
 
+def _ift_with(solver: str) -> Callable[[], object]:
+    return lambda: functools.partial(IFT, solver=solver)
+
+
 __getattr__ = renamed_attributes(__name__, {
-    old: (f"IFT(solver={solver!r})", lambda solver=solver: functools.partial(IFT, solver=solver))
+    old: (f"IFT(solver={solver!r})", _ift_with(solver))
     for old, solver in (("IFTCG", "cg"), ("IFTNeumann", "neumann"), ("IFTExact", "dense"))})

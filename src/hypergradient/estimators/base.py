@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
 
@@ -46,12 +47,13 @@ class Info(dict):
 
     def __init__(self, data: Mapping[str, Any], owner: "Hypergradient"):
         super().__init__(data)
-        self._owner = owner
+        self._owner = weakref.ref(owner)      # no reference cycle: a Hypergradient is freed as soon as unused
 
     def __missing__(self, key: str) -> Any:
-        if key in MOVED:
+        owner = self._owner()
+        if key in MOVED and owner is not None:
             warn(f"hg.info[{key!r}]", f"hg.{key}")
-            return getattr(self._owner, key)
+            return getattr(owner, key)
         raise KeyError(key)
 
 
@@ -85,6 +87,13 @@ class Hypergradient:
         """value = direct + indirect (g = g^FO + g^SO), keyed like ``direct``."""
         return cls({k: direct[k] + indirect[k] for k in direct}, direct, indirect, cost or Cost(), info or {},
                    state, val_loss, active)
+
+    def next_state(self, who: str = "the estimator") -> State:
+        """``state``, or a clear error where an estimator returned none (drivers need it to go on)."""
+        if self.state is None:
+            raise TypeError(f"{who} returned a Hypergradient without its inner state: set state= (s_t after "
+                            "the step online, s_T offline)")
+        return self.state
 
     def flat(self) -> torch.Tensor:
         """All entries concatenated in λ's key order (for cosine similarities and norms)."""
@@ -166,18 +175,21 @@ class OnlineEstimator(Protocol[CarryT]):
 
 
 # ---- validation: the one place --------------------------------------------------------------------
-def validate(problem: InnerProblem, estimator: "Estimator", hparams: HparamsLike) -> Hparams:
-    """Check λ against the problem before any work (offline calls and every ``online_init``): the
-    keys and shapes of ``problem.spec``, optimizer hyperparameters the estimator cannot differentiate,
-    a validation loss that is not a scalar or depends on nothing; warn for λ entries nothing depends
-    on. Returns λ detached."""
+def validate(problem: InnerProblem, estimator: "Estimator", hparams: HparamsLike, *, probe: bool = True) -> Hparams:
+    """Check λ against the problem before any work: the keys and shapes of ``problem.spec`` and the
+    optimizer hyperparameters the estimator cannot differentiate (every offline call and every
+    ``online_init``); with ``probe`` also, by the problem's pre-flight probe (two steps with a graph),
+    a validation loss that is not a scalar or depends on nothing, and a warning for λ entries nothing
+    depends on (offline calls, and once per run in the online drivers). Returns λ detached."""
     problem.spec.validate(hparams)
     estimator.check_hparams(hparams)
     lam = detached(hparams)
+    if not probe:
+        return lam
     unused = problem.unused_hparams(lam)
     if unused:
         warnings.warn(f"{estimator.name}: nothing depends on the hyperparameters {unused}; their "
-                      "hypergradient is zero (check model_hparams / your losses)", stacklevel=3)
+                      "hypergradient is zero (check Hypers(model=...) / your losses)", stacklevel=3)
     return lam
 
 
@@ -248,7 +260,7 @@ class Estimator:
                     est_state: EstimatorState | None = None) -> Any:
         if not self.online:
             raise NotImplementedError(f"{self.name} is offline only")
-        lam = validate(problem, self, hparams)
+        lam = validate(problem, self, hparams, probe=False)
         return self.start(problem, lam, state, self.new_state() if est_state is None else est_state)
 
     def online_step(self, problem: InnerProblem, hparams: HparamsLike, state: State,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence, cast
+from typing import Any, Sequence, cast
 
 import torch
 
@@ -62,14 +62,14 @@ def _sign_table(dtype: torch.dtype) -> torch.Tensor:
     return _SIGNS[dtype]
 
 
-def random_words(shape, generator: torch.Generator) -> torch.Tensor:
+def random_words(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
     """⌈n/64⌉ uniform 64-bit integers: the random bits behind n fair signs (:func:`signs_of`; one
     draw per 64 entries, several times cheaper than ``sign(randn)`` or ``bernoulli_``)."""
     return torch.randint(-2 ** 63, 2 ** 63 - 1, ((math.prod(shape) + 63) // 64,), generator=generator,
                          dtype=torch.int64)
 
 
-def signs_of(words: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
+def signs_of(words: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """±1 per bit of ``words`` (entry 64 j + i is +1 when bit i of word j is set), read a byte at a
     time from a table of the bytes' ±1 patterns: one gather per 8 entries."""
     signs = torch.nn.functional.embedding(words.view(torch.uint8).long(), _sign_table(dtype))
@@ -101,8 +101,10 @@ class _Replay:
     re-expanded on demand: sign noise keeps its random bits (1/32 of the floats in float32), Gaussian
     noise the generator's state before each draw. The K perturbations never coexist in memory."""
 
-    def __init__(self, params, population, sigma, noise, generator):
-        self.params, self.sigma, self.noise, self.saved = params, sigma, noise, []
+    def __init__(self, params: Sequence[torch.Tensor], population: int, sigma: float, noise: str,
+                 generator: torch.Generator) -> None:
+        self.params, self.sigma, self.noise = params, sigma, noise
+        self.saved: list[Any] = []      # per candidate: its random words (sign) or the generator state (gaussian)
         for _ in range(population):
             if noise == "sign":
                 self.saved.append([random_words(p.shape, generator) for p in params])
@@ -110,7 +112,7 @@ class _Replay:
                 self.saved.append(generator.get_state())
                 draw(params, sigma, noise, generator)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.saved)
 
     def __getitem__(self, k: int) -> list:
@@ -194,7 +196,7 @@ class EvoGrad(Estimator):
                 x.add_(e, alpha=ak)
         loss, alpha, direct = problem.val_grad(state._replace(params=tuple(star)), lam, t)
         del star
-        c = torch.stack([sum(torch.dot(g.reshape(-1), e.reshape(-1)) for g, e in zip(alpha, eps[k]))
+        c = torch.stack([cast(torch.Tensor, sum(torch.dot(g.reshape(-1), e.reshape(-1)) for g, e in zip(alpha, eps[k])))
                          for k in range(self.population)]).to(a.dtype)
         keys = list(lam_g)
         indirect = dict(zip(keys, grad_or_zero(a, [lam_g[k] for k in keys], [c])))

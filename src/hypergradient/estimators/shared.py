@@ -41,7 +41,7 @@ def last_of_steps(advance: Callable[[InnerProblem, Hparams, State, Any], tuple[H
     hg = None
     for _ in range(T):
         hg, carry = advance(problem, lam, state, carry)
-        state = hg.state
+        state = hg.next_state()
         total = {k: total[k] + hg.value[k] for k in total}
     if hg is None:
         raise ValueError(f"T must be >= 1, got {T}")

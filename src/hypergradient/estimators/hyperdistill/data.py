@@ -5,14 +5,16 @@ of tensors with a leading batch dimension)."""
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Callable, Mapping, cast
 
 import torch
+
+from ...core.types import Batch
 
 __all__ = ["subsample", "distill_batch", "batch_size"]
 
 
-def _leaves(batch) -> list[torch.Tensor]:
+def _leaves(batch: Batch) -> list[torch.Tensor]:
     if isinstance(batch, torch.Tensor):
         return [batch]
     if isinstance(batch, Mapping):
@@ -28,16 +30,16 @@ def _leaves(batch) -> list[torch.Tensor]:
     return items
 
 
-def batch_size(batch) -> int:
+def batch_size(batch: Batch) -> int:
     leaves = _leaves(batch)
     n = {x.shape[0] if x.dim() else None for x in leaves}
     if len(n) != 1 or None in n:
         raise ValueError("every tensor of a training batch needs the same leading batch dimension to be "
                          f"subsampled; found sizes {sorted(map(str, n))}")
-    return n.pop()
+    return cast(int, n.pop())
 
 
-def _map(batch, fn):
+def _map(batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
     if isinstance(batch, torch.Tensor):
         return fn(batch)
     if isinstance(batch, Mapping):
@@ -46,7 +48,7 @@ def _map(batch, fn):
     return tuple(out) if isinstance(batch, tuple) else out
 
 
-def _cat(a, b):
+def _cat(a: Batch, b: Batch) -> Batch:
     if isinstance(a, torch.Tensor):
         return torch.cat([a, b])
     if isinstance(a, Mapping):
@@ -63,7 +65,7 @@ def _count(x: float, rounding: str, generator: torch.Generator) -> int:
     return lo + int(frac > 0 and torch.rand((), generator=generator, dtype=torch.float64).item() < frac)
 
 
-def subsample(batch, p: float, generator: torch.Generator, rounding: str = "nearest"):
+def subsample(batch: Batch, p: float, generator: torch.Generator, rounding: str = "nearest") -> Batch:
     """SS(D, p): a uniformly random subset of round(|D| p) examples (in their original order), the
     batch itself when that is all of it, ``None`` when it is empty."""
     n = batch_size(batch)
@@ -76,7 +78,7 @@ def subsample(batch, p: float, generator: torch.Generator, rounding: str = "near
     return _map(batch, lambda x: x[idx.to(x.device)])
 
 
-def distill_batch(old, new, p: float, generator: torch.Generator, rounding: str = "nearest"):
+def distill_batch(old: Batch, new: Batch, p: float, generator: torch.Generator, rounding: str = "nearest") -> Batch:
     """D* = SS(old, p) ∪ SS(new, 1 − p) (Eqs. 14 and 18); ``new`` itself when p = 0."""
     if p == 0.0:
         return new

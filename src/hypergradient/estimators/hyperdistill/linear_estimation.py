@@ -4,12 +4,14 @@ fitted on one DrMAD backward pass."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from ...core.problem import InnerProblem
 from ...core.state import State
 from ...core.tree import dot, zeros_like
+from ...core.types import Hparams
 from ..shared import Interpolated, padded
 from .data import distill_batch
 from .weights import backward_weight, geometric_sum, mix
@@ -17,8 +19,9 @@ from .weights import backward_weight, geometric_sum, mix
 __all__ = ["linear_estimation"]
 
 
-def linear_estimation(problem: InnerProblem, lam, state: State, T: int, gamma: float, *,
-                      generator: torch.Generator, rounding: str = "nearest", distill_opt_state: bool = True):
+def linear_estimation(problem: InnerProblem, lam: Hparams, state: State, T: int, gamma: float, *,
+                      generator: torch.Generator, rounding: str = "nearest",
+                      distill_opt_state: bool = True) -> tuple[float, dict[str, Any]]:
     """θ = xᵀy / xᵀx from one DrMAD backward pass (Algorithm 4); returns (θ, info).
 
     Memory O(|s|): only s_0, s_T, the interpolated state, s* and D* are held. ``info`` has the

@@ -23,11 +23,13 @@ def backward_weight(gamma: float, s: int) -> float:
     return geometric_sum(gamma, s - 1) / geometric_sum(gamma, s)
 
 
-def mix(p: float, old: list, new: list, count: int | None = None) -> list:
+def mix(p: float, old: list | None, new: list, count: int | None = None) -> list:
     """p·old + (1 − p)·new over the first ``count`` entries (all by default), the rest of ``new`` as it
     is; ``new`` itself when p = 0 (exact 1-step equivalence). With ``count`` = |w| only the weights
     are distilled and the optimizer state is the current one (``distill_opt_state=False``)."""
     if p == 0.0:
         return list(new)
+    if old is None:
+        raise ValueError("mix(p > 0) needs the earlier distilled point")
     n = len(new) if count is None else count
     return [p * a + (1.0 - p) * b for a, b in zip(old[:n], new[:n])] + list(new[n:])

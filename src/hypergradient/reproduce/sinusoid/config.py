@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ class SinusoidConfig:
     @classmethod
     def make_quick(cls, **kw) -> "SinusoidConfig":
         """A smoke-test size: 3 meta-iterations of 2 tasks, few evaluation tasks, 1 seed."""
-        base = dict(meta_batch=2, iterations=3, test_tasks=50, val_tasks=20, tune_seeds=(100,), seeds=1,
+        base: dict[str, Any] = dict(meta_batch=2, iterations=3, test_tasks=50, val_tasks=20, tune_seeds=(100,), seeds=1,
                     cosine_points=(0, 3), cosine_tasks=2, cost_repeats=1, hd_period=50, quick=True)
         base.update(kw)
         return cls(**base)

@@ -41,7 +41,7 @@ def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
 
     for m in ESTIMATORS:                      # warm-up (and HyperDistill's first θ fit)
         one(m)
-    samples = {m: [] for m in ESTIMATORS}
+    samples: dict[str, list[float]] = {m: [] for m in ESTIMATORS}
     for _ in range(cfg.cost_repeats):
         for m in ESTIMATORS:
             t0 = time.perf_counter()

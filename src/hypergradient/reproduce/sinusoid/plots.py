@@ -3,6 +3,8 @@ meta-training) and cosine.png (Fig. 3: cosine similarity to exact RMD)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import os
 
@@ -26,7 +28,7 @@ def plots(result: dict, out: str) -> list[str]:
     import matplotlib.pyplot as plt
     paths = []
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
-    panels = (("meta_val_mse", "meta-validation MSE", "Meta-validation MSE (fixed val tasks)"),
+    panels: Any = (("meta_val_mse", "meta-validation MSE", "Meta-validation MSE (fixed val tasks)"),
               ("meta_train_loss", "query loss after the inner optimization", "Meta-training loss (meta-batch mean)"),
               ("lr_curvature_max", "lr · λ_max(H_head), max over val tasks", "Inner-loop stability"))
     for m, c in result["curves"].items():

@@ -4,6 +4,8 @@ cosines, Table 3's costs, the curves and the goals, i.e. results.json less the r
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import math
 import statistics
 
@@ -38,14 +40,18 @@ def _ci(values):
 
 
 def summarize(cfg: SinusoidConfig, main: dict, tuning: dict, chosen: dict, costs: dict) -> dict:
-    table4, cos_own, cos_shared, cost_rows, curves = {}, {}, {}, {}, {}
+    table4: dict[str, Any] = {}
+    cos_own: dict[str, Any] = {}
+    cos_shared: dict[str, Any] = {}
+    cost_rows: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
     for m, recs in main.items():
         mses = [float(r["meta_test"]["mean"]) for r in recs]
         mean, half = _ci(mses)
         table4[m] = {"mean": mean, "ci95": half, "per_seed": mses, "paper": PAPER_TABLE4[m],
                      "options": chosen.get(m, {}), "diverged": sum(r["diverged"] is not None for r in recs)}
         # own-trajectory cosines: mean ± CI over seeds at each checkpoint
-        points = {}
+        points: dict[str, Any] = {}
         for r in recs:
             for c in r["cosines"]:
                 for key in ("applied", "last", "last_so"):
@@ -77,7 +83,7 @@ def summarize(cfg: SinusoidConfig, main: dict, tuning: dict, chosen: dict, costs
     cos_shared = {m: {it: {k: dict(zip(("mean", "ci95"), _ci(v))) for k, v in d.items()} for it, d in pts.items()}
                   for m, pts in cos_shared.items()}
     ranking = sorted(table4, key=lambda m: table4[m]["mean"])
-    paper_rank = sorted((m for m in PAPER_TABLE4 if PAPER_TABLE4[m]), key=lambda m: PAPER_TABLE4[m][0])
+    paper_rank = sorted((m for m in PAPER_TABLE4 if PAPER_TABLE4[m]), key=lambda m: cast(tuple, PAPER_TABLE4[m])[0])
     ours_rank = [m for m in ranking if m in paper_rank]
     last = str(cfg.cosine_points[-1])
     hd_cos = cos_own.get("HyperDistill", {}).get(last, {}).get("applied", {}).get("mean")

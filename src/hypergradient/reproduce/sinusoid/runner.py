@@ -97,7 +97,7 @@ class _Runner:
             self.queue = self.manager.Queue()
             self.pool = ProcessPoolExecutor(workers, mp_context=ctx)
 
-    def payload(self, kind, method, seed, options, shared):
+    def payload(self, kind: str, method: str, seed: int, options: dict, shared: dict | None) -> tuple:
         path = _job_path(self.out, kind, method, seed, options)
         return (kind, method, seed, options, shared, self.cfg, path, self.queue, None)
 
@@ -153,7 +153,9 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
 
     records: dict = {}
 
-    def todo(jobs):
+    Job = tuple[str, str, int, dict]
+
+    def todo(jobs: list[Job]) -> list[Job]:
         left = []
         for job in jobs:
             rec = _load(path_of(*job), cfg)
@@ -165,7 +167,7 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
 
     tune = todo([("tune", m, s, o) for m, opts in grid.items() for o in opts for s in cfg.tune_seeds])
     fixed = todo([("main", m, s, {}) for s in eval_seeds for m in METHODS if m not in grid])
-    tuned = [("main", m, s, {}) for m in grid for s in eval_seeds]
+    tuned: list[tuple[str, str, int, dict]] = [("main", m, s, {}) for m in grid for s in eval_seeds]
     tuned_left = [j for j in tuned if _load(path_of(*j), cfg) is None]
     runner = _Runner(cfg, out, workers, cfg.iterations * (len(tune) + len(fixed) + len(tuned_left)), quiet)
     try:

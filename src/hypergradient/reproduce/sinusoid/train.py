@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | 
     ``ift(solver="neumann", maxiter=N, window=K)``)."""
     from ...estimators import get
     name, fixed = METHODS[method]
-    opts = dict(fixed)
+    opts: dict[str, Any] = dict(fixed)
     if method == "HyperDistill":
         opts.update(period=cfg.hd_period, seed=seed)
     rename = ESTIMATOR_OPTIONS.get(method, {})
@@ -91,7 +92,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
     est_state = est.new_state()
     val, probe = task_set(cfg, "val"), task_set(cfg, "probe")
     cos_methods = {} if method in BASELINES else {method: options, **(shared_cosines or {})}
-    rec = {"method": method, "seed": seed, "options": options, "fingerprint": cfg.fingerprint(),
+    rec: dict[str, Any] = {"method": method, "seed": seed, "options": options, "fingerprint": cfg.fingerprint(),
            "meta_val_mse": [], "meta_train_loss": [], "cosines": [], "seconds_inner": [], "outer_steps": 0,
            "diverged": None, "theta": [], "stability": [], "test_diverged_tasks": None}
     cost = Cost()
