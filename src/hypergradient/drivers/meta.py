@@ -166,11 +166,11 @@ class MetaTestResult:
     ci95: float                    # half-width of the 95% confidence interval
     values: torch.Tensor           # the per-task scores
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.mean:.4g} ± {self.ci95:.2g}"
 
 
-def confidence_interval(values, z: float = Z95) -> tuple[float, float]:
+def confidence_interval(values: Sequence[float] | torch.Tensor, z: float = Z95) -> tuple[float, float]:
     """(mean, z · std/√n) with the sample standard deviation (n − 1); half-width 0 for one value."""
     v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     if v.numel() == 0:
