@@ -98,7 +98,7 @@ def test_lockstep_takes_outer_steps_only_where_the_estimator_is_active():
     outer = torch.optim.Adam(lam.values(), lr=0.1)
     seen = []
     res = run_online(problem, "ift", lam, outer, episodes=2, solver="neumann", maxiter=3, window=2,
-                     callback=lambda states, value: seen.append(None if value is None else float(lam["loss.l2"])))
+                     callback=lambda states, value: seen.append(None if value is None else lam["loss.l2"].item()))
     assert res.outer_steps == 4 and outer.state[lam["loss.l2"]]["step"].item() == 4
     assert res.history["active"] == 2 * ([False] * 4 + [True] * 2)
     assert seen[:4] == [None] * 4 and seen[4] != seen[5]
@@ -201,8 +201,8 @@ def test_hparams_view_reads_by_name():
     lam = problem.init_hparams()
     view = problem.hparams_view(lam)
     assert set(view["lr"]) == set(problem.names)
-    assert all(abs(float(v) - 0.1) < 1e-12 for v in view["lr"].values())
-    assert view["momentum"] == 0.9 and abs(float(view["l2"]) - 0.01) < 1e-12
+    assert all(abs(v.item() - 0.1) < 1e-12 for v in view["lr"].values())
+    assert view["momentum"] == 0.9 and abs(view["l2"].item() - 0.01) < 1e-12
     assert set(view) == {"lr", "momentum", "dampening", "weight_decay", "l2"} and len(view) == 5
     with pytest.raises(KeyError, match="known"):
         view["beta"]

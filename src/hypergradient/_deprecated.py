@@ -8,6 +8,9 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 from .core.deprecation import warn
 
@@ -26,19 +29,20 @@ MOVED_MODULES = {
 
 
 class _Loader(importlib.abc.Loader):
-    def __init__(self, new: str):
+    def __init__(self, new: str) -> None:
         self.new = new
 
-    def create_module(self, spec):
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
         warn(spec.name, self.new)
         return importlib.import_module(self.new)
 
-    def exec_module(self, module):
+    def exec_module(self, module: ModuleType) -> None:
         pass
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         new = MOVED_MODULES.get(fullname)
         return None if new is None else importlib.util.spec_from_loader(fullname, _Loader(new))
 

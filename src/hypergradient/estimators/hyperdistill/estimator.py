@@ -94,6 +94,12 @@ class HyperDistillState(EstimatorState):
     generator: torch.Generator = field(default_factory=torch.Generator)
 
 
+def _own(est_state: EstimatorState) -> HyperDistillState:
+    if not isinstance(est_state, HyperDistillState):
+        raise TypeError(f"hyperdistill needs its own state (est.new_state()), got {type(est_state).__name__}")
+    return est_state
+
+
 @dataclass
 class HyperDistillCarry(Carry):
     """HyperDistill's memory within one inner optimization."""
@@ -157,8 +163,7 @@ class HyperDistill(Estimator):
     # ---- shared by the online and offline paths -----------------------------------------------------
     def _init(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState, T: int | None,
               refit: bool) -> HyperDistillCarry:
-        if not isinstance(est_state, HyperDistillState):
-            raise TypeError(f"hyperdistill needs its own state (est.new_state()), got {type(est_state).__name__}")
+        est_state = _own(est_state)
         before = problem.cost.copy()
         mode = "fit"
         if self.zero_direct != "fit" and direct_is_zero(problem, lam):
@@ -218,8 +223,8 @@ class HyperDistill(Estimator):
 
     # ---- online -------------------------------------------------------------------------------------
     def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> HyperDistillCarry:
-        if not isinstance(est_state, HyperDistillState):
-            raise TypeError(f"hyperdistill needs its own state (est.new_state()), got {type(est_state).__name__}")
-        refit = est_state.episodes % self.period == 0
-        est_state.episodes += 1
-        return self._init(problem, lam, state, est_state, self.T_estimate or problem.horizon, refit)
+        memory = _own(est_state)
+        refit = memory.episodes % self.period == 0
+        carry = self._init(problem, lam, state, est_state, self.T_estimate or problem.horizon, refit)
+        memory.episodes += 1
+        return carry
