@@ -148,4 +148,6 @@ def test_flat_problem_keywords_warn_and_build_the_same_problem():
     with pytest.warns(DeprecationWarning, match="Hypers"):
         learner = ProblemLearner(model, mse, mse, horizon=3, optimizer_values={"lr": hg.Hyper(0.1)})
     assert list(learner.init_hparams()) == ["optim.lr"]
+    with pytest.raises(TypeError, match="takes no data"):
+        ProblemLearner(model, mse, mse, horizon=3, train_batches=[(X, y)])
     assert new.hparams_view(lam)["lr"].item() == pytest.approx(0.1)

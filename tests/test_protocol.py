@@ -156,6 +156,15 @@ def test_meta_train_with_an_offline_estimator():
     assert any(not torch.equal(before[k], lam[k].detach()) for k in lam)
     assert res.cost == seen[0].cost + seen[1].cost and res.cost.steps == 2 * 2 * T
     assert seen[-1].init is res.init and len(res.history["meta_val_loss"]) == 2
+    got = []
+
+    def keep_phi(phi, problems, finals, lam, hgs=None):     # an InitUpdate: sees the offline hypergradients
+        got.append(hgs)
+        return phi, None
+    res = meta_train(L, "rmd", lam, torch.optim.Adam(lam.values(), lr=1e-2), tasks(), iterations=1, meta_batch=2,
+                     init_update=keep_phi)
+    assert len(got[0]) == 2 and all(h.state.t == T for h in got[0])
+    assert all(torch.equal(res.init[n], v) for n, v in L.init_weights().items())
 
 
 def test_online_sum_and_lockstep_are_the_online_protocol():

@@ -55,8 +55,8 @@ def test_nift_takes_outer_steps_only_where_it_gives_a_hypergradient():
     outer = torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr)
     problems = [learner.problem(t) for t in S.task_set(cfg, "probe", n=2)["tasks"]]
     est = S.make_estimator("N.IFT", cfg, 0, {"N": 2, "K": 2})
-    _, steps = inner_optimizations(problems, est, lam, outer, [p.init_state(learner.init_weights())
-                                                               for p in problems], cfg.T, est.new_state())
+    starts = [p.init_state(learner.init_weights()) for p in problems]
+    _, steps, _ = inner_optimizations(problems, est, lam, outer, starts, cfg.T, est.new_state())
     assert steps == 2 and outer.state[next(iter(lam.values()))]["step"].item() == 2
 
 

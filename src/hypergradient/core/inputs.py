@@ -109,10 +109,13 @@ CLASSES = {"hypers": "Hypers", "data": "Data", "settings": "Settings"}
 def from_keywords(owner: str, keywords: dict[str, Any], hypers: Hypers | None, data: Data | None,
                   settings: Settings | None, *, need_data: bool = True) -> tuple[Hypers, Data | None, Settings]:
     """The objects from the old flat keywords (each with a DeprecationWarning naming its new place);
-    ``TypeError`` for an unknown keyword or one given next to its object."""
+    ``TypeError`` for an unknown keyword, one given next to its object, or data where there is none
+    (``need_data=False``: a learner, whose tasks give the data)."""
     unknown = sorted(set(keywords) - set(KEYWORDS))
     if unknown:
         raise TypeError(f"{owner}() got unexpected keyword arguments {unknown}")
+    if not need_data and any(KEYWORDS[k][0] == "data" for k in keywords):
+        raise TypeError(f"{owner} takes no data: each task gives its own (support and query)")
     groups: dict[str, dict[str, Any]] = {"hypers": {}, "data": {}, "settings": {}}
     for old, value in keywords.items():
         obj, name = KEYWORDS[old]
@@ -123,7 +126,7 @@ def from_keywords(owner: str, keywords: dict[str, Any], hypers: Hypers | None, d
         if fields_ and given[obj] is not None:
             raise TypeError(f"{owner}: give {sorted(fields_)} inside {obj}={CLASSES[obj]}(...), not next to it")
     hypers = hypers if hypers is not None else Hypers(**groups["hypers"])
-    if data is None and (groups["data"] or need_data):
+    if data is None and need_data:
         if "train" not in groups["data"] or "val" not in groups["data"]:
             raise ValueError("give data=Data(train=..., val=...): the training batches (t -> batch, or a sequence) "
                              "and the validation batch")

@@ -22,7 +22,7 @@ import torch
 from .autograd import grad_or_zero
 from .state import Cost, State
 from .tree import detached
-from .types import Batch, Hparams, HparamsLike, Tensors
+from .types import Batch, Hparams, HparamsLike, Tensors, TrainGrad
 
 if TYPE_CHECKING:
     from .hyper import HyperSpec
@@ -57,7 +57,7 @@ class Primitives:
         raise NotImplementedError
 
     def _train_grad(self, state: State, lam: HparamsLike, t: int, *, create_graph: bool, batch: Batch = None,
-                    flat: bool = False) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], Mapping[str, torch.Tensor]]:
+                    flat: bool = False) -> TrainGrad:
         raise NotImplementedError
 
     def val_loss_at(self, state: State, lam: HparamsLike, t: int | None = None) -> torch.Tensor:
@@ -78,7 +78,8 @@ class Primitives:
         n = len(s.tensors())
         return list(g[:n]), dict(zip(lam_d, g[n:])) if wrt_lam else {}
 
-    def vjp_through(self, state: State, lam: HparamsLike, n: int, cotangent: Tensors) -> tuple[list[torch.Tensor], Hparams]:
+    def vjp_through(self, state: State, lam: HparamsLike, n: int,
+                    cotangent: Tensors) -> tuple[list[torch.Tensor], Hparams]:
         """The VJP of n steps at once: (ᾱ ∂s_{t+n}/∂s_t, ᾱ ∂s_{t+n}/∂λ) for ᾱ = ``cotangent`` at
         s_{t+n}, by replaying the n steps from s_t = ``state`` with a graph and one backward pass
         (memory: n steps' graph); counted as n VJPs, whose work it is."""

@@ -33,7 +33,7 @@ from .optimizer import Optimizer, get_optimizer
 from .primitives import Primitives, check_val_loss
 from .state import Cost, DivergenceError, State
 from .tree import detached
-from .types import Batch, HparamsLike
+from .types import Batch, HparamsLike, TrainGrad
 
 __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 
@@ -203,7 +203,7 @@ class InnerProblem(Primitives):
         return self._phi(state, lam, create_graph, batch)
 
     def _train_grad(self, state: State, lam: HparamsLike, t: int, *, create_graph: bool, batch: Batch = None,
-                    flat: bool = False) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], Mapping[str, torch.Tensor]]:
+                    flat: bool = False) -> TrainGrad:
         """(params, ∇_w L_train, buffers) at state's weights on the batch of step t (or ``batch``):
         ``params`` are the differentiable weights the gradient was taken at (state's own when they
         already require grad). With ``flat`` the state is on :attr:`layout` (``params`` is one flat

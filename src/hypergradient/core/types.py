@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["Hparams", "HparamsLike", "Batch", "Batches", "Tensors", "Loss"]
+__all__ = ["Hparams", "HparamsLike", "Batch", "Batches", "Tensors", "Loss", "TrainGrad"]
 
 Hparams = dict[str, torch.Tensor]
 HparamsLike = Mapping[str, torch.Tensor]
@@ -21,3 +21,5 @@ Batch = Any
 Batches = Union[Callable[[int], Any], Sequence[Any], Iterable[Any]]
 Tensors = Sequence[Optional[torch.Tensor]]
 Loss = Callable[..., torch.Tensor]   # loss(f, batch, hp) -> scalar tensor
+# (weights the gradient was taken at, ∇_w L_train, the new buffers)
+TrainGrad = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], Mapping[str, torch.Tensor]]

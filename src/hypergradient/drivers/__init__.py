@@ -12,4 +12,5 @@ from .sign import SignDescent
 
 __all__ = ["run_online", "OnlineResult", "lockstep", "Lockstep", "run_offline", "OfflineResult", "offline_step",
            "Reptile", "FirstOrderMAML", "InitUpdate", "MetaIteration", "LinearDecay", "SignDescent", "SGDHD", "AdamHD",
-           "Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "meta_train", "meta_test", "confidence_interval"]
+           "Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "meta_train", "meta_test",
+           "confidence_interval"]

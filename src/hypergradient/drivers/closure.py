@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 __all__ = ["evaluate_closure"]
 
 
-def evaluate_closure(closure: Callable | None):
+def evaluate_closure(closure: Callable[[], Any] | None) -> Any:
     """The loss ``closure()`` returns, evaluated with autograd enabled (None without a closure)."""
     if closure is None:
         return None

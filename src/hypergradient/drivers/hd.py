@@ -19,14 +19,19 @@ optimizer of :func:`hypergradient.drivers.run_online` or to train any model gree
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable, Sequence, overload
+
 import torch
 
 from .closure import evaluate_closure
 
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
+
 __all__ = ["SGDHD", "AdamHD"]
 
 
-def _check(lr, hypergrad_lr):
+def _check(lr: float, hypergrad_lr: float) -> None:
     if not isinstance(lr, (int, float)) or lr < 0:
         raise ValueError(f"lr must be a non-negative float, got {lr!r}")
     if not isinstance(hypergrad_lr, (int, float)) or hypergrad_lr < 0:
@@ -34,11 +39,17 @@ def _check(lr, hypergrad_lr):
 
 
 class _HD(torch.optim.Optimizer):
-    def _direction(self, p, g, group, st):
+    def _direction(self, p: torch.Tensor, g: torch.Tensor, group: dict[str, Any], st: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             live = [p for p in group["params"] if p.grad is not None]
@@ -66,15 +77,15 @@ class SGDHD(_HD):
         lr: α_0. hypergrad_lr: β. momentum, nesterov, weight_decay: as ``torch.optim.SGD``.
     """
 
-    def __init__(self, params, lr: float = 0.01, hypergrad_lr: float = 1e-3, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
+    def __init__(self, params: ParamsT, lr: float = 0.01, hypergrad_lr: float = 1e-3, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
         _check(lr, hypergrad_lr)
         if nesterov and momentum <= 0:
             raise ValueError("nesterov=True needs momentum > 0")
         super().__init__(params, dict(lr=lr, hypergrad_lr=hypergrad_lr, momentum=momentum, nesterov=nesterov,
                                       weight_decay=weight_decay))
 
-    def _direction(self, p, g, group, st):
+    def _direction(self, p: torch.Tensor, g: torch.Tensor, group: dict[str, Any], st: dict[str, Any]) -> torch.Tensor:
         mu = group["momentum"]
         if mu == 0:
             return g.clone()
@@ -91,15 +102,15 @@ class AdamHD(_HD):
         as ``torch.optim.Adam``.
     """
 
-    def __init__(self, params, lr: float = 1e-3, hypergrad_lr: float = 1e-7, betas=(0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, hypergrad_lr: float = 1e-7,
+                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         _check(lr, hypergrad_lr)
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")
         super().__init__(params, dict(lr=lr, hypergrad_lr=hypergrad_lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay))
 
-    def _direction(self, p, g, group, st):
+    def _direction(self, p: torch.Tensor, g: torch.Tensor, group: dict[str, Any], st: dict[str, Any]) -> torch.Tensor:
         b1, b2 = group["betas"]
         t = st.get("t", 0) + 1
         m = (1 - b1) * g if t == 1 else b1 * st["m"] + (1 - b1) * g

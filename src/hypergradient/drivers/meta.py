@@ -41,12 +41,13 @@ from ..core.state import Cost, State
 from ..core.tree import detached
 from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
-from ..estimators.base import EstimatorState
+from ..estimators.base import EstimatorState, Hypergradient
 from .offline import offline_step
 from .online import NONFINITE, LinearDecay, check_outer, lockstep, new_history
 
 __all__ = ["Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "MetaIteration",
-           "InitUpdate", "Reptile", "FirstOrderMAML", "init_update_of", "inner_optimizations", "meta_train", "meta_test",
+           "InitUpdate", "Reptile", "FirstOrderMAML", "init_update_of", "inner_optimizations", "meta_train",
+           "meta_test",
            "confidence_interval"]
 
 Z95 = 1.959963984540054
@@ -113,11 +114,13 @@ class MetaIteration:
 
 
 class InitUpdate(Protocol):
-    """φ ← update(φ, tasks' problems, their final states, λ): the shared-initialization step.
-    Returns (new φ, the per-task query losses when it computed them, else None)."""
+    """φ ← update(φ, tasks' problems, their final states, λ, their offline hypergradients): the
+    shared-initialization step. ``hgs`` are the meta-batch's offline hypergradients (None with an
+    online estimator): a second-order MAML update reads the reverse pass's gradient at the initial
+    weights from them. Returns (new φ, the per-task query losses when it computed them, else None)."""
 
-    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State],
-                 lam: Hparams) -> tuple[Weights, list[float] | None]:
+    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
+                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
         ...
 
 
@@ -127,8 +130,8 @@ class Reptile:
 
     lr: float = 1.0
 
-    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State],
-                 lam: Hparams) -> tuple[Weights, list[float] | None]:
+    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
+                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
         names = problems[0].names
         mean_w = [sum(s.params[i] for s in finals) / len(finals) for i in range(len(names))]
         return {n: phi[n] - self.lr * (phi[n] - w) for n, w in zip(names, mean_w)}, None
@@ -140,8 +143,8 @@ class FirstOrderMAML:
 
     lr: float = 1.0
 
-    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State],
-                 lam: Hparams) -> tuple[Weights, list[float] | None]:
+    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
+                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
         names = problems[0].names
         grads = [p.val_grad(s, lam, wrt_lam=False) for p, s in zip(problems, finals)]
         mean_g = [sum(g[1][i] for g in grads) / len(grads) for i in range(len(names))]
@@ -182,17 +185,17 @@ def confidence_interval(values: Sequence[float] | torch.Tensor, z: float = Z95) 
 def inner_optimizations(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
                         outer: torch.optim.Optimizer, starts: Sequence[State], T: int, est_state: EstimatorState, *,
                         decay: LinearDecay | None = None, nonfinite: str = "raise",
-                        history: dict | None = None) -> tuple[list[State], int]:
+                        history: dict | None = None) -> tuple[list[State], int, list[Hypergradient] | None]:
     """One meta-iteration's inner optimizations with their outer steps: online estimators in
     :func:`~hypergradient.drivers.online.lockstep` (λ updated at every active step), offline ones by
     :func:`~hypergradient.drivers.offline.offline_step` (one outer step). Returns (final states,
-    outer steps taken)."""
+    outer steps taken, the offline hypergradients or None)."""
     if estimator.online:
         r = lockstep(problems, estimator, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
                      history=history)
-        return r.states, r.outer_steps
+        return r.states, r.outer_steps, None
     hgs = offline_step(problems, estimator, hparams, outer, starts, T, est_state)
-    return [h.state for h in hgs if h.state is not None], 1
+    return [h.next_state(estimator.name) for h in hgs], 1, hgs
 
 
 def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: HparamsLike,
@@ -239,13 +242,14 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         t0 = time.perf_counter()
         if lr_decay and decay is None and est.online:
             decay = LinearDecay(outer, iterations * Ti)
-        finals, steps = inner_optimizations(problems, est, hparams, outer, [p.init_state(phi) for p in problems], Ti,
-                                            est_state, decay=decay, nonfinite=nonfinite, history=history)
+        starts = [p.init_state(phi) for p in problems]
+        finals, steps, hgs = inner_optimizations(problems, est, hparams, outer, starts, Ti, est_state, decay=decay,
+                                                 nonfinite=nonfinite, history=history)
         seconds = time.perf_counter() - t0
         lam = detached(hparams)
         vals = None
         if update is not None:
-            phi, vals = update(phi, problems, finals, lam)
+            phi, vals = update(phi, problems, finals, lam, hgs)
         if vals is None:
             with torch.no_grad():
                 vals = [float(p.val_loss_at(s, lam)) for p, s in zip(problems, finals)]

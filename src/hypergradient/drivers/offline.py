@@ -40,7 +40,7 @@ class OfflineResult:
 
     hparams: HparamsLike           # λ: the caller's leaf tensors, updated in place by the outer optimizer
     last: Hypergradient            # the hypergradient of the last outer step (its final state, cost, info)
-    history: dict = field(default_factory=dict)  # per outer step: "val_loss" (at s_T, before the step), "hypergrad_norm"
+    history: dict = field(default_factory=dict)  # per outer step: "val_loss" (at s_T), "hypergrad_norm"
     cost: Cost = field(default_factory=Cost)     # primitives spent over all outer steps
     est_state: EstimatorState | None = None      # the estimator's state after the run
 

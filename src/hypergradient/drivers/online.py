@@ -44,7 +44,7 @@ class OnlineResult:
 
     hparams: HparamsLike           # λ: the caller's leaf tensors, updated in place by the outer optimizer
     states: list[State]            # the final inner state of each problem (last episode)
-    history: dict = field(default_factory=dict)  # per inner step: "val_loss", "hypergrad_norm", "lr", "skipped", "active"
+    history: dict = field(default_factory=dict)  # per inner step: val_loss, hypergrad_norm, lr, skipped, active
     cost: Cost = field(default_factory=Cost)     # primitives the estimator spent, summed over problems
     est_state: EstimatorState | None = None      # the estimator's state after the run (pass it on to resume)
     outer_steps: int = 0                         # outer steps taken

@@ -18,9 +18,14 @@ nothing moves and the memory is kept as well (our choice: no sign, no informatio
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable, overload
+
 import torch
 
 from .closure import evaluate_closure
+
+if TYPE_CHECKING:
+    from torch.optim.optimizer import ParamsT
 
 __all__ = ["SignDescent"]
 
@@ -36,15 +41,21 @@ class SignDescent(torch.optim.Optimizer):
 
     skips_nonfinite = True  # the online driver passes NaN hypergradients through to this optimizer
 
-    def __init__(self, params, lr: float = 0.1, decay: float = 0.5):
+    def __init__(self, params: ParamsT, lr: float = 0.1, decay: float = 0.5) -> None:
         if not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"lr (the initial absolute step) must be a positive float, got {lr!r}")
         if not isinstance(decay, (int, float)) or not 0 < decay <= 1:
             raise ValueError(f"decay must be in (0, 1], got {decay!r}")
         super().__init__(params, {"lr": lr, "decay": decay})
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:

@@ -29,7 +29,8 @@ from .shared import padded
 STORAGE = ("graph", "recompute", "checkpoint")
 
 
-def unrolled(problem: InnerProblem, lam: Hparams, state: State, T: int, K: int) -> tuple[Hparams, Hparams, State, torch.Tensor]:
+def unrolled(problem: InnerProblem, lam: Hparams, state: State, T: int,
+             K: int) -> tuple[Hparams, Hparams, State, torch.Tensor]:
     """The ``graph`` policy: T − K steps without a graph, K with it, one backward pass.
     Returns (direct, indirect, s_T, val loss)."""
     state, _ = problem.run(state, lam, T - K)

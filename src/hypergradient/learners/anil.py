@@ -4,7 +4,7 @@ HyperDistill's sinusoid setting: MLP 1-100-100-100-1, body = the first three lay
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +32,8 @@ class ANIL(ProblemLearner):
         lr, momentum: the inner SGD's constants (paper: 0.01 and 0.9). horizon: T.
     """
 
-    def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *, body="body", lr: float = 0.01,
-                 momentum: float = 0.9, horizon: int = 30, **kw):
+    def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *,
+                 body: str | Iterable[str] | Callable[[str], bool] = "body", lr: float = 0.01,
+                 momentum: float = 0.9, horizon: int = 30, **kw: Any) -> None:
         super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
                          hypers=Hypers({"lr": lr, "momentum": momentum}, model=body), **kw)

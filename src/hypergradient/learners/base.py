@@ -3,14 +3,18 @@ data and builds one problem per task (support = training batches, query = valida
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
+import torch
 from torch import nn
 
 from ..core.deprecation import warn
+from ..core.functional import Forward
+from ..core.hyper import HyperView
 from ..core.inputs import Data, Hypers, Settings, from_keywords
 from ..core.optimizer import Optimizer, get_optimizer
 from ..core.problem import InnerProblem
+from ..core.types import Batch
 from ..drivers.meta import MetaLearner, Task
 
 __all__ = ["supervised", "ProblemLearner"]
@@ -18,13 +22,13 @@ __all__ = ["supervised", "ProblemLearner"]
 
 def supervised(loss_fn: Callable) -> Callable:
     """``(f, (x, y), hp) -> loss_fn(f(x), y)``: a train / validation loss from a criterion."""
-    def loss(f, batch, hp):
+    def loss(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
         x, y = batch
         return loss_fn(f(x), y)
     return loss
 
 
-def _unused(t):  # placeholder data of the reference problem (never called)
+def _unused(t: int) -> NoReturn:  # placeholder data of the reference problem (never called)
     raise RuntimeError("the reference problem has no data; build a task's problem with learner.problem(task)")
 
 

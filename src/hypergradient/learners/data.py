@@ -26,8 +26,10 @@ _USER = os.getuid() if hasattr(os, "getuid") else 0
 DIGITS_CACHE = os.path.join(tempfile.gettempdir(), f"hypergradient-digits-{_USER}.pt")
 _SHAPE = (1797, 64)
 
+_XY = tuple[torch.Tensor, torch.Tensor]  # inputs and labels
 
-def _valid(X, y) -> bool:
+
+def _valid(X: object, y: object) -> bool:
     return (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor) and tuple(X.shape) == _SHAPE
             and tuple(y.shape) == _SHAPE[:1] and X.dtype == torch.float64 and y.dtype == torch.long)
 
@@ -63,7 +65,7 @@ def digits_arrays(cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
-def _shuffled(seed: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _shuffled(seed: int, dtype: torch.dtype) -> _XY:
     """All examples, pixels scaled to [0, 1] in ``dtype``, in the order of the seeded permutation."""
     X, y = digits_arrays()
     X = X.to(dtype) / 16.0
@@ -71,7 +73,8 @@ def _shuffled(seed: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return X[perm], y[perm]
 
 
-def digits(seed: int = 0, n_train: int = 1000, n_val: int = 400, dtype=torch.float32):
+def digits(seed: int = 0, n_train: int = 1000, n_val: int = 400,
+           dtype: torch.dtype = torch.float32) -> tuple[_XY, _XY, _XY]:
     """scikit-learn's 8×8 digits (1797 images), pixels scaled to [0, 1], split by a seeded permutation
     into train / validation / test (the rest). Returns three (X, y) pairs."""
     X, y = _shuffled(seed, dtype)
@@ -79,7 +82,8 @@ def digits(seed: int = 0, n_train: int = 1000, n_val: int = 400, dtype=torch.flo
     return (X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:])
 
 
-def digits_batches(batch: int = 128, n_batches: int = 10, dtype=torch.float32, seed: int = 0):
+def digits_batches(batch: int = 128, n_batches: int = 10, dtype: torch.dtype = torch.float32,
+                   seed: int = 0) -> tuple[list[_XY], _XY]:
     """The same shuffled digits as fixed batches: a list of ``n_batches`` training batches of ``batch``
     examples (to be cycled in order) and the remaining examples as one validation batch, each an
     (X, y) pair of contiguous tensors."""
@@ -91,7 +95,7 @@ def digits_batches(batch: int = 128, n_batches: int = 10, dtype=torch.float32, s
     return train, (X[n:].contiguous(), y[n:].contiguous())
 
 
-def minibatches(X, y, batch_size: int, steps: int, seed: int = 0):
+def minibatches(X: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int, seed: int = 0) -> list[_XY]:
     """``steps`` minibatches drawn by seeded epoch-wise permutations (a list, so steps replay)."""
     g = torch.Generator().manual_seed(seed)
     out, perm, i = [], torch.randperm(len(y), generator=g), 0

@@ -3,7 +3,7 @@ is learned by the driver's Reptile / first-order MAML, not by the meta-gradient.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +23,7 @@ class MetaSGD(ProblemLearner):
             ``"softplus"`` / ``"exp"``. momentum: a constant.
     """
 
-    def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *, lr: float = 0.01, positive=None,
-                 momentum: float = 0.0, horizon: int = 5, **kw):
+    def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *, lr: float = 0.01, positive: str | None = None,
+                 momentum: float = 0.0, horizon: int = 5, **kw: Any) -> None:
         super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
                          hypers=Hypers({"lr": Hyper(lr, "element", positive=positive), "momentum": momentum}), **kw)

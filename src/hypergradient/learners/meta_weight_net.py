@@ -4,12 +4,15 @@ is zero (HyperDistill then fixes its scale to 1)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..core.functional import Forward
+from ..core.hyper import HyperView
 from ..core.inputs import Hypers
+from ..core.types import Batch
 from .base import ProblemLearner
 
 __all__ = ["MetaWeightNet", "WeightNet"]
@@ -19,7 +22,7 @@ class WeightNet(nn.Module):
     """Meta-Weight-Net's 1-hidden-layer MLP: loss value ↦ weight = floor + (1 − floor)·sigmoid(MLP(ℓ))
     (Shu et al.: 1-100-1 ReLU; HyperDistill: 1-200-1 with the weight bounded below by 0.1)."""
 
-    def __init__(self, hidden: int = 100, floor: float = 0.0, act: type[nn.Module] = nn.ReLU):
+    def __init__(self, hidden: int = 100, floor: float = 0.0, act: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         if not 0.0 <= floor < 1.0:
             raise ValueError(f"floor must be in [0, 1), got {floor!r}")
@@ -40,18 +43,20 @@ class MetaWeightNet(ProblemLearner):
         net: the weighting module (default :class:`WeightNet`).
     """
 
-    def __init__(self, model: nn.Module, per_example: Callable | None = None, *, net: nn.Module | None = None,
-                 lr: float = 0.01, momentum: float = 0.9, horizon: int = 30, **kw):
+    def __init__(self, model: nn.Module,
+                 per_example: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None, *,
+                 net: nn.Module | None = None, lr: float = 0.01, momentum: float = 0.9, horizon: int = 30,
+                 **kw: Any) -> None:
         per = per_example or (lambda pred, y: ((pred - y) ** 2).reshape(len(y), -1).mean(1))
         self.net = WeightNet() if net is None else net
 
-        def train_loss(f, batch, hp):
+        def train_loss(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
             x, y = batch
             losses = per(f(x), y)
             w = hp["mwn"](losses.detach().unsqueeze(-1)).squeeze(-1)
             return (w * losses).mean()
 
-        def val_loss(f, batch, hp):
+        def val_loss(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
             x, y = batch
             return per(f(x), y).mean()
 

@@ -8,6 +8,7 @@ query set of the same form.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -26,15 +27,16 @@ class SinusoidTasks(TaskSampler):
         dtype: of the tensors.
     """
 
-    def __init__(self, shots: int = 10, query: int = 10, amplitude=(0.1, 5.0), phase=(0.0, math.pi),
-                 x_range=(-5.0, 5.0), dtype=torch.float32):
+    def __init__(self, shots: int = 10, query: int = 10, amplitude: Sequence[float] = (0.1, 5.0),
+                 phase: Sequence[float] = (0.0, math.pi), x_range: Sequence[float] = (-5.0, 5.0),
+                 dtype: torch.dtype = torch.float32) -> None:
         for name, v in (("shots", shots), ("query", query)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.shots, self.query, self.dtype = shots, query, dtype
         self.amplitude, self.phase, self.x_range = tuple(amplitude), tuple(phase), tuple(x_range)
 
-    def _u(self, lo_hi, n, g):
+    def _u(self, lo_hi: Sequence[float], n: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
 

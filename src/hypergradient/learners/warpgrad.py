@@ -5,7 +5,7 @@ only the task layers adapt."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ class WarpGrad(ProblemLearner):
     """WarpGrad-style: λ = the warp layers (names starting with ``warp``), w = the task layers."""
 
     def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *, warp: str = "warp", lr: float = 0.01,
-                 momentum: float = 0.9, horizon: int = 30, **kw):
+                 momentum: float = 0.9, horizon: int = 30, **kw: Any) -> None:
         def is_warp(name: str) -> bool:
             return name.split(".")[0].startswith(warp)
         if not any(is_warp(n) for n, _ in model.named_parameters()):

@@ -15,18 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.hyper import Hyper
+from ..core.functional import Forward
+from ..core.hyper import Hyper, HyperView
 from ..core.inputs import Data, Hypers
 from ..core.problem import InnerProblem
+from ..core.types import Batch
 
 DT = torch.float64
 
 
-def _l2(f, batch, hp):
+def _l2(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
     return F.cross_entropy(f(batch[0]), batch[1]) + sum(c * (p * p).sum() for c, p in zip(hp["l2"], f.params.values()))
 
 
-def _ce(f, batch, hp):
+def _ce(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
     return F.cross_entropy(f(batch[0]), batch[1])
 
 
@@ -43,15 +45,16 @@ def mlp(learn_lr: bool = True, T: int = 10, seed: int = 0) -> InnerProblem:
 
 
 class _Linear(nn.Module):
-    def __init__(self, d):
+    def __init__(self, d: int) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.zeros(d, dtype=DT))
 
-    def forward(self, X):
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.w
 
 
-def _ridge_data(seed=0, n=40, d=6):
+def _ridge_data(seed: int = 0, n: int = 40, d: int = 6
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     X, Xv = torch.randn(n, d, generator=g, dtype=DT), torch.randn(n, d, generator=g, dtype=DT)
     wt = torch.randn(d, generator=g, dtype=DT)
@@ -61,10 +64,10 @@ def _ridge_data(seed=0, n=40, d=6):
 def ridge(T: int = 400, rho: float = 0.1, seed: int = 0) -> InnerProblem:
     X, y, Xv, yv = _ridge_data(seed)
 
-    def train(f, batch, hp):
+    def train(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
         return 0.5 * ((f(batch[0]) - batch[1]) ** 2).mean() + 0.5 * hp["rho"] * (f.params["w"] ** 2).sum()
 
-    def val(f, batch, hp):
+    def val(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
         return 0.5 * ((f(batch[0]) - batch[1]) ** 2).mean()
 
     return InnerProblem(_Linear(X.shape[1]), train, val, "sgd", Hypers({"lr": 0.3}, loss={"rho": Hyper(rho, positive="exp")}),
@@ -86,10 +89,11 @@ def linear(T: int = 20, seed: int = 0) -> InnerProblem:
     c, target = torch.randn(6, generator=g, dtype=DT), torch.randn(6, generator=g, dtype=DT)
     one = torch.ones(1, 6, dtype=DT)
 
-    def train(f, batch, hp):                     # ⟨λ ⊙ c, w⟩: gradient λ ⊙ c, constant in w
+    def train(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
+        # ⟨λ ⊙ c, w⟩: gradient λ ⊙ c, constant in w
         return (hp["scale"] * c * f.params["w"]).sum() + 0.0 * f(one).sum()
 
-    def val(f, batch, hp):
+    def val(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
         return 0.5 * ((f.params["w"] - target) ** 2).sum() + 0.0 * f(one).sum()
 
     return InnerProblem(_Linear(6), train, val, "sgd", Hypers({"lr": 0.05}, loss={"scale": Hyper(torch.ones(6, dtype=DT))}),

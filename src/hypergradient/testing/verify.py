@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from ..core.autograd import grad_or_zero
+from ..core.problem import InnerProblem
 from ..core.tree import detached, flatten, zeros_like
+from ..core.types import Hparams
 from ..estimators import REGISTRY, estimate
 from ..estimators.evograd import EvoGrad, perturbations
 from . import problems as ref
@@ -30,18 +32,18 @@ VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 TOL = 1e-6  # relative error allowed for exact methods and reductions (float64)
 
 
-def _rel(a, b):
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
-def _cos(a, b):
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
 
 
 class _Ctx:
     """Reference problems and their exact answers, built once."""
 
-    def __init__(self, T=10):
+    def __init__(self, T: int = 10) -> None:
         self.T = T
         self.mlp, self.mlp_nolr = ref.mlp(True, T), ref.mlp(False, T)
         self.lam, self.lam_nolr = self.mlp.init_hparams(), self.mlp_nolr.init_hparams()
@@ -52,11 +54,11 @@ class _Ctx:
         self.ridge_lam = self.ridge.init_hparams()
         self.ridge_cf = ref.ridge_closed_form().reshape(1)
 
-    def on_ridge(self, name, **opt):
+    def on_ridge(self, name: str, **opt: Any) -> float:
         return _rel(estimate(name, self.ridge, self.ridge_lam, **opt).flat(), self.ridge_cf)
 
 
-def _reduction(name: str, c: _Ctx, options: dict):
+def _reduction(name: str, c: _Ctx, options: dict[str, Any]) -> tuple[str, float, bool]:
     """(description, measured value, passed) of the method's defining reduction."""
     if name == "rmd":
         errs = [_rel(estimate("rmd", c.mlp, c.lam, storage=s).flat(), c.rmd.flat())
@@ -95,7 +97,8 @@ def _reduction(name: str, c: _Ctx, options: dict):
     return "no reduction defined", float("nan"), False
 
 
-def _evograd_closed_form(problem, lam, population=3, sigma=1e-2, temperature=0.05, seed=1) -> float:
+def _evograd_closed_form(problem: InnerProblem, lam: Hparams, population: int = 3, sigma: float = 1e-2,
+                         temperature: float = 0.05, seed: int = 1) -> float:
     """Relative gap between EvoGrad's indirect term and −(1/τ) Σ_k a_k ⟨∇_w L_val(w*), w_k − w*⟩ ∇_λ ℓ_k."""
     state = problem.init_state()
     est = EvoGrad(population=population, sigma=sigma, temperature=temperature, seed=seed)
@@ -131,9 +134,9 @@ def rows(T: int = 10) -> list[dict[str, Any]]:
             problem, lam, exact_ref = c.mlp_nolr, c.lam_nolr, c.rmd_nolr
         h = estimate(name, problem, lam, **options)
         seconds = time.perf_counter() - t0
-        row = {"method": method, "exact": cls.exact, "steps": h.cost.steps, "vjps": h.cost.vjps,
-               "jvps": h.cost.jvps, "hvps": h.cost.hvps, "seconds": seconds,
-               "cos_to_rmd": _cos(h.flat(), exact_ref.flat())}
+        row: dict[str, Any] = {"method": method, "exact": cls.exact, "steps": h.cost.steps, "vjps": h.cost.vjps,
+                               "jvps": h.cost.jvps, "hvps": h.cost.hvps, "seconds": seconds,
+                               "cos_to_rmd": _cos(h.flat(), exact_ref.flat())}
         if cls.exact and cls.optimizer_hparams:
             row["fd_rel_err"] = _rel(h.flat(), c.fd)
         elif cls.exact:

@@ -153,7 +153,8 @@ class HyperDistill(Estimator):
         if zero_direct not in ZERO_DIRECT:
             raise ValueError(f"zero_direct must be one of {ZERO_DIRECT}, got {zero_direct!r}")
         self.gamma, self.theta, self.period, self.T_estimate = float(gamma), theta, period, T_estimate
-        self.seed, self.rounding, self.distill_opt_state, self.zero_direct = seed, rounding, distill_opt_state, zero_direct
+        self.seed, self.rounding = seed, rounding
+        self.distill_opt_state, self.zero_direct = distill_opt_state, zero_direct
 
     def new_state(self) -> HyperDistillState:
         """θ (the fixed one, else not fitted yet), no inner optimization started, the generator seeded."""
