@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +24,18 @@ from ..drivers.offline import run_offline
 from ..estimators import Hypergradient
 from ..learners.data import digits, minibatches
 
+if TYPE_CHECKING:
+    from ..core.functional import Forward
+    from ..core.hyper import HyperView
+    from ..core.state import State
+    from ..core.types import Batch, HparamsLike
 
-def _ce(f, batch, hp):
+
+def _ce(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
     return F.cross_entropy(f(batch[0]), batch[1])
 
 
-def _accuracy(problem, state, X, y):
+def _accuracy(problem: InnerProblem, state: State, X: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         f = problem.forward(state)
         return (f(X).argmax(-1) == y).float().mean().item()
@@ -65,7 +71,7 @@ def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0
     history = res.history["val_loss"]
     seconds = time.perf_counter() - t0
 
-    def evaluate(l):
+    def evaluate(l: HparamsLike) -> tuple[float, float, float]:
         s, _ = problem.run(problem.init_state(), l, T)
         return _accuracy(problem, s, *val), _accuracy(problem, s, *test), problem.val_loss_at(s, l).item()
 

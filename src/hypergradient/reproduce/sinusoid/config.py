@@ -67,11 +67,11 @@ class SinusoidConfig:
     quick: bool = False
 
     @classmethod
-    def full(cls, **kw) -> "SinusoidConfig":
+    def full(cls, **kw: Any) -> "SinusoidConfig":
         return cls(**kw)
 
     @classmethod
-    def make_quick(cls, **kw) -> "SinusoidConfig":
+    def make_quick(cls, **kw: Any) -> "SinusoidConfig":
         """A smoke-test size: 3 meta-iterations of 2 tasks, few evaluation tasks, 1 seed."""
         base: dict[str, Any] = dict(meta_batch=2, iterations=3, test_tasks=50, val_tasks=20, tune_seeds=(100,), seeds=1,
                     cosine_points=(0, 3), cosine_tasks=2, cost_repeats=1, hd_period=50, quick=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -14,6 +15,10 @@ from .config import ESTIMATORS, SinusoidConfig
 from .tasks import _sampler
 from ...drivers.meta import inner_optimizations
 from .train import make_estimator, make_learner
+
+if TYPE_CHECKING:
+    from ...core.state import Cost
+    from ...estimators.hyperdistill import HyperDistill
 
 __all__ = ["cost_benchmark"]
 
@@ -33,7 +38,7 @@ def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
         est = make_estimator(method, cfg, seed, chosen.get(method))
         setups[method] = (est, lam, torch.optim.Adam(list(lam.values()), lr=cfg.hyper_lr), est.new_state())
 
-    def one(method):
+    def one(method: str) -> Cost:
         est, lam, outer, est_state = setups[method]
         p = learner.problem(task)
         inner_optimizations([p], est, lam, outer, [p.init_state(phi)], cfg.T, est_state)
@@ -59,7 +64,8 @@ def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
     est, lam, _, _ = setups["HyperDistill"]
     p = learner.problem(task)
     t0 = time.perf_counter()
-    _, info = linear_estimation(p, {k: v.detach() for k, v in lam.items()}, p.init_state(phi), cfg.T, est.gamma,
+    _, info = linear_estimation(p, {k: v.detach() for k, v in lam.items()}, p.init_state(phi), cfg.T,
+                                cast("HyperDistill", est).gamma,
                                 generator=torch.Generator().manual_seed(0))
     out["HyperDistill"]["linear_estimation"] = {"seconds": time.perf_counter() - t0,
                                                 "cost": dataclasses.asdict(info["cost"]),

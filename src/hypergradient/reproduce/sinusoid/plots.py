@@ -13,7 +13,7 @@ import torch
 __all__ = ["plots"]
 
 
-def _save(plt, fig, out: str, name: str) -> str:
+def _save(plt: Any, fig: Any, out: str, name: str) -> str:
     fig.tight_layout()
     path = os.path.join(out, name)
     fig.savefig(path, dpi=120)

@@ -4,7 +4,7 @@ cosines, Table 3's costs, the curves and the goals, i.e. results.json less the r
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import math
 import statistics
@@ -15,11 +15,13 @@ __all__ = ["choose", "summarize", "markdown"]
 
 
 # ---- the tuning choice ------------------------------------------------------------------------------
-def choose(cfg, grid, records, path_of):
+def choose(cfg: SinusoidConfig, grid: dict[str, list[dict[str, Any]]], records: dict[str, dict[str, Any]],
+           path_of: Callable[[str, str, int, dict[str, Any]], str]
+           ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
     """Lowest mean final meta-validation MSE over the tuning seeds, per tuned method."""
     tuning, chosen = {}, {}
     for m, opts in grid.items():
-        rows = []
+        rows: list[dict[str, Any]] = []
         for o in opts:
             vals = [records[path_of("tune", m, s, o)]["meta_val_final"] for s in cfg.tune_seeds]
             vals = [float(v) for v in vals]
@@ -31,7 +33,7 @@ def choose(cfg, grid, records, path_of):
 
 
 # ---- summaries --------------------------------------------------------------------------------------
-def _ci(values):
+def _ci(values: Iterable[Any]) -> tuple[float, float]:
     from ...drivers.meta import confidence_interval
     vals = [float(v) for v in values]
     if not all(math.isfinite(v) for v in vals):
@@ -103,7 +105,7 @@ def summarize(cfg: SinusoidConfig, main: dict, tuning: dict, chosen: dict, costs
                              for r in recs] for m, recs in main.items()}}
 
 
-def _shared_above(cos_shared, others):
+def _shared_above(cos_shared: dict[str, Any], others: Sequence[str]) -> dict[str, bool] | None:
     """Per key ('applied', 'last', 'last_so'): is HyperDistill's mean cosine above each of ``others``
     at every shared checkpoint?"""
     if "HyperDistill" not in cos_shared:
@@ -119,7 +121,7 @@ def _shared_above(cos_shared, others):
     return out
 
 
-def _fmt(mean, half, digits=3):
+def _fmt(mean: float, half: float, digits: int = 3) -> str:
     if not math.isfinite(mean):
         return "diverged"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"

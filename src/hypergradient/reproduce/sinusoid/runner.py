@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
@@ -18,6 +19,9 @@ from .cost import cost_benchmark
 from .plots import plots
 from .report import choose, markdown, summarize
 from .train import train_one
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["run", "main"]
 
@@ -35,7 +39,7 @@ def _job_path(out: str, kind: str, method: str, seed: int, options: dict) -> str
     return os.path.join(out, "seeds", _job_name(kind, method, seed, options) + ".json")
 
 
-def _job(payload):
+def _job(payload: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
     """Run one job (in a worker process or in this one), write its JSON, return (path, record)."""
     kind, method, seed, options, shared, cfg, path, queue, tick = payload
     if queue is not None:
@@ -46,14 +50,14 @@ def _job(payload):
     return path, rec
 
 
-def _write_json(path, obj):
+def _write_json(path: str, obj: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(_clean(obj), fh, indent=1)
     os.replace(tmp, path)
 
 
-def _clean(x):
+def _clean(x: Any) -> Any:
     """JSON-safe: tensors to lists, non-finite floats to strings ('inf', 'nan')."""
     if isinstance(x, dict):
         return {str(k): _clean(v) for k, v in x.items()}
@@ -66,7 +70,7 @@ def _clean(x):
     return x
 
 
-def _load(path, cfg):
+def _load(path: str, cfg: SinusoidConfig) -> dict[str, Any] | None:
     try:
         with open(path) as fh:
             rec = json.load(fh)
@@ -84,7 +88,11 @@ class _Runner:
     """Runs jobs in this process (workers = 1) or in a pool of spawned worker processes, with one
     tqdm bar over all meta-iterations (episodes). A job counts as done once its JSON is on disk."""
 
-    def __init__(self, cfg, out, workers, total, quiet):
+    pool: ProcessPoolExecutor | None
+    queue: Any      # a multiprocessing.Manager().Queue() proxy
+    manager: Any    # a multiprocessing SyncManager
+
+    def __init__(self, cfg: SinusoidConfig, out: str, workers: int, total: int, quiet: bool) -> None:
         from tqdm.auto import tqdm
         self.cfg, self.out, self.workers = cfg, out, workers
         self.bar = tqdm(total=total, desc="meta-iterations", unit="it", disable=quiet, dynamic_ncols=True)
@@ -101,13 +109,13 @@ class _Runner:
         path = _job_path(self.out, kind, method, seed, options)
         return (kind, method, seed, options, shared, self.cfg, path, self.queue, None)
 
-    def start(self, payloads) -> list:
+    def start(self, payloads: Iterable[tuple[Any, ...]]) -> list[Any]:
         """Handles for the payloads: futures (pool) or the payloads themselves (run at ``wait``)."""
         if self.pool is None:
             return list(payloads)
         return [self.pool.submit(_job, pl) for pl in payloads]
 
-    def wait(self, handles) -> list:
+    def wait(self, handles: list[Any]) -> list[dict[str, Any]]:
         """The records of the handles, in order."""
         if self.pool is None:
             out = []
@@ -126,11 +134,11 @@ class _Runner:
         self._ticks()
         return [f.result()[1] for f in handles]
 
-    def _ticks(self):
+    def _ticks(self) -> None:
         while not self.queue.empty():
             self.bar.update(self.queue.get())
 
-    def close(self):
+    def close(self) -> None:
         self.bar.close()
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
@@ -148,7 +156,7 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
     grid = options_grid(cfg)
     eval_seeds = list(range(cfg.seeds))
 
-    def path_of(kind, method, seed, options):
+    def path_of(kind: str, method: str, seed: int, options: dict[str, Any]) -> str:
         return _job_path(out, kind, method, seed, options)
 
     records: dict = {}
@@ -170,6 +178,7 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
     tuned: list[tuple[str, str, int, dict]] = [("main", m, s, {}) for m in grid for s in eval_seeds]
     tuned_left = [j for j in tuned if _load(path_of(*j), cfg) is None]
     runner = _Runner(cfg, out, workers, cfg.iterations * (len(tune) + len(fixed) + len(tuned_left)), quiet)
+    rec: dict[str, Any] | None    # a job's record; None where it is not on disk yet
     try:
         h_tune = runner.start([runner.payload(*j, None) for j in tune])
         h_fixed = runner.start([runner.payload(*j, None) for j in fixed]) if runner.pool is not None else None

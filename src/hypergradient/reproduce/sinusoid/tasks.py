@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Mapping, cast
+
 import torch
 
 from .config import TASK_SEEDS, SinusoidConfig
 
+if TYPE_CHECKING:
+    from ...core.types import HparamsLike
+    from ...learners import ProblemLearner, SinusoidTasks
+
 __all__ = ["task_set", "adapt_and_score", "inner_stability"]
 
 
-def _sampler(cfg: SinusoidConfig, query: int):
+def _sampler(cfg: SinusoidConfig, query: int) -> SinusoidTasks:
     from ...learners.tasks import SinusoidTasks
     return SinusoidTasks(shots=cfg.shots, query=query, dtype=cfg.torch_dtype)
 
@@ -23,19 +29,20 @@ def task_set(cfg: SinusoidConfig, which: str, n: int | None = None) -> dict:
     n = n if n is not None else {"val": cfg.val_tasks, "test": cfg.test_tasks, "probe": cfg.cosine_tasks}[which]
     sampler = _sampler(cfg, query)
     gen = torch.Generator().manual_seed(TASK_SEEDS[which])
-    tasks = [sampler.sample(gen) for _ in range(n)]
+    tasks: list[Any] = [sampler.sample(gen) for _ in range(n)]   # Task.support / .query: (x, y) here
     return {"x": torch.stack([t.support[0] for t in tasks]), "y": torch.stack([t.support[1] for t in tasks]),
             "xq": torch.stack([t.query[0] for t in tasks]), "yq": torch.stack([t.query[1] for t in tasks]),
             "tasks": tasks, "seed": TASK_SEEDS[which], "query": query}
 
 
-def _body_features(learner, lam, x):
+def _body_features(learner: ProblemLearner, lam: HparamsLike, x: torch.Tensor) -> torch.Tensor:
     """The ANIL body at λ on x (any leading batch dims)."""
     body = {k[len("model.body."):]: v.detach() for k, v in lam.items() if k.startswith("model.body.")}
-    return torch.func.functional_call(learner.model.body, body, (x,))
+    return torch.func.functional_call(cast(torch.nn.Module, learner.model.body), body, (x,))
 
 
-def adapt_and_score(learner, lam, phi, tasks: dict, cfg: SinusoidConfig) -> torch.Tensor:
+def adapt_and_score(learner: ProblemLearner, lam: HparamsLike, phi: Mapping[str, torch.Tensor], tasks: dict,
+                    cfg: SinusoidConfig) -> torch.Tensor:
     """Per-task query MSE after T steps of SGD with momentum on the head from φ, λ fixed: all tasks
     at once. The same arithmetic as ``InnerProblem.run`` + ``val_loss_at`` with ANIL's MSE (PyTorch's
     SGD convention v ← μ v + g, w ← w − lr v, v_0 = 0), since the body features do not change."""
@@ -58,7 +65,7 @@ def adapt_and_score(learner, lam, phi, tasks: dict, cfg: SinusoidConfig) -> torc
         return torch.where(torch.isfinite(mse), mse, torch.full_like(mse, float("inf")))
 
 
-def inner_stability(learner, lam, tasks: dict, cfg: SinusoidConfig) -> dict:
+def inner_stability(learner: ProblemLearner, lam: HparamsLike, tasks: dict, cfg: SinusoidConfig) -> dict:
     """lr · λ_max of the head's training Hessian H = (2/m) [f 1]ᵀ[f 1] on each task's support set at
     the body λ: heavy-ball SGD (momentum μ) on this quadratic diverges when it exceeds 2(1 + μ).
     Median and max over the tasks, and that threshold."""

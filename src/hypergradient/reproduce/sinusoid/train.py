@@ -7,18 +7,25 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
 from .config import BASELINES, ESTIMATOR_OPTIONS, METHODS, SinusoidConfig
 from .tasks import _sampler, adapt_and_score, inner_stability, task_set
 
+if TYPE_CHECKING:
+    from ...core.problem import InnerProblem
+    from ...core.state import State
+    from ...core.types import Hparams, HparamsLike
+    from ...estimators.base import Estimator, EstimatorState
+    from ...learners import ANIL, ProblemLearner
+
 __all__ = ["make_learner", "make_estimator", "applied_hypergradient", "train_one"]
 
 
 # ---- estimators -------------------------------------------------------------------------------------
-def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | None = None):
+def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | None = None) -> Estimator:
     """The estimator of ``method`` (a :data:`METHODS` label) with ``options`` in the paper's labels
     (γ; N, K), renamed to the estimator's options by :data:`ESTIMATOR_OPTIONS` (N.IFT(N, K) is
     ``ift(solver="neumann", maxiter=N, window=K)``)."""
@@ -32,7 +39,8 @@ def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | 
     return get(name, **opts)
 
 
-def applied_hypergradient(est, problem, lam, state, T: int, est_state=None):
+def applied_hypergradient(est: Estimator, problem: InnerProblem, lam: HparamsLike, state: State, T: int,
+                          est_state: EstimatorState | None = None) -> tuple[Hparams, Hparams, Hparams]:
     """(Σ_t g_t over active steps | the offline value, g_T, g_T's indirect part) with λ fixed."""
     from ...drivers.online import online_sum
     if not est.online:
@@ -42,7 +50,8 @@ def applied_hypergradient(est, problem, lam, state, T: int, est_state=None):
     return total, last.value, last.indirect
 
 
-def _measure_cosines(methods_opts: dict, learner, lam, phi, probe: dict, cfg: SinusoidConfig, seed: int) -> dict:
+def _measure_cosines(methods_opts: dict, learner: ProblemLearner, lam: HparamsLike, phi: Mapping[str, torch.Tensor],
+                     probe: dict, cfg: SinusoidConfig, seed: int) -> dict:
     """{method: {"applied", "last", "last_so": mean cosine over probe tasks, "per_task": ...}}."""
     from ...diagnostics import cosine
     from ...estimators import get
@@ -65,7 +74,7 @@ def _measure_cosines(methods_opts: dict, learner, lam, phi, probe: dict, cfg: Si
 
 
 # ---- one meta-training run --------------------------------------------------------------------------
-def make_learner(cfg: SinusoidConfig, seed: int):
+def make_learner(cfg: SinusoidConfig, seed: int) -> ANIL:
     """ANIL on the 1-100-100-100-1 MLP (``torch.manual_seed(seed)`` initialization), inner SGD with momentum."""
     from ...learners import ANIL, anil_mlp
     torch.manual_seed(seed)
@@ -74,7 +83,8 @@ def make_learner(cfg: SinusoidConfig, seed: int):
 
 
 def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None = None, *,
-              shared_cosines: dict | None = None, evaluate_test: bool = True, tick=None) -> dict:
+              shared_cosines: dict | None = None, evaluate_test: bool = True,
+              tick: Callable[[], Any] | None = None) -> dict:
     """Meta-train one method with one seed, then meta-test. ``options`` are the method's tuned
     estimator options in the paper's labels (γ; N, K); ``shared_cosines`` {method: options} are
     measured at the cosine checkpoints in addition to the method itself. ``tick()`` is called after
@@ -97,7 +107,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
            "diverged": None, "theta": [], "stability": [], "test_diverged_tasks": None}
     cost = Cost()
 
-    def checkpoint(it, phi):
+    def checkpoint(it: int, phi: Mapping[str, torch.Tensor]) -> None:
         if it in cfg.cosine_points and cos_methods:
             opts = dict(cos_methods)
             theta = getattr(est_state, "theta", None)
@@ -106,7 +116,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
             c = _measure_cosines(opts, learner, lam, phi, probe, cfg, seed)
             rec["cosines"].append({"iteration": it, **c})
 
-    def record(m: MetaIteration):
+    def record(m: MetaIteration) -> None:
         nonlocal cost, phi
         phi = m.init
         rec["seconds_inner"].append(m.seconds / len(m.problems))
