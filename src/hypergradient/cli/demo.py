@@ -66,7 +66,7 @@ def run(outer_steps: int = 40, T: int = 80, hyper_lr: float = 0.1, seed: int = 0
         bar.update()
         bar.set_postfix(val_loss=f"{float(cast(torch.Tensor, hg.val_loss)):.4f}")
 
-    res = run_offline(problem, "rmd", lam, outer, outer_steps, T=T, callback=progress)
+    res = run_offline(problem, "rmd", lam, outer, outer_steps, T=T, callback=progress, progress=False)
     bar.close()
     history = res.history["val_loss"]
     seconds = time.perf_counter() - t0

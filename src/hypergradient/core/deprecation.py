@@ -6,29 +6,20 @@ paths are served by the package root's finder (``hypergradient._deprecated``), w
 from __future__ import annotations
 
 import functools
-import os
-import sys
-import warnings
-from types import FrameType
 from typing import Any, Callable, Mapping
+
+from .warn import warn_user
 
 __all__ = ["REMOVAL", "warn", "renamed_kwargs", "renamed_attributes"]
 
 REMOVAL = "0.3"  # the version that drops the old names
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../hypergradient
 
 
 def warn(old: str, new: str) -> None:
     """``DeprecationWarning: {old} is now {new}; the old name goes in 0.3``, attributed to the first
     frame outside hypergradient and the import machinery: the user's line, so that Python's default
     filter (which shows DeprecationWarnings of ``__main__``) shows it wherever the old name was used."""
-    level = 1
-    frame: FrameType | None = sys._getframe(0)
-    while frame is not None and frame.f_code.co_filename.startswith((_PACKAGE, "<frozen")):
-        # warnings.warn skips the import machinery's frames by itself: count only ours
-        level += not frame.f_code.co_filename.startswith("<frozen")
-        frame = frame.f_back
-    warnings.warn(f"{old} is now {new}; the old name goes in {REMOVAL}", DeprecationWarning, stacklevel=level)
+    warn_user(f"{old} is now {new}; the old name goes in {REMOVAL}", DeprecationWarning)
 
 
 def renamed_kwargs(**renames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -57,6 +57,9 @@ class Hyper:
         block: alternatively, one value per ``block`` contiguous steps.
         positive: ``None`` | ``"softplus"`` | ``"exp"``; λ holds the raw value r and the
             hyperparameter is softplus(r) or exp(r); hypergradients are taken w.r.t. r.
+        bounds: ``"torch"`` (an optimizer hyperparameter's initial value must lie where ``torch.optim``
+            accepts it: lr, momentum, weight decay, eps ≥ 0, betas in [0, 1)) or ``None`` (no check: a
+            signed search such as Meta-SGD's rates of either sign). The learned value is not clipped.
     """
 
     init: object = 0.0
@@ -64,6 +67,7 @@ class Hyper:
     schedule: int | None = None
     block: int | None = None
     positive: str | None = None
+    bounds: str | None = "torch"
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -76,6 +80,8 @@ class Hyper:
             v = getattr(self, k)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
+        if self.bounds not in ("torch", None):
+            raise ValueError(f"bounds must be 'torch' or None, got {self.bounds!r}")
 
 
 def _check_dtype(name: str, x: object) -> None:
@@ -84,6 +90,13 @@ def _check_dtype(name: str, x: object) -> None:
                         "floating point (e.g. torch.tensor(0.1, dtype=torch.float64))")
     if isinstance(x, complex):
         raise TypeError(f"hyperparameter {name!r} is complex; use a real float")
+
+
+def _extremes(init: object) -> tuple[float, float]:
+    """(min, max) of an initial value: a number, a tensor or a mapping of them."""
+    values = list(init.values()) if isinstance(init, Mapping) else [init]
+    flat = torch.cat([torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in values])
+    return float(flat.min()), float(flat.max())
 
 
 class HyperView:
@@ -166,6 +179,8 @@ class HyperSpec:
             self.modules[name] = (fm, {n: f"loss.{name}.{n}" for n in fm.names}, m)
         self._check_schedules()
         self.init()  # build λ once now, so a bad initial value (shape, dtype, sign) fails before any work
+        optimizer.check_values({**{n: (v, v) for n, v in self.constants.items()},
+                                **{n: _extremes(h.init) for n, h in self.specs.items() if h.bounds == "torch"}})
 
     # ---- building λ -------------------------------------------------------------------------------
     def _blocks(self, h: Hyper) -> int | None:
@@ -260,6 +275,9 @@ class HyperSpec:
     # ---- per step ---------------------------------------------------------------------------------
     def index(self, h: Hyper, t: int) -> int:
         # only for a scheduled h (schedule or block set), which needs the horizon (_check_schedules)
+        if self.horizon is not None and not 1 <= t <= self.horizon:
+            raise ValueError(f"step {t} is outside the horizon 1..{self.horizon} that the schedules were built for; "
+                             "run at most T = horizon steps from s_0 (a state with t > 0 has fewer left)")
         if h.schedule is not None:
             return (h.schedule * (t - 1)) // cast(int, self.horizon)
         return (t - 1) // cast(int, h.block)

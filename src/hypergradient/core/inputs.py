@@ -85,16 +85,21 @@ class Settings:
             it costs a copy per step and keeps whole weight buffers in the graph where the per-tensor
             layout keeps only the tensors backward needs (``benchmarks/unroll.py``: 0.6x the time on a
             40-tensor MLP, 1.05x the memory on a 300k-weight one).
+        frozen: what the inner loop does with parameters that have ``requires_grad=False``:
+            ``"constant"`` (they stay at their value, as with ``torch.optim``) or ``"train"``.
     """
 
     val_mode: str = "train"
     seed: int = 0
     check_finite: bool = True
     layout: str = "auto"
+    frozen: str = "constant"
 
     def __post_init__(self) -> None:
         if self.val_mode not in ("train", "eval"):
             raise ValueError(f"val_mode must be 'train' or 'eval', got {self.val_mode!r}")
+        if self.frozen not in ("constant", "train"):
+            raise ValueError(f"frozen must be 'constant' or 'train', got {self.frozen!r}")
 
 
 # old flat keyword of InnerProblem / ProblemLearner -> (object, its field)

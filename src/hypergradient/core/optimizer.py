@@ -13,6 +13,8 @@ here by name.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Collection, Mapping, NamedTuple, Sequence, Union
 
 import torch
@@ -23,6 +25,13 @@ __all__ = ["Optimizer", "OPTIMIZERS", "register_optimizer", "get_optimizer"]
 Coefficient = Union[float, torch.Tensor]
 # ``coef``: hyperparameter name -> its values, one per parameter tensor
 Coefficients = Mapping[str, Sequence[Coefficient]]
+
+
+# torch.optim's checks of its arguments (its constructors raise "Invalid ..."), by hyperparameter name:
+# (low, high, high included)
+TORCH_RANGES: dict[str, tuple[float, float, bool]] = {
+    **{n: (0.0, math.inf, True) for n in ("lr", "momentum", "weight_decay", "eps", "alpha", "lr_decay")},
+    "beta1": (0.0, 1.0, False), "beta2": (0.0, 1.0, False)}
 
 
 class Optimizer:
@@ -49,6 +58,19 @@ class Optimizer:
     @classmethod
     def static_defaults(cls) -> dict[str, Any]:
         return {}
+
+    def check_values(self, values: Mapping[str, tuple[float, float]]) -> None:
+        """ValueError for values ``torch.optim`` rejects: ``values[name] = (min, max)`` of a constant or
+        of a learned hyperparameter's initial value (:data:`TORCH_RANGES`)."""
+        for name, (lo, hi) in values.items():
+            if name not in TORCH_RANGES:
+                continue
+            a, b, closed = TORCH_RANGES[name]
+            if lo < a or hi > b or (not closed and hi >= b):
+                span = f"[{a}, {b}{']' if closed else ')'}"
+                raise ValueError(f"{type(self).__name__}: {name} = {lo if lo < a else hi} is outside {span}, which "
+                                 f"torch.optim.{self.torch_class or type(self).__name__} rejects; give a value in "
+                                 f"range (a learned value that may leave it: Hyper(..., bounds=None))")
 
     @classmethod
     def options(cls) -> list[str]:

@@ -28,13 +28,23 @@ if TYPE_CHECKING:
     from .hyper import HyperSpec
     from .optimizer import Optimizer
 
-__all__ = ["Primitives", "check_val_loss"]
+__all__ = ["Primitives", "check_scalar", "check_val_loss"]
+
+
+def check_scalar(loss: object, name: str) -> torch.Tensor:
+    """A loss must be a scalar tensor: a clear error for a Python number or an unreduced loss."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"{name} returned a {type(loss).__name__}; return a scalar tensor computed from f(x) "
+                        "(a Python number has no gradient)")
+    if loss.dim() != 0:
+        raise ValueError(f"{name} returned a tensor of shape {tuple(loss.shape)}; reduce it to a scalar "
+                         "(reduction='mean', or .mean() / .sum())")
+    return loss
 
 
 def check_val_loss(loss: object) -> None:
     """L_val must be a scalar that depends on w or λ (else every hypergradient is zero)."""
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        raise ValueError("val_loss must return a scalar tensor")
+    loss = check_scalar(loss, "val_loss")
     if not loss.requires_grad:
         raise ValueError("the validation loss depends neither on the inner weights nor on the "
                          "hyperparameters, so every hypergradient is zero; val_loss must call f(x) "

@@ -30,10 +30,11 @@ from .functional import Forward, FunctionalModel, select
 from .hyper import HyperSpec
 from .inputs import Data, HparamsView, Hypers, Settings, from_keywords
 from .optimizer import Optimizer, get_optimizer
-from .primitives import Primitives, check_val_loss
+from .primitives import Primitives, check_scalar, check_val_loss
 from .state import Cost, DivergenceError, State
 from .tree import detached
 from .types import Batch, HparamsLike, TrainGrad
+from .warn import warn_user
 
 __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 
@@ -83,11 +84,21 @@ class InnerProblem(Primitives):
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         self.fmodel = FunctionalModel(model)
         all_params = self.fmodel.parameters(model)
+        if not all_params:
+            raise ValueError(f"the model ({type(model).__name__}) has no parameters, so there is nothing for the "
+                             "inner loop to train; give a module with parameters (nn.Linear, ...)")
         lam_names = select(self.fmodel.names, hypers.model)
-        self.names = tuple(n for n in self.fmodel.names if n not in lam_names)
+        # parameters with requires_grad=False are constants, as torch.optim leaves them (unless they are λ or
+        # Settings(frozen="train") asks for them to be trained)
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad} - set(lam_names)
+        if settings.frozen == "train":
+            frozen = set()
+        self._frozen = {n: all_params[n] for n in self.fmodel.names if n in frozen}
+        self.names = tuple(n for n in self.fmodel.names if n not in lam_names and n not in frozen)
         if not self.names:
-            raise ValueError("every model parameter was selected as a hyperparameter; nothing is left "
-                             "for the inner loop to train (narrow Hypers(model=...))")
+            raise ValueError("nothing is left for the inner loop to train: every model parameter is a "
+                             "hyperparameter (narrow Hypers(model=...)) or frozen with requires_grad=False "
+                             "(unfreeze it, or Settings(frozen='train'))")
         self._w0 = tuple(all_params[n] for n in self.names)
         self._buffers0 = self.fmodel.buffers(model)
         self.dtype = self._w0[0].dtype
@@ -161,6 +172,8 @@ class InnerProblem(Primitives):
         T = T if T is not None else self.horizon
         if T is None:
             raise ValueError("give the number of inner steps T (or InnerProblem(horizon=T))")
+        if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+            raise ValueError(f"the number of inner steps T must be a positive int, got {T!r}")
         if self.horizon is not None and T != self.horizon and any(
                 h.schedule or h.block for h in self.spec.specs.values()):
             raise ValueError(f"schedules were built for horizon {self.horizon}; T={T} differs")
@@ -169,7 +182,8 @@ class InnerProblem(Primitives):
     # ---- losses -------------------------------------------------------------------------------------
     def _forward(self, params: Sequence[torch.Tensor], lam: HparamsLike, buffers: Mapping[str, torch.Tensor],
                  training: bool, seed: int | None) -> Forward:
-        return Forward(self.fmodel, dict(zip(self.names, params)), self.spec.model_values(lam), cast(dict, buffers),
+        parts = {**self._frozen, **self.spec.model_values(lam)} if self._frozen else self.spec.model_values(lam)
+        return Forward(self.fmodel, dict(zip(self.names, params)), parts, cast(dict, buffers),
                        training, seed, self.device)
 
     def forward(self, state: State, lam: HparamsLike | None = None, *, training: bool = False) -> Forward:
@@ -214,6 +228,7 @@ class InnerProblem(Primitives):
         with torch.enable_grad():
             views = cast(FlatLayout, self.layout).unpack(params[0]) if flat else params
             loss, buffers = self.train_loss_at(state._replace(params=views), lam, t, batch)
+            loss = check_scalar(loss, "train_loss")
             if self.check_finite and not math.isfinite(loss.item()):
                 raise DivergenceError(f"the inner loop diverged at step {t} (training loss {loss.item()}); "
                                       "lower the learning rate or clip the hyperparameters")
@@ -269,21 +284,40 @@ class InnerProblem(Primitives):
         return State(lay.unpack(s.params[0]), type(s.opt)(*lay.unpack_fields(s.opt)), s.buffers, s.t)
 
     def unused_hparams(self, lam: HparamsLike) -> list[str]:
-        """Keys of λ that neither Φ (over two steps) nor L_val reaches in autograd's graph; cached per
-        key set, not counted in :attr:`cost`. Being the estimators' pre-flight probe, it also raises
-        ``ValueError`` for a validation loss that is not a scalar or that depends on neither w nor λ,
-        before any inner loop runs."""
+        """Keys of λ that neither Φ (over two steps, one at horizon 1) nor L_val reaches in autograd's
+        graph; cached per key set, not counted in :attr:`cost`. Being the estimators' pre-flight probe,
+        it also raises ``ValueError`` before any inner loop runs when no inner weight reaches the
+        training loss, or when the validation loss is not a scalar or reaches neither w nor λ (the
+        losses call ``model(x)`` instead of ``f(x)``), and warns when L_val reaches λ but no weight."""
         key = tuple(lam)
         if key not in self._unused:
             lam_d = detached(lam, requires_grad=True)
+            steps = min(2, self.horizon or 2)
             with torch.enable_grad():
                 s0 = self.init_state()
-                s1 = self._phi(s0, lam_d, True)
-                s2 = self._phi(s1, lam_d, True)
-                outs = [o.sum() for o in s1.tensors() + s2.tensors() if o.requires_grad]
-                val = self.val_loss_at(s0.detach(requires_grad=True), lam_d)
+                probe = s0.detach(requires_grad=True)
+                train = check_scalar(self.train_loss_at(probe, lam_d, 1)[0], "train_loss")
+                reached = train.requires_grad and any(
+                    g is not None for g in torch.autograd.grad(train, probe.params, allow_unused=True))
+                if not reached:
+                    raise ValueError("no inner weight reaches the training loss, so every hypergradient would be "
+                                     "zero: train_loss must call f(x) (the model at the inner weights), not model(x)")
+                states = [self._phi(s0, lam_d, True)]
+                while len(states) < steps:
+                    states.append(self._phi(states[-1], lam_d, True))
+                outs = [o.sum() for s in states for o in s.tensors() if o.requires_grad]
+                val = self.val_loss_at(probe, lam_d)
                 check_val_loss(val)
-                gv = torch.autograd.grad(val, list(lam_d.values()), allow_unused=True, retain_graph=True)
+                reach = torch.autograd.grad(val, list(probe.params) + list(lam_d.values()), allow_unused=True,
+                                            retain_graph=True)
+                gv = reach[len(probe.params):]
+                if all(g is None for g in reach):
+                    raise ValueError("the validation loss reaches neither the inner weights nor the "
+                                     "hyperparameters, so every hypergradient would be zero: call f(x) (the model "
+                                     "at the inner weights), not model(x), or use hp")
+                if all(g is None for g in reach[:len(probe.params)]):
+                    warn_user("the validation loss does not reach the inner weights: the hypergradient is its "
+                              "direct term only; call f(x) (the model at the inner weights), not model(x)")
                 outs = [o for o in outs if o.requires_grad]
                 g = torch.autograd.grad(outs, list(lam_d.values()), allow_unused=True) if outs else \
                     [None] * len(lam_d)

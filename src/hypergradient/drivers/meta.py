@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..core.problem import InnerProblem
 from ..core.state import Cost, State
@@ -203,7 +204,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                T: int | None = None, init: Mapping[str, torch.Tensor] | None = None,
                init_update: str | InitUpdate | None = "reptile", init_lr: float = 1.0, seed: int = 0,
                lr_decay: bool = False, nonfinite: str = "raise", est_state: EstimatorState | None = None,
-               callback: Callable[[MetaIteration], Any] | None = None, **estimator_options: Any) -> MetaTrainResult:
+               callback: Callable[[MetaIteration], Any] | None = None, progress: bool = True,
+               **estimator_options: Any) -> MetaTrainResult:
     """Meta-train λ (online or offline) and φ (Reptile / first-order MAML) over ``iterations`` meta-batches.
 
     Args:
@@ -219,6 +221,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         lr_decay: decay the outer learning rate linearly to 0 over iterations × T inner steps (online).
         est_state: the estimator's state to continue from (default ``est.new_state()``).
         callback: ``callback(MetaIteration)`` after every meta-iteration.
+        progress: a tqdm bar over the meta-iterations with the query loss (``False``: none).
     """
     update = init_update_of(init_update, init_lr)
     for name, v in (("iterations", iterations), ("meta_batch", meta_batch)):
@@ -233,6 +236,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
     gen = torch.Generator().manual_seed(seed)
     history, cost, decay, outer_steps = new_history(), Cost(), None, 0
     history["meta_val_loss"] = []
+    bar = tqdm(total=iterations, desc=f"meta-iterations ({est.name})", disable=not progress, leave=False)
     for it in range(iterations):
         problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
         if it == 0 and est.online:       # once per run (offline calls validate themselves)
@@ -256,9 +260,12 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         spent = sum((p.cost - b for p, b in zip(problems, before)), Cost())
         cost, outer_steps = cost + spent, outer_steps + steps
         history["meta_val_loss"].append(sum(vals) / len(vals))
+        bar.update()
+        bar.set_postfix(query_loss=f"{history['meta_val_loss'][-1]:.4g}", refresh=False)
         if callback is not None:
             callback(MetaIteration(it, phi, hparams, problems, finals, sum(vals) / len(vals), steps, spent, seconds,
                                    est_state))
+    bar.close()
     return MetaTrainResult(hparams, phi, history, cost, est_state, outer_steps)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..core.problem import InnerProblem
 from ..core.state import Cost, State
@@ -59,7 +60,7 @@ def offline_step(problems: Sequence[InnerProblem], estimator: _base.Estimator, h
 def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams: HparamsLike,
                 outer: torch.optim.Optimizer, steps: int, *, T: int | None = None, state: State | None = None,
                 est_state: EstimatorState | None = None, callback: Callable[[int, Hypergradient], Any] | None = None,
-                **estimator_options: Any) -> OfflineResult:
+                progress: bool = True, **estimator_options: Any) -> OfflineResult:
     """``steps`` outer steps, each from a full inner optimization of T steps from ``state`` (default
     the problem's initial state): g = dL_val/dλ by ``estimator``, ``outer.step()``.
 
@@ -70,6 +71,7 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
         outer: a ``torch.optim.Optimizer`` over ``hparams.values()``.
         steps: outer steps.
         callback: ``callback(k, hg)`` after outer step k = 0..steps−1.
+        progress: a tqdm bar over the outer steps with the validation loss (``False``: none).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps (outer steps) must be a positive int, got {steps!r}")
@@ -80,12 +82,16 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
     history: dict = {"val_loss": [], "hypergrad_norm": []}
     cost = Cost()
     hg = None
+    bar = tqdm(total=steps, desc=f"outer steps ({est.name})", disable=not progress, leave=False)
     for k in range(steps):
         (hg,) = offline_step([problem], est, hparams, outer, [start], T, est_state)
         cost = cost + hg.cost
         history["val_loss"].append(float(hg.val_loss) if hg.val_loss is not None else float("nan"))
         history["hypergrad_norm"].append(float(hg.flat().double().norm()))
+        bar.update()
+        bar.set_postfix(val_loss=f"{history['val_loss'][-1]:.4g}", refresh=False)
         if callback is not None:
             callback(k, hg)
+    bar.close()
     assert hg is not None
     return OfflineResult(hparams, hg, history, cost, est_state)

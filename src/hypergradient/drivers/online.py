@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, cast
 
 import torch
+from tqdm.auto import tqdm
 
 from ..core.problem import InnerProblem
 from ..core.state import Cost, State
@@ -197,7 +198,7 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
                hparams: HparamsLike, outer: torch.optim.Optimizer, *, T: int | None = None,
                state: State | Sequence[State] | None = None, episodes: int = 1, lr_decay: bool = False,
                nonfinite: str = "raise", callback: Callable | None = None, est_state: EstimatorState | None = None,
-               **estimator_options: Any) -> OnlineResult:
+               progress: bool = True, **estimator_options: Any) -> OnlineResult:
     """Optimize λ online: ``episodes`` inner optimizations of T steps each from ``state`` (default
     the problem's initial state), λ updated after every inner step.
 
@@ -213,6 +214,7 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
         callback: ``callback(states, mean_hypergradient or None)`` after every inner step.
         est_state: the estimator's state to continue from (default ``est.new_state()``); the
             result's ``est_state`` is where it ended.
+        progress: a tqdm bar over the inner steps with the mean validation loss (``False``: none).
     """
     problems = [problem] if isinstance(problem, InnerProblem) else list(problem)
     if not problems or not all(isinstance(p, InnerProblem) for p in problems):
@@ -235,8 +237,12 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
         starts = list(state)
     decay = LinearDecay(outer, episodes * T) if lr_decay else None
     history, cost, states, steps = new_history(), Cost(), starts, 0
+    bar = tqdm(total=episodes * T, desc=f"inner steps ({est.name}, online)", disable=not progress, leave=False)
     for _ in range(episodes):
         r = lockstep(problems, est, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
                      history=history, callback=callback)
         states, cost, steps = r.states, cost + r.cost, steps + r.outer_steps
+        bar.update(T)
+        bar.set_postfix(val_loss=f"{history['val_loss'][-1]:.4g}", refresh=False)
+    bar.close()
     return OnlineResult(hparams, states, history, cost, est_state, steps)

@@ -22,7 +22,6 @@ Estimators never write ``.grad``; :meth:`Hypergradient.to_grad` does that when a
 from __future__ import annotations
 
 import dataclasses
-import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
@@ -34,6 +33,7 @@ from ..core.problem import InnerProblem
 from ..core.state import Cost, State
 from ..core.tree import detached, flatten
 from ..core.types import Hparams, HparamsLike
+from ..core.warn import warn_user
 
 __all__ = ["Hypergradient", "EstimatorState", "Carry", "OnlineEstimator", "Estimator", "validate", "check",
            "REGISTRY", "ALIASES", "register", "register_alias", "get", "resolve", "estimate"]
@@ -101,6 +101,10 @@ class Hypergradient:
 
     def to_grad(self, hparams: HparamsLike, accumulate: bool = False) -> None:
         """Write the hypergradient into ``hparams[k].grad`` (for a ``torch.optim`` outer optimizer)."""
+        missing = [k for k in self.value if k not in hparams]
+        if missing:
+            raise KeyError(f"to_grad: the hyperparameters {missing} are not in the dict given; pass the λ this "
+                           "hypergradient was computed for (problem.init_hparams())")
         for k, v in self.value.items():
             p = hparams[k]
             if accumulate and p.grad is not None:
@@ -188,8 +192,8 @@ def validate(problem: InnerProblem, estimator: "Estimator", hparams: HparamsLike
         return lam
     unused = problem.unused_hparams(lam)
     if unused:
-        warnings.warn(f"{estimator.name}: nothing depends on the hyperparameters {unused}; their "
-                      "hypergradient is zero (check Hypers(model=...) / your losses)", stacklevel=3)
+        warn_user(f"{estimator.name}: nothing depends on the hyperparameters {unused}; their "
+                  "hypergradient is zero (check Hypers(model=...) / your losses)")
     return lam
 
 

@@ -40,6 +40,13 @@ class SGD(Optimizer):
     def static_defaults(cls) -> dict[str, Any]:
         return {"nesterov": False}
 
+    def check_values(self, values: Mapping[str, tuple[float, float]]) -> None:
+        super().check_values(values)
+        momentum, dampening = values.get("momentum", (1.0, 1.0)), values.get("dampening", (0.0, 0.0))
+        if self.nesterov and (momentum[0] <= 0 or dampening != (0.0, 0.0)):      # (absent: opted out)
+            raise ValueError("SGD(nesterov=True) needs momentum > 0 and dampening = 0 (torch.optim.SGD rejects "
+                             "anything else); set momentum, or drop nesterov")
+
     def init(self, params: Sequence[torch.Tensor]) -> SGDState:
         return SGDState(zeros_like_all(params))
 

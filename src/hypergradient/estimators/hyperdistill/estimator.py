@@ -64,6 +64,7 @@ import torch
 from ...core.problem import InnerProblem
 from ...core.state import Cost, State
 from ...core.tree import dot
+from ...core.warn import warn_user
 from ...core.types import Batch, Hparams
 from ..base import Carry, Estimator, EstimatorState, Hypergradient, register
 from ..shared import last_of_steps, padded
@@ -169,6 +170,10 @@ class HyperDistill(Estimator):
         mode = "fit"
         if self.zero_direct != "fit" and direct_is_zero(problem, lam):
             mode = self.zero_direct
+            warn_user(f"hyperdistill: the validation loss does not depend on λ directly (∂L_val/∂λ ≡ 0), so "
+                          f"zero_direct={mode!r} applies: g_t = v_t{'/‖v_t‖' if mode == 'normalized' else ''} "
+                          "without the fitted scale θ S_k (the paper's π* = 1; about 1/S_k of it); pass "
+                          "zero_direct='fit' to keep θ S_k")
         estimation = None
         if mode == "fit" and self.theta is None and (refit or est_state.theta is None):
             if T is None:

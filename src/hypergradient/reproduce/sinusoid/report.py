@@ -121,9 +121,14 @@ def _shared_above(cos_shared: dict[str, Any], others: Sequence[str]) -> dict[str
     return out
 
 
+BLOWUP = 1e4   # a mean meta-test MSE this large is reported as a blow-up, not as digits
+
+
 def _fmt(mean: float, half: float, digits: int = 3) -> str:
     if not math.isfinite(mean):
         return "diverged"
+    if abs(mean) >= BLOWUP:         # finite but blown up (some test tasks' inner loops): not a digit string
+        return f"blew up ({mean:.1e})"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 

@@ -138,7 +138,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
         checkpoint(0, phi)
         meta_train(learner, est, lam, outer, _sampler(cfg, cfg.query), iterations=cfg.iterations,
                    meta_batch=cfg.meta_batch, T=cfg.T, init=phi, init_update="reptile", init_lr=cfg.reptile_lr,
-                   seed=seed, est_state=est_state, callback=record)
+                   seed=seed, est_state=est_state, callback=record, progress=False)
     except (DivergenceError, FloatingPointError) as e:
         rec["diverged"] = f"meta-iteration {len(rec['meta_train_loss'])}: {e}"
         if tick is not None:
