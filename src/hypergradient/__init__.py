@@ -7,10 +7,11 @@ only from layers below its own (``tests/test_layers.py``)."""
 from . import _deprecated, diagnostics, drivers, estimators, learners, linalg, optim
 from .core import Cost, Data, DivergenceError, FunctionalModel, Hyper, Hypers, HyperSpec, InnerProblem, Settings, State
 from .core.deprecation import renamed_attributes
+from .core.version import VERSION
 from .drivers import run_offline, run_online
 from .estimators import REGISTRY, Estimator, EstimatorState, Hypergradient, estimate
 
-__version__ = "0.2.0"
+__version__ = VERSION
 
 __all__ = ["Cost", "Data", "Hypers", "Settings", "DivergenceError", "Estimator", "EstimatorState", "FunctionalModel", "Hyper", "HyperSpec", "Hypergradient",
            "InnerProblem", "REGISTRY", "State", "estimate", "run_offline", "run_online", "diagnostics", "drivers", "estimators", "learners",

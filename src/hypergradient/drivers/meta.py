@@ -29,7 +29,9 @@ on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -43,6 +45,7 @@ from ..core.tree import detached
 from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
+from .checkpoint import Checkpointer, capture, estimator_config, restore
 from .offline import offline_step
 from .online import NONFINITE, LinearDecay, check_outer, lockstep, new_history
 
@@ -205,6 +208,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                init_update: str | InitUpdate | None = "reptile", init_lr: float = 1.0, seed: int = 0,
                lr_decay: bool = False, nonfinite: str = "raise", est_state: EstimatorState | None = None,
                callback: Callable[[MetaIteration], Any] | None = None, progress: bool = True,
+               checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
                **estimator_options: Any) -> MetaTrainResult:
     """Meta-train λ (online or offline) and φ (Reptile / first-order MAML) over ``iterations`` meta-batches.
 
@@ -222,6 +226,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         est_state: the estimator's state to continue from (default ``est.new_state()``).
         callback: ``callback(MetaIteration)`` after every meta-iteration.
         progress: a tqdm bar over the meta-iterations with the query loss (``False``: none).
+        checkpoint: a file to save the run to every ``checkpoint_every`` meta-iterations and on Ctrl-C,
+            and to resume from when it exists (:mod:`hypergradient.drivers.checkpoint`; bit for bit).
     """
     update = init_update_of(init_update, init_lr)
     for name, v in (("iterations", iterations), ("meta_batch", meta_batch)):
@@ -234,39 +240,70 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
     est_state = est.new_state() if est_state is None else est_state
     phi = {k: v.detach().clone() for k, v in (learner.init_weights() if init is None else init).items()}
     gen = torch.Generator().manual_seed(seed)
-    history, cost, decay, outer_steps = new_history(), Cost(), None, 0
+    history = new_history()
     history["meta_val_loss"] = []
-    bar = tqdm(total=iterations, desc=f"meta-iterations ({est.name})", disable=not progress, leave=False)
-    for it in range(iterations):
-        problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
-        if it == 0 and est.online:       # once per run (offline calls validate themselves)
-            _base.validate(problems[0], est, hparams)
-        before = [p.cost.copy() for p in problems]
-        Ti = problems[0].horizon_or(T)
-        t0 = time.perf_counter()
-        if lr_decay and decay is None and est.online:
-            decay = LinearDecay(outer, iterations * Ti)
-        starts = [p.init_state(phi) for p in problems]
-        finals, steps, hgs = inner_optimizations(problems, est, hparams, outer, starts, Ti, est_state, decay=decay,
-                                                 nonfinite=nonfinite, history=history)
-        seconds = time.perf_counter() - t0
-        lam = detached(hparams)
-        vals = None
-        if update is not None:
-            phi, vals = update(phi, problems, finals, lam, hgs)
-        if vals is None:
-            with torch.no_grad():
-                vals = [float(p.val_loss_at(s, lam)) for p, s in zip(problems, finals)]
-        spent = sum((p.cost - b for p, b in zip(problems, before)), Cost())
-        cost, outer_steps = cost + spent, outer_steps + steps
-        history["meta_val_loss"].append(sum(vals) / len(vals))
-        bar.update()
-        bar.set_postfix(query_loss=f"{history['meta_val_loss'][-1]:.4g}", refresh=False)
-        if callback is not None:
-            callback(MetaIteration(it, phi, hparams, problems, finals, sum(vals) / len(vals), steps, spent, seconds,
-                                   est_state))
+    run: dict[str, Any] = {"done": 0, "phi": phi, "history": history, "cost": Cost(), "steps": 0, "decay": None}
+    ck = Checkpointer(checkpoint, checkpoint_every, {
+        "driver": "meta_train", **estimator_config(est, hparams, outer), "learner": type(learner).__name__,
+        "sampler": type(sampler).__name__, "iterations": iterations, "meta_batch": meta_batch, "T": T,
+        "init_update": init_update, "init_lr": init_lr, "seed": seed, "lr_decay": lr_decay, "nonfinite": nonfinite,
+        "init": {k: list(v.shape) for k, v in phi.items()}})
+    saved = ck.load()
+    if saved is not None:
+        restore(saved, hparams, outer, est_state)
+        gen.set_state(saved["generator"])
+        run.update(done=saved["done"], phi=saved["phi"], history=saved["history"], cost=Cost(**saved["cost"]),
+                   steps=saved["steps"])
+        if saved["decay"] is not None:
+            run["decay"] = LinearDecay(outer, saved["decay"]["total"])
+            run["decay"].base, run["decay"].k = saved["decay"]["base"], saved["decay"]["k"]
+
+    def snapshot() -> dict[str, Any]:
+        d = run["decay"]
+        return capture(hparams, outer, est_state, done=run["done"], phi=run["phi"], history=run["history"],
+                       cost=dataclasses.asdict(run["cost"]), steps=run["steps"], generator=gen.get_state(),
+                       decay=None if d is None else {"total": d.total, "base": d.base, "k": d.k})
+    last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
+    bar = tqdm(total=iterations, initial=run["done"], desc=f"meta-iterations ({est.name})", disable=not progress,
+               leave=False)
+
+    def body() -> None:
+        nonlocal last
+        first = run["done"]
+        for it in range(first, iterations):
+            problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
+            if it == first and est.online:       # once per run (offline calls validate themselves)
+                _base.validate(problems[0], est, hparams)
+            before = [p.cost.copy() for p in problems]
+            Ti = problems[0].horizon_or(T)
+            t0 = time.perf_counter()
+            if lr_decay and run["decay"] is None and est.online:
+                run["decay"] = LinearDecay(outer, iterations * Ti)
+            starts = [p.init_state(run["phi"]) for p in problems]
+            finals, steps, hgs = inner_optimizations(problems, est, hparams, outer, starts, Ti, est_state,
+                                                     decay=run["decay"], nonfinite=nonfinite, history=run["history"])
+            seconds = time.perf_counter() - t0
+            lam = detached(hparams)
+            vals = None
+            if update is not None:
+                run["phi"], vals = update(run["phi"], problems, finals, lam, hgs)
+            if vals is None:
+                with torch.no_grad():
+                    vals = [float(p.val_loss_at(s, lam)) for p, s in zip(problems, finals)]
+            spent = sum((p.cost - b for p, b in zip(problems, before)), Cost())
+            run.update(done=it + 1, cost=run["cost"] + spent, steps=run["steps"] + steps)
+            run["history"]["meta_val_loss"].append(sum(vals) / len(vals))
+            last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
+            if ck.due(run["done"], iterations):
+                ck.save(last)
+            bar.update()
+            bar.set_postfix(query_loss=f"{run['history']['meta_val_loss'][-1]:.4g}", refresh=False)
+            if callback is not None:
+                callback(MetaIteration(it, run["phi"], hparams, problems, finals, sum(vals) / len(vals), steps, spent,
+                                       seconds, est_state))
+    ck.run(body, lambda: last)
     bar.close()
-    return MetaTrainResult(hparams, phi, history, cost, est_state, outer_steps)
+    return MetaTrainResult(hparams, run["phi"], run["history"], run["cost"], est_state, run["steps"])
 
 
 def meta_test(learner: MetaLearner, hparams: Mapping[str, torch.Tensor], init: Mapping[str, torch.Tensor],

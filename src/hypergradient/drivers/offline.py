@@ -19,6 +19,8 @@ second-order MAML update would read the same pass's gradient at the initial weig
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -30,6 +32,7 @@ from ..core.state import Cost, State
 from ..core.types import HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
+from .checkpoint import Checkpointer, capture, estimator_config, restore
 from .online import apply, check_outer, mean_value
 
 __all__ = ["offline_step", "run_offline", "OfflineResult"]
@@ -40,7 +43,7 @@ class OfflineResult:
     """What :func:`run_offline` returns."""
 
     hparams: HparamsLike           # λ: the caller's leaf tensors, updated in place by the outer optimizer
-    last: Hypergradient            # the hypergradient of the last outer step (its final state, cost, info)
+    last: Hypergradient | None     # the last outer step's hypergradient (None: the checkpoint had finished the run)
     history: dict = field(default_factory=dict)  # per outer step: "val_loss" (at s_T), "hypergrad_norm"
     cost: Cost = field(default_factory=Cost)     # primitives spent over all outer steps
     est_state: EstimatorState | None = None      # the estimator's state after the run
@@ -60,7 +63,8 @@ def offline_step(problems: Sequence[InnerProblem], estimator: _base.Estimator, h
 def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams: HparamsLike,
                 outer: torch.optim.Optimizer, steps: int, *, T: int | None = None, state: State | None = None,
                 est_state: EstimatorState | None = None, callback: Callable[[int, Hypergradient], Any] | None = None,
-                progress: bool = True, **estimator_options: Any) -> OfflineResult:
+                progress: bool = True, checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+                **estimator_options: Any) -> OfflineResult:
     """``steps`` outer steps, each from a full inner optimization of T steps from ``state`` (default
     the problem's initial state): g = dL_val/dλ by ``estimator``, ``outer.step()``.
 
@@ -72,6 +76,8 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
         steps: outer steps.
         callback: ``callback(k, hg)`` after outer step k = 0..steps−1.
         progress: a tqdm bar over the outer steps with the validation loss (``False``: none).
+        checkpoint: a file to save the run to every ``checkpoint_every`` outer steps and on Ctrl-C, and
+            to resume from when it exists (:mod:`hypergradient.drivers.checkpoint`; bit for bit).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps (outer steps) must be a positive int, got {steps!r}")
@@ -79,19 +85,36 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
     check_outer(outer, hparams)
     est_state = est.new_state() if est_state is None else est_state
     start = problem.init_state() if state is None else state
-    history: dict = {"val_loss": [], "hypergrad_norm": []}
-    cost = Cost()
-    hg = None
-    bar = tqdm(total=steps, desc=f"outer steps ({est.name})", disable=not progress, leave=False)
-    for k in range(steps):
-        (hg,) = offline_step([problem], est, hparams, outer, [start], T, est_state)
-        cost = cost + hg.cost
-        history["val_loss"].append(float(hg.val_loss) if hg.val_loss is not None else float("nan"))
-        history["hypergrad_norm"].append(float(hg.flat().double().norm()))
-        bar.update()
-        bar.set_postfix(val_loss=f"{history['val_loss'][-1]:.4g}", refresh=False)
-        if callback is not None:
-            callback(k, hg)
+    ck = Checkpointer(checkpoint, checkpoint_every, {
+        "driver": "run_offline", **estimator_config(est, hparams, outer), "steps": steps, "T": T,
+        "start_t": start.t})
+    run: dict[str, Any] = {"done": 0, "history": {"val_loss": [], "hypergrad_norm": []}, "cost": Cost(), "hg": None}
+    saved = ck.load()
+    if saved is not None:
+        restore(saved, hparams, outer, est_state)
+        run.update(done=saved["done"], history=saved["history"], cost=Cost(**saved["cost"]))
+
+    def snapshot() -> dict[str, Any]:
+        return capture(hparams, outer, est_state, done=run["done"], history=run["history"],
+                       cost=dataclasses.asdict(run["cost"]))
+    last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
+    bar = tqdm(total=steps, initial=run["done"], desc=f"outer steps ({est.name})", disable=not progress, leave=False)
+
+    def body() -> None:
+        nonlocal last
+        history = run["history"]
+        for k in range(run["done"], steps):
+            (hg,) = offline_step([problem], est, hparams, outer, [start], T, est_state)
+            history["val_loss"].append(float(hg.val_loss) if hg.val_loss is not None else float("nan"))
+            history["hypergrad_norm"].append(float(hg.flat().double().norm()))
+            run.update(done=k + 1, cost=run["cost"] + hg.cost, hg=hg)
+            last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
+            if ck.due(k + 1, steps):
+                ck.save(last)
+            bar.update()
+            bar.set_postfix(val_loss=f"{history['val_loss'][-1]:.4g}", refresh=False)
+            if callback is not None:
+                callback(k, hg)
+    ck.run(body, lambda: last)
     bar.close()
-    assert hg is not None
-    return OfflineResult(hparams, hg, history, cost, est_state)
+    return OfflineResult(hparams, run["hg"], run["history"], run["cost"], est_state)

@@ -20,7 +20,9 @@ SignDescent`, ``skips_nonfinite = True``) receive them as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, cast
 
@@ -32,6 +34,7 @@ from ..core.state import Cost, State
 from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
+from .checkpoint import Checkpointer, capture, estimator_config, pack_states, restore, unpack_states
 
 __all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "lockstep", "Lockstep", "apply",
            "mean_value", "check_outer", "new_history", "online_sum"]
@@ -198,7 +201,8 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
                hparams: HparamsLike, outer: torch.optim.Optimizer, *, T: int | None = None,
                state: State | Sequence[State] | None = None, episodes: int = 1, lr_decay: bool = False,
                nonfinite: str = "raise", callback: Callable | None = None, est_state: EstimatorState | None = None,
-               progress: bool = True, **estimator_options: Any) -> OnlineResult:
+               progress: bool = True, checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+               **estimator_options: Any) -> OnlineResult:
     """Optimize λ online: ``episodes`` inner optimizations of T steps each from ``state`` (default
     the problem's initial state), λ updated after every inner step.
 
@@ -215,6 +219,8 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
         est_state: the estimator's state to continue from (default ``est.new_state()``); the
             result's ``est_state`` is where it ended.
         progress: a tqdm bar over the inner steps with the mean validation loss (``False``: none).
+        checkpoint: a file to save the run to every ``checkpoint_every`` episodes and on Ctrl-C, and to
+            resume from when it exists (:mod:`hypergradient.drivers.checkpoint`; bit for bit).
     """
     problems = [problem] if isinstance(problem, InnerProblem) else list(problem)
     if not problems or not all(isinstance(p, InnerProblem) for p in problems):
@@ -236,13 +242,38 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
     else:
         starts = list(state)
     decay = LinearDecay(outer, episodes * T) if lr_decay else None
-    history, cost, states, steps = new_history(), Cost(), starts, 0
-    bar = tqdm(total=episodes * T, desc=f"inner steps ({est.name}, online)", disable=not progress, leave=False)
-    for _ in range(episodes):
-        r = lockstep(problems, est, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
-                     history=history, callback=callback)
-        states, cost, steps = r.states, cost + r.cost, steps + r.outer_steps
-        bar.update(T)
-        bar.set_postfix(val_loss=f"{history['val_loss'][-1]:.4g}", refresh=False)
+    ck = Checkpointer(checkpoint, checkpoint_every, {
+        "driver": "run_online", **estimator_config(est, hparams, outer), "T": T, "episodes": episodes,
+        "lr_decay": lr_decay, "nonfinite": nonfinite, "problems": len(problems)})
+    run: dict[str, Any] = {"done": 0, "history": new_history(), "cost": Cost(), "steps": 0, "states": starts}
+    saved = ck.load()
+    if saved is not None:
+        restore(saved, hparams, outer, est_state)
+        run.update(done=saved["done"], history=saved["history"], cost=Cost(**saved["cost"]), steps=saved["steps"],
+                   states=unpack_states(saved["states"], starts))
+        if decay is not None:
+            decay.k = saved["decay_k"]
+
+    def snapshot() -> dict[str, Any]:
+        return capture(hparams, outer, est_state, done=run["done"], history=run["history"],
+                       cost=dataclasses.asdict(run["cost"]), steps=run["steps"], decay_k=decay.k if decay else 0,
+                       states=pack_states(run["states"]))
+    last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
+    bar = tqdm(total=episodes * T, initial=run["done"] * T, desc=f"inner steps ({est.name}, online)",
+               disable=not progress, leave=False)
+
+    def body() -> None:
+        nonlocal last
+        for _ in range(run["done"], episodes):
+            r = lockstep(problems, est, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
+                         history=run["history"], callback=callback)
+            run.update(done=run["done"] + 1, states=r.states, cost=run["cost"] + r.cost,
+                       steps=run["steps"] + r.outer_steps)
+            last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
+            if ck.due(run["done"], episodes):
+                ck.save(last)
+            bar.update(T)
+            bar.set_postfix(val_loss=f"{run['history']['val_loss'][-1]:.4g}", refresh=False)
+    ck.run(body, lambda: last)
     bar.close()
-    return OnlineResult(hparams, states, history, cost, est_state, steps)
+    return OnlineResult(hparams, run["states"], run["history"], run["cost"], est_state, run["steps"])

@@ -124,6 +124,12 @@ def _shared_above(cos_shared: dict[str, Any], others: Sequence[str]) -> dict[str
 BLOWUP = 1e4   # a mean meta-test MSE this large is reported as a blow-up, not as digits
 
 
+def _seed_value(v: float) -> str:
+    if not math.isfinite(v):
+        return "inf"
+    return f"{v:.1e}" if abs(v) >= BLOWUP else f"{v:.3f}"
+
+
 def _fmt(mean: float, half: float, digits: int = 3) -> str:
     if not math.isfinite(mean):
         return "diverged"
@@ -144,7 +150,7 @@ def markdown(result: dict) -> str:
         paper = "—" if r["paper"] is None else _fmt(*r["paper"])
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "—"
         div = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-        seeds = ", ".join("inf" if not math.isfinite(float(v)) else f"{float(v):.3f}" for v in r["per_seed"])
+        seeds = ", ".join(_seed_value(float(v)) for v in r["per_seed"])
         lines.append(f"| {m} | {opts} | {_fmt(r['mean'], r['ci95'])}{div} | {paper} | {seeds} |")
     g = result["goals"]
     lines += ["", f"Ordering (ours, paper methods only): {' < '.join(g['ordering_of_paper_methods'])}  ",
