@@ -151,3 +151,19 @@ def test_drivers_show_progress_unless_asked_not_to(capsys):
         assert capsys.readouterr().err == ""
         hg.run_offline(pb, "rmd", lam, torch.optim.SGD(lam.values(), lr=0.01), 2)
         assert "outer steps (rmd)" in capsys.readouterr().err
+
+
+def test_nan_in_the_data_is_named_as_the_datas_fault():
+    train, val = classification_data(0)
+    train = [(x.clone(), y) for x, y in train]
+    train[1][0][0, 0] = float("nan")
+    pb = hg.InnerProblem(mlp(), ce, ce, "sgd", hg.Hypers({"lr": Hyper(0.1)}), hg.Data(train, val), horizon=4)
+    with pytest.raises(ValueError, match="batch of step 2 already holds NaN.*data is at fault"):
+        hg.estimate("rmd", pb, pb.init_hparams())
+
+
+def test_hparams_of_another_dtype_are_refused():
+    pb = make_problem("sgd", {"lr": Hyper(0.1)})
+    lam = {k: v.detach().float().requires_grad_() for k, v in pb.init_hparams().items()}
+    with pytest.raises(ValueError, match=r"torch.float32 .* but the model's weights are torch.float64.*init_hparams"):
+        hg.estimate("rmd", pb, lam)

@@ -271,6 +271,10 @@ class HyperSpec:
             _check_dtype(k, v)
             if v.shape != ref[k].shape:
                 raise ValueError(f"{k} has shape {tuple(v.shape)}, expected {tuple(ref[k].shape)}")
+            if v.dtype != ref[k].dtype or v.device != ref[k].device:
+                raise ValueError(f"{k} is {v.dtype} on {v.device} but the model's weights are {ref[k].dtype} on "
+                                 f"{ref[k].device}: build λ with problem.init_hparams() after moving the model "
+                                 "(model.to(dtype / device)), or move λ the same way")
 
     # ---- per step ---------------------------------------------------------------------------------
     def index(self, h: Hyper, t: int) -> int:

@@ -43,6 +43,14 @@ LAYOUTS = ("auto", "flat", "tensors")
 FLAT_MAX_MEAN = 16384  # "auto" takes the flat layout up to this mean number of elements per weight tensor
 
 
+def _leaves(batch: Batch) -> list[torch.Tensor]:
+    """The tensors of a batch (a tensor, or nested tuples / lists / dicts of them)."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
+    return [x for item in items for x in _leaves(item)]
+
+
 def _seed(base: int, t: int, tag: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{base}:{t}:{tag}".encode(), digest_size=6).digest(), "little")
 
@@ -230,6 +238,11 @@ class InnerProblem(Primitives):
             loss, buffers = self.train_loss_at(state._replace(params=views), lam, t, batch)
             loss = check_scalar(loss, "train_loss")
             if self.check_finite and not math.isfinite(loss.item()):
+                bad = [x for x in _leaves(self._train(t) if batch is None else batch)
+                       if x.is_floating_point() and not bool(torch.isfinite(x).all())]
+                if bad:
+                    raise ValueError(f"the training batch of step {t} already holds NaN or inf values: the data is at "
+                                     "fault, not the learning rate; clean or mask it before training")
                 raise DivergenceError(f"the inner loop diverged at step {t} (training loss {loss.item()}); "
                                       "lower the learning rate or clip the hyperparameters")
             if not loss.requires_grad:
