@@ -133,7 +133,8 @@ def test_slots_match_functional_call_and_leave_the_skeleton_empty():
     out, new = fm(params, buffers, (x,))
     ref_tensors = {**params, **{n: b.clone() for n, b in buffers.items()}}
     ref = torch.func.functional_call(m, ref_tensors, (x,))  # writes rebound buffers back into ref_tensors
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    # weight_norm runs in plain ops (torch._weight_norm's double backward is wrong): equal to its kernel to 1 ulp
+    torch.testing.assert_close(out, ref, rtol=2e-16, atol=5e-16)
     assert set(new) == set(buffers) and new["2.inner.count"].item() == 1.0
     for n in new:
         torch.testing.assert_close(new[n], ref_tensors[n], rtol=0, atol=0, msg=n)
