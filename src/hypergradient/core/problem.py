@@ -1,16 +1,17 @@
-"""The inner problem and the one-step map Φ, with the primitives every estimator uses.
+"""The inner problem and the one-step map Φ; the primitives every estimator uses come from
+:mod:`hypergradient.core.primitives`.
 
 Inner dynamics ``s_t = Φ(s_{t-1}, λ; D_t)`` where the state s = (w, optimizer state) (ALGORITHMS.md
 §0). Estimators touch Φ only through:
 
 * :meth:`InnerProblem.step`      — s_t from s_{t-1} (optionally keeping autograd's graph);
 * :meth:`InnerProblem.unroll`    — s_{t+n} from s_t through n steps, keeping the graph (flat layout);
-* :meth:`InnerProblem.vjp`       — (ᾱ A_t, ᾱ B_t): one reverse-mode product with ∂Φ/∂s and ∂Φ/∂λ;
-* :meth:`InnerProblem.jvp`       — A_t z + B_t ζ: one forward-mode product (columns batchable);
-* :meth:`InnerProblem.hvp`       — ∂²L_train/∂w² v;
-* :meth:`InnerProblem.val_grad`  — ∂L_val/∂w and ∂L_val/∂λ (the direct term).
+* the primitives (``vjp``, ``vjp_through``, ``jvp``, ``hvp``, ``step_hvp``, ``mixed_vjp``, ``val_grad``).
 
-:attr:`InnerProblem.cost` counts every primitive spent.
+:attr:`InnerProblem.cost` counts every primitive spent; each primitive counts itself. The problem is
+built from :class:`~hypergradient.core.inputs.Hypers`, :class:`~hypergradient.core.inputs.Data` and
+:class:`~hypergradient.core.inputs.Settings`; its pre-flight probe (:meth:`InnerProblem.unused_hparams`)
+catches losses that do not use the inner weights before any work.
 """
 
 from __future__ import annotations
