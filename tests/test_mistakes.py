@@ -167,3 +167,52 @@ def test_hparams_of_another_dtype_are_refused():
     lam = {k: v.detach().float().requires_grad_() for k, v in pb.init_hparams().items()}
     with pytest.raises(ValueError, match=r"torch.float32 .* but the model's weights are torch.float64.*init_hparams"):
         hg.estimate("rmd", pb, lam)
+
+
+# ---- divergence (core/divergence.py) -------------------------------------------------------------------
+def _blowing_up(lr: float = 100.0):
+    return make_problem("sgd", {"lr": Hyper(lr)}, T=50)
+
+
+def test_a_finite_blow_up_is_caught_at_its_step():
+    """CE, tanh MLP, lr = 100: the training loss goes 1.1, 93, 552, ... (finite); the running mean passes
+    10 × the first loss at step 3."""
+    pb = _blowing_up()
+    for name in ("rmd", "fmd", "drmad"):
+        with pytest.raises(hg.DivergenceError, match=r"diverged at step 3: the running mean .* lower the learning"):
+            hg.estimate(name, pb, pb.init_hparams())
+    lam = pb.init_hparams()
+    with pytest.raises(hg.DivergenceError, match="problem 0: the inner loop diverged at step 3"):
+        run_online(pb, "one_step", lam, torch.optim.SGD(lam.values(), lr=0.0), progress=False)
+    quiet = make_problem("sgd", {"lr": Hyper(100.0)}, T=50, divergence=None)     # the check turned off
+    assert torch.isfinite(hg.estimate("rmd", quiet, quiet.init_hparams()).flat()).all()
+    with pytest.raises(ValueError, match="factor > 1"):
+        hg.core.divergence.Divergence(factor=0.5)
+
+
+def test_divergence_policies_of_the_drivers():
+    """Two tasks share λ (an L2 coefficient); the second one's constant lr = 100 blows its inner loop up
+    (training loss 1.01, 152, 16733, ...: the running mean 16.1 passes 10 × 1.01 at step 2)."""
+    good = make_problem("sgd", {"lr": 0.1}, train_loss=ce_l2, loss_hparams={"l2": Hyper(0.01)}, T=6)
+    bad = make_problem("sgd", {"lr": 100.0}, train_loss=ce_l2, loss_hparams={"l2": Hyper(0.01)}, T=6)
+    for policy in ("record", "skip", "restart"):
+        lam = good.init_hparams()
+        seen = []
+        res = run_online([good, bad], "one_step", lam, torch.optim.SGD(lam.values(), lr=0.0), progress=False,
+                         divergence=policy, callback=lambda states, value: seen.append([s.t for s in states]))
+        events = res.history["divergence"]
+        assert [(e["problem"], e["step"], e["action"]) for e in events][:1] == [(1, 2, policy)]
+        if policy == "restart":
+            assert seen[1] == [2, 0]                              # the diverged task starts again
+        else:
+            assert len(events) == 1 and seen[-1] == [6, 6]
+    lam = bad.init_hparams()
+    before = lam["loss.l2"].detach().clone()
+    res = hg.run_offline(bad, "rmd", lam, torch.optim.SGD(lam.values(), lr=0.1), 2, divergence="skip",
+                         progress=False)
+    assert [e["t"] for e in res.history["divergence"]] == [2, 2] and torch.equal(lam["loss.l2"].detach(), before)
+    res = hg.run_offline(bad, "rmd", lam, torch.optim.SGD(lam.values(), lr=0.1), 1, divergence="record",
+                         progress=False)
+    assert len(res.history["divergence"]) == 1 and not torch.equal(lam["loss.l2"].detach(), before)
+    with pytest.raises(ValueError, match="divergence must be one of"):
+        run_online(good, "one_step", lam, torch.optim.SGD(lam.values(), lr=0.0), divergence="ignore")

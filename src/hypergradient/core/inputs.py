@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping
 from torch import nn
 
 from .deprecation import warn
+from .divergence import Divergence
 from .hyper import Hyper, HyperSpec
 from .types import Batch, Batches, HparamsLike
 
@@ -87,6 +88,8 @@ class Settings:
             40-tensor MLP, 1.05x the memory on a 300k-weight one).
         frozen: what the inner loop does with parameters that have ``requires_grad=False``:
             ``"constant"`` (they stay at their value, as with ``torch.optim``) or ``"train"``.
+        divergence: the rule that calls a trajectory diverged although its loss is finite
+            (:class:`~hypergradient.core.divergence.Divergence`; ``None``: off).
     """
 
     val_mode: str = "train"
@@ -94,6 +97,7 @@ class Settings:
     check_finite: bool = True
     layout: str = "auto"
     frozen: str = "constant"
+    divergence: Divergence | None = field(default_factory=Divergence)
 
     def __post_init__(self) -> None:
         if self.val_mode not in ("train", "eval"):

@@ -58,6 +58,8 @@ class Primitives:
     cost: Cost
     spec: "HyperSpec"
     optimizer: "Optimizer"
+    _loss: float | None
+    last_step_loss: float | None
 
     def _phi(self, state: State, lam: HparamsLike, create_graph: bool, batch: Batch = None, *,
              coef: Any = None, flat: bool = False) -> State:
@@ -118,6 +120,7 @@ class Primitives:
                                               is_grads_batched=True, allow_unused=True))
         self.cost.steps += 1
         self.cost.hvps += Z[0].shape[0] if Z is not None else 0
+        self.last_step_loss = self._loss
         grads = tuple(g.detach() for g in grads)
         coef = self.spec.coefficients(lam, t)
         with torch.no_grad():
@@ -171,6 +174,7 @@ class Primitives:
         shape = (lambda o: (ncol, *o.shape)) if batched else (lambda o: o.shape)
         full = [j if j is not None else torch.zeros(shape(o), dtype=o.dtype, device=o.device)
                 for j, o in zip(out_tan, outs)]
+        self.last_step_loss = self._loss
         return nxt.detach(), [j.detach() for j in full]
 
     def hvp(self, state: State, lam: HparamsLike, v: Tensors, t: int | None = None) -> list[torch.Tensor]:

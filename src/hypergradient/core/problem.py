@@ -16,9 +16,10 @@ catches losses that do not use the inner weights before any work.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from typing import Any, Callable, Mapping, Sequence, cast
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from torch import nn
 from .autograd import grad_or_zero
 from .batches import stream
 from .deprecation import warn
+from .divergence import Monitor
 from .flat import FlatLayout
 from .functional import Forward, FunctionalModel, select
 from .hyper import HyperSpec
@@ -126,8 +128,52 @@ class InnerProblem(Primitives):
         self.check_finite = settings.check_finite
         self.cost = Cost()
         self.layout = self._layout(settings.layout)  # a FlatLayout where Φ runs on one flat buffer (see unroll)
+        self.divergence = settings.divergence
+        self.on_divergence = "raise"             # what run / unroll do on a diverged trajectory (divergence_mode)
+        self.divergences: list[dict[str, Any]] = []   # the trajectories recorded as diverged ("record" mode)
+        self.last_step_loss: float | None = None      # L_train of the last step taken (step, step_hvp, jvp)
+        self._loss: float | None = None
         self._unused: dict[tuple, list[str]] = {}
         self._val_unreached: dict[tuple, list[str]] = {}
+
+    # ---- divergence (core/divergence.py) ---------------------------------------------------------------
+    def _monitor(self) -> Monitor | None:
+        return None if self.divergence is None else Monitor(self.divergence)
+
+    def watcher(self) -> Callable[[int], None]:
+        """For an estimator that takes a trajectory's steps itself (forward mode, the online methods
+        run offline): call the result after each step t; it applies the divergence rule to the step's
+        training loss like :meth:`run` does (raise, or record under ``divergence_mode("record")``)."""
+        monitor = self._monitor()
+        return lambda t: self._watch(monitor, t, self.last_step_loss)
+
+    def _watch(self, monitor: Monitor | None, t: int, loss: float | None = None) -> None:
+        """Apply the divergence rule after step t: raise :class:`DivergenceError`, or record it."""
+        loss = self._loss if loss is None else loss
+        if monitor is None or loss is None or not monitor.update(loss):
+            return
+        if self.on_divergence == "raise":
+            raise DivergenceError(monitor.why(t))
+        if not monitor.reported:                  # one event per trajectory: its first diverged step
+            monitor.reported = True
+            self.divergences.append({"t": t, "mean": monitor.mean, "first": monitor.first})
+
+    @contextlib.contextmanager
+    def divergence_mode(self, mode: str) -> Iterator[list[dict[str, Any]]]:
+        """Within the block, a diverged trajectory of :meth:`run` / :meth:`unroll` is ``"raise"``-d (the
+        default) or ``"record"``-ed: the yielded list receives one event per diverged trajectory
+        (its first diverged step ``t``, the running mean, the first loss) and the run goes on."""
+        if mode not in ("raise", "record"):
+            raise ValueError(f"divergence mode must be 'raise' or 'record', got {mode!r}")
+        old, self.on_divergence = self.on_divergence, mode
+        start = len(self.divergences)
+        events: list[dict[str, Any]] = []
+        try:
+            yield events
+        finally:
+            self.on_divergence = old
+            events.extend(self.divergences[start:])
+            del self.divergences[start:]
 
     def hparams_view(self, hparams: HparamsLike) -> HparamsView:
         """λ by hyperparameter name, constrained: ``problem.hparams_view(lam)["lr"]`` (see
@@ -223,7 +269,9 @@ class InnerProblem(Primitives):
         """Φ: s_t = Φ(s_{t-1}, λ; D_t). With ``create_graph`` the result stays differentiable with
         respect to ``state`` and ``lam``; otherwise it is detached."""
         self.cost.steps += 1
-        return self._phi(state, lam, create_graph, batch)
+        out = self._phi(state, lam, create_graph, batch)
+        self.last_step_loss = self._loss
+        return out
 
     def _train_grad(self, state: State, lam: HparamsLike, t: int, *, create_graph: bool, batch: Batch = None,
                     flat: bool = False) -> TrainGrad:
@@ -238,7 +286,8 @@ class InnerProblem(Primitives):
             views = cast(FlatLayout, self.layout).unpack(params[0]) if flat else params
             loss, buffers = self.train_loss_at(state._replace(params=views), lam, t, batch)
             loss = check_scalar(loss, "train_loss")
-            if self.check_finite and not math.isfinite(loss.item()):
+            self._loss = loss.item() if self.check_finite or self.divergence is not None else None
+            if self.check_finite and not math.isfinite(cast(float, self._loss)):
                 bad = [x for x in _leaves(self._train(t) if batch is None else batch)
                        if x.is_floating_point() and not bool(torch.isfinite(x).all())]
                 if bad:
@@ -277,9 +326,9 @@ class InnerProblem(Primitives):
         computed once per schedule window and shared by its steps. The flat result holds views into
         the flat buffers; the same values as n :meth:`step` calls up to the order of summation."""
         self.cost.steps += n
-        return self._unroll(state, lam, n)
+        return self._unroll(state, lam, n, self._monitor())
 
-    def _unroll(self, state: State, lam: HparamsLike, n: int) -> State:
+    def _unroll(self, state: State, lam: HparamsLike, n: int, monitor: Monitor | None = None) -> State:
         lay, coef = self.layout, {}
 
         def at(t: int) -> Any:
@@ -291,10 +340,12 @@ class InnerProblem(Primitives):
         if lay is None:
             for _ in range(n):
                 state = self._phi(state, lam, True, coef=at(state.t + 1))
+                self._watch(monitor, state.t)
             return state
         s = State((lay.pack(state.params),), type(state.opt)(*lay.pack_fields(state.opt)), state.buffers, state.t)
         for _ in range(n):
             s = self._phi(s, lam, True, coef=at(s.t + 1), flat=True)
+            self._watch(monitor, s.t)
         return State(lay.unpack(s.params[0]), type(s.opt)(*lay.unpack_fields(s.opt)), s.buffers, s.t)
 
     def unused_hparams(self, lam: HparamsLike) -> list[str]:
@@ -351,8 +402,10 @@ class InnerProblem(Primitives):
         kept: dict[int, State] = {}
         if keep is not None and keep(state.t):
             kept[state.t] = state
+        monitor = self._monitor()
         for _ in range(T):
             state = self.step(state, lam, create_graph=create_graph)
+            self._watch(monitor, state.t)
             if keep is not None and keep(state.t):
                 kept[state.t] = state
         return state, kept

@@ -188,17 +188,18 @@ def confidence_interval(values: Sequence[float] | torch.Tensor, z: float = Z95) 
 
 def inner_optimizations(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
                         outer: torch.optim.Optimizer, starts: Sequence[State], T: int, est_state: EstimatorState, *,
-                        decay: LinearDecay | None = None, nonfinite: str = "raise",
-                        history: dict | None = None) -> tuple[list[State], int, list[Hypergradient] | None]:
+                        decay: LinearDecay | None = None, nonfinite: str = "raise", history: dict | None = None,
+                        divergence: str = "raise") -> tuple[list[State], int, list[Hypergradient] | None]:
     """One meta-iteration's inner optimizations with their outer steps: online estimators in
     :func:`~hypergradient.drivers.online.lockstep` (λ updated at every active step), offline ones by
     :func:`~hypergradient.drivers.offline.offline_step` (one outer step). Returns (final states,
     outer steps taken, the offline hypergradients or None)."""
     if estimator.online:
         r = lockstep(problems, estimator, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
-                     history=history)
+                     history=history, divergence=divergence)
         return r.states, r.outer_steps, None
-    hgs = offline_step(problems, estimator, hparams, outer, starts, T, est_state)
+    hgs = offline_step(problems, estimator, hparams, outer, starts, T, est_state, divergence=divergence,
+                       history=history)
     return [h.next_state(estimator.name) for h in hgs], 1, hgs
 
 
@@ -209,7 +210,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                lr_decay: bool = False, nonfinite: str = "raise", est_state: EstimatorState | None = None,
                callback: Callable[[MetaIteration], Any] | None = None, progress: bool = True,
                checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-               **estimator_options: Any) -> MetaTrainResult:
+               divergence: str = "raise", **estimator_options: Any) -> MetaTrainResult:
     """Meta-train λ (online or offline) and φ (Reptile / first-order MAML) over ``iterations`` meta-batches.
 
     Args:
@@ -223,6 +224,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         init: the starting φ (default ``learner.init_weights()``).
         init_update: ``"reptile"``, ``"fomaml"``, an :class:`InitUpdate` or ``None`` (φ fixed); ``init_lr`` is η.
         lr_decay: decay the outer learning rate linearly to 0 over iterations × T inner steps (online).
+        divergence: ``"raise"`` | ``"record"`` | ``"skip"`` | ``"restart"`` for a task whose inner loop
+            diverges although its loss stays finite (:func:`~hypergradient.drivers.online.lockstep`).
         est_state: the estimator's state to continue from (default ``est.new_state()``).
         callback: ``callback(MetaIteration)`` after every meta-iteration.
         progress: a tqdm bar over the meta-iterations with the query loss (``False``: none).
@@ -247,6 +250,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         "driver": "meta_train", **estimator_config(est, hparams, outer), "learner": type(learner).__name__,
         "sampler": type(sampler).__name__, "iterations": iterations, "meta_batch": meta_batch, "T": T,
         "init_update": init_update, "init_lr": init_lr, "seed": seed, "lr_decay": lr_decay, "nonfinite": nonfinite,
+        "divergence": divergence,
         "init": {k: list(v.shape) for k, v in phi.items()}})
     saved = ck.load()
     if saved is not None:
@@ -281,7 +285,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                 run["decay"] = LinearDecay(outer, iterations * Ti)
             starts = [p.init_state(run["phi"]) for p in problems]
             finals, steps, hgs = inner_optimizations(problems, est, hparams, outer, starts, Ti, est_state,
-                                                     decay=run["decay"], nonfinite=nonfinite, history=run["history"])
+                                                     decay=run["decay"], nonfinite=nonfinite, history=run["history"],
+                                                     divergence=divergence)
             seconds = time.perf_counter() - t0
             lam = detached(hparams)
             vals = None

@@ -33,7 +33,7 @@ from ..core.types import HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
 from .checkpoint import Checkpointer, capture, estimator_config, restore
-from .online import apply, check_outer, mean_value
+from .online import DIVERGENCE, apply, check_outer, mean_value
 
 __all__ = ["offline_step", "run_offline", "OfflineResult"]
 
@@ -51,12 +51,27 @@ class OfflineResult:
 
 def offline_step(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
                  outer: torch.optim.Optimizer, starts: Sequence[State], T: int | None,
-                 est_state: EstimatorState) -> list[Hypergradient]:
+                 est_state: EstimatorState, *, divergence: str = "raise",
+                 history: dict | None = None) -> list[Hypergradient]:
     """B offline hypergradients (one per problem, from its start state), their mean, one outer step.
     Returns the hypergradients (``hg.state`` is each final state). A non-finite hypergradient raises
-    before λ moves."""
-    hgs = [estimator(p, hparams, T=T, state=s, est_state=est_state) for p, s in zip(problems, starts)]
-    apply(outer, hparams, mean_value(hgs))
+    before λ moves. ``divergence`` as in :func:`~hypergradient.drivers.online.lockstep`: a diverged
+    inner loop raises, is recorded, or (``"skip"``, ``"restart"``: the same offline) leaves its
+    hypergradient out of the mean; no outer step when every one is left out."""
+    if divergence not in DIVERGENCE:
+        raise ValueError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
+    hgs, used = [], []
+    for i, (p, s) in enumerate(zip(problems, starts)):
+        with p.divergence_mode("raise" if divergence == "raise" else "record") as events:
+            h = estimator(p, hparams, T=T, state=s, est_state=est_state)
+        hgs.append(h)
+        for e in events[:1]:
+            if history is not None:
+                history.setdefault("divergence", []).append({"problem": i, **e, "action": divergence})
+        if not events or divergence == "record":
+            used.append(h)
+    if used:
+        apply(outer, hparams, mean_value(used))
     return hgs
 
 
@@ -64,7 +79,7 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
                 outer: torch.optim.Optimizer, steps: int, *, T: int | None = None, state: State | None = None,
                 est_state: EstimatorState | None = None, callback: Callable[[int, Hypergradient], Any] | None = None,
                 progress: bool = True, checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-                **estimator_options: Any) -> OfflineResult:
+                divergence: str = "raise", **estimator_options: Any) -> OfflineResult:
     """``steps`` outer steps, each from a full inner optimization of T steps from ``state`` (default
     the problem's initial state): g = dL_val/dλ by ``estimator``, ``outer.step()``.
 
@@ -76,6 +91,8 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
         steps: outer steps.
         callback: ``callback(k, hg)`` after outer step k = 0..steps−1.
         progress: a tqdm bar over the outer steps with the validation loss (``False``: none).
+        divergence: ``"raise"`` | ``"record"`` | ``"skip"`` for an inner loop that diverges although its
+            loss stays finite (:func:`offline_step`; events in ``history["divergence"]``).
         checkpoint: a file to save the run to every ``checkpoint_every`` outer steps and on Ctrl-C, and
             to resume from when it exists (:mod:`hypergradient.drivers.checkpoint`; bit for bit).
     """
@@ -87,7 +104,7 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
     start = problem.init_state() if state is None else state
     ck = Checkpointer(checkpoint, checkpoint_every, {
         "driver": "run_offline", **estimator_config(est, hparams, outer), "steps": steps, "T": T,
-        "start_t": start.t})
+        "start_t": start.t, "divergence": divergence})
     run: dict[str, Any] = {"done": 0, "history": {"val_loss": [], "hypergrad_norm": []}, "cost": Cost(), "hg": None}
     saved = ck.load()
     if saved is not None:
@@ -104,7 +121,8 @@ def run_offline(problem: InnerProblem, estimator: str | _base.Estimator, hparams
         nonlocal last
         history = run["history"]
         for k in range(run["done"], steps):
-            (hg,) = offline_step([problem], est, hparams, outer, [start], T, est_state)
+            (hg,) = offline_step([problem], est, hparams, outer, [start], T, est_state, divergence=divergence,
+                                 history=history)
             history["val_loss"].append(float(hg.val_loss) if hg.val_loss is not None else float("nan"))
             history["hypergrad_norm"].append(float(hg.flat().double().norm()))
             run.update(done=k + 1, cost=run["cost"] + hg.cost, hg=hg)

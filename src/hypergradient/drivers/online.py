@@ -30,7 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.problem import InnerProblem
-from ..core.state import Cost, State
+from ..core.divergence import Monitor
+from ..core.state import Cost, DivergenceError, State
 from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
@@ -40,6 +41,7 @@ __all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "loc
            "mean_value", "check_outer", "new_history", "online_sum"]
 
 NONFINITE = ("raise", "skip")
+DIVERGENCE = ("raise", "record", "skip", "restart")
 
 
 @dataclass
@@ -135,20 +137,45 @@ def _norm(value: Hparams) -> float:
 def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
              outer: torch.optim.Optimizer, states: Sequence[State], T: int, est_state: EstimatorState, *,
              decay: LinearDecay | None = None, nonfinite: str = "raise", history: dict | None = None,
-             callback: Callable | None = None) -> Lockstep:
+             callback: Callable | None = None, divergence: str = "raise") -> Lockstep:
     """One inner optimization of every problem in lockstep, λ updated after each step with the mean
     hypergradient of the problems whose estimator is active there (``hg.active``; no outer step where
-    none is). ``est_state`` is advanced in place. ``callback(states, mean or None)`` after every step."""
-    states = list(states)
+    none is). ``est_state`` is advanced in place. ``callback(states, mean or None)`` after every step.
+
+    ``divergence``: what happens to a problem whose trajectory the problem's rule
+    (:mod:`hypergradient.core.divergence`) calls diverged at a step — ``"raise"``:
+    :class:`DivergenceError`; ``"record"``: nothing (its hypergradients are used); ``"skip"``: its
+    hypergradient is left out of the mean at that step (and each later one of the episode);
+    ``"restart"``: its inner optimization starts again from its start state (left out at that step).
+    Every non-raising case appends one event per diverged trajectory to ``history["divergence"]``."""
+    if divergence not in DIVERGENCE:
+        raise ValueError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
+    starts, states = list(states), list(states)
     carries = [estimator.online_init(p, hparams, s, est_state) for p, s in zip(problems, states)]
+    monitors = [None if p.divergence is None else Monitor(p.divergence) for p in problems]
     cost, steps = Cost(), 0
     passthrough = getattr(outer, "skips_nonfinite", False)
-    for _ in range(T):
+    for k in range(T):
         active = []
         for i, p in enumerate(problems):
             hg, carries[i] = estimator.online_step(p, hparams, states[i], carries[i])
             states[i] = hg.next_state(estimator.name)
             cost = cost + hg.cost
+            m = monitors[i]
+            if m is not None and p.last_step_loss is not None and m.update(p.last_step_loss):
+                if divergence == "raise":
+                    raise DivergenceError(f"problem {i}: {m.why(states[i].t)}")
+                if not m.reported and history is not None:
+                    history.setdefault("divergence", []).append(
+                        {"problem": i, "step": k + 1, "t": states[i].t, "mean": m.mean, "first": m.first,
+                         "action": divergence})
+                m.reported = True
+                if divergence == "restart":
+                    states[i] = starts[i]
+                    carries[i] = estimator.online_init(p, hparams, starts[i], est_state)
+                    monitors[i] = Monitor(m.rule)
+                if divergence in ("skip", "restart"):
+                    continue
             if hg.active:
                 active.append(hg)
         value = mean_value(active) if active else None
@@ -202,7 +229,7 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
                state: State | Sequence[State] | None = None, episodes: int = 1, lr_decay: bool = False,
                nonfinite: str = "raise", callback: Callable | None = None, est_state: EstimatorState | None = None,
                progress: bool = True, checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-               **estimator_options: Any) -> OnlineResult:
+               divergence: str = "raise", **estimator_options: Any) -> OnlineResult:
     """Optimize λ online: ``episodes`` inner optimizations of T steps each from ``state`` (default
     the problem's initial state), λ updated after every inner step.
 
@@ -215,6 +242,8 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
         T: inner steps per episode (default ``problem.horizon``).
         lr_decay: decay the outer learning rate linearly to 0 over all episodes × T inner steps.
         nonfinite: ``"raise"`` or ``"skip"`` for non-finite mean hypergradients.
+        divergence: ``"raise"`` | ``"record"`` | ``"skip"`` | ``"restart"`` for a problem whose inner loop
+            diverges although its loss stays finite (:func:`lockstep`; events in ``history["divergence"]``).
         callback: ``callback(states, mean_hypergradient or None)`` after every inner step.
         est_state: the estimator's state to continue from (default ``est.new_state()``); the
             result's ``est_state`` is where it ended.
@@ -244,7 +273,7 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
     decay = LinearDecay(outer, episodes * T) if lr_decay else None
     ck = Checkpointer(checkpoint, checkpoint_every, {
         "driver": "run_online", **estimator_config(est, hparams, outer), "T": T, "episodes": episodes,
-        "lr_decay": lr_decay, "nonfinite": nonfinite, "problems": len(problems)})
+        "lr_decay": lr_decay, "nonfinite": nonfinite, "problems": len(problems), "divergence": divergence})
     run: dict[str, Any] = {"done": 0, "history": new_history(), "cost": Cost(), "steps": 0, "states": starts}
     saved = ck.load()
     if saved is not None:
@@ -266,7 +295,7 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
         nonlocal last
         for _ in range(run["done"], episodes):
             r = lockstep(problems, est, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
-                         history=run["history"], callback=callback)
+                         history=run["history"], callback=callback, divergence=divergence)
             run.update(done=run["done"] + 1, states=r.states, cost=run["cost"] + r.cost,
                        steps=run["steps"] + r.outer_steps)
             last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)

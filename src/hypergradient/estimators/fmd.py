@@ -179,8 +179,10 @@ class FMD(Estimator):
     def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
                  est_state: EstimatorState) -> Hypergradient:
         carry = self.start(problem, lam, state, est_state, offline=True)
+        watch = problem.watcher()
         for _ in range(T):
             state = self._step(problem, lam, state, carry)
+            watch(state.t)
         return self._at(problem, lam, state, carry)
 
     def advance(self, problem: InnerProblem, lam: Hparams, state: State,

@@ -39,9 +39,11 @@ def last_of_steps(advance: Callable[[InnerProblem, Hparams, State, Any], tuple[H
     Σ_t g_t (what T online updates at fixed λ would apply)."""
     total = zeros_like(lam)
     hg = None
+    watch = problem.watcher()
     for _ in range(T):
         hg, carry = advance(problem, lam, state, carry)
         state = hg.next_state()
+        watch(state.t)
         total = {k: total[k] + hg.value[k] for k in total}
     if hg is None:
         raise ValueError(f"T must be >= 1, got {T}")

@@ -41,7 +41,7 @@ def cost_benchmark(cfg: SinusoidConfig, chosen: dict, seed: int = 0) -> dict:
     def one(method: str) -> Cost:
         est, lam, outer, est_state = setups[method]
         p = learner.problem(task)
-        inner_optimizations([p], est, lam, outer, [p.init_state(phi)], cfg.T, est_state)
+        inner_optimizations([p], est, lam, outer, [p.init_state(phi)], cfg.T, est_state, divergence="record")
         return p.cost
 
     for m in ESTIMATORS:                      # warm-up (and HyperDistill's first θ fit)

@@ -57,6 +57,8 @@ def _measure_cosines(methods_opts: dict, learner: ProblemLearner, lam: HparamsLi
     from ...estimators import get
     lam = {k: v.detach() for k, v in lam.items()}
     problems = [learner.problem(t) for t in probe["tasks"]]
+    for p in problems:
+        p.on_divergence = "record"           # a probe inner loop that blows up is measured as it is (faithful rows)
     rmd = get("rmd", storage="graph")
     exact = [rmd(p, lam, T=cfg.T, state=p.init_state(phi)) for p in problems]
     out = {}
@@ -138,7 +140,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
         checkpoint(0, phi)
         meta_train(learner, est, lam, outer, _sampler(cfg, cfg.query), iterations=cfg.iterations,
                    meta_batch=cfg.meta_batch, T=cfg.T, init=phi, init_update="reptile", init_lr=cfg.reptile_lr,
-                   seed=seed, est_state=est_state, callback=record, progress=False)
+                   seed=seed, est_state=est_state, callback=record, progress=False, divergence="record")
     except (DivergenceError, FloatingPointError) as e:
         rec["diverged"] = f"meta-iteration {len(rec['meta_train_loss'])}: {e}"
         if tick is not None:
