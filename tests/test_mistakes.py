@@ -216,3 +216,11 @@ def test_divergence_policies_of_the_drivers():
     assert len(res.history["divergence"]) == 1 and not torch.equal(lam["loss.l2"].detach(), before)
     with pytest.raises(ValueError, match="divergence must be one of"):
         run_online(good, "one_step", lam, torch.optim.SGD(lam.values(), lr=0.0), divergence="ignore")
+
+
+def test_a_run_that_ends_worse_than_it_started_warns():
+    pb = make_problem("sgd", {"lr": Hyper(0.05)}, T=5)
+    lam = pb.init_hparams()
+    climbing = torch.optim.SGD(lam.values(), lr=0.5, maximize=True)      # outer steps that ascend L_val
+    with pytest.warns(UserWarning, match="ended worse than it started"):
+        run_online(pb, "one_step", lam, climbing, episodes=3, progress=False, divergence="record")

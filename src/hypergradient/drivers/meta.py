@@ -47,7 +47,7 @@ from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
 from .checkpoint import Checkpointer, capture, estimator_config, restore
 from .offline import offline_step
-from .online import NONFINITE, LinearDecay, check_outer, lockstep, new_history
+from .online import NONFINITE, LinearDecay, check_outer, lockstep, new_history, warn_if_worse
 
 __all__ = ["Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "MetaIteration",
            "InitUpdate", "Reptile", "FirstOrderMAML", "init_update_of", "inner_optimizations", "meta_train",
@@ -308,6 +308,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                                        seconds, est_state))
     ck.run(body, lambda: last)
     bar.close()
+    warn_if_worse(run["history"]["meta_val_loss"], "query loss after the inner optimization")
     return MetaTrainResult(hparams, run["phi"], run["history"], run["cost"], est_state, run["steps"])
 
 

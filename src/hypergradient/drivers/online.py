@@ -34,6 +34,7 @@ from ..core.divergence import Monitor
 from ..core.state import Cost, DivergenceError, State
 from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
+from ..core.warn import warn_user
 from ..estimators.base import EstimatorState, Hypergradient
 from .checkpoint import Checkpointer, capture, estimator_config, pack_states, restore, unpack_states
 
@@ -220,6 +221,17 @@ def online_sum(problem: InnerProblem, estimator: _base.Estimator, hparams: Hpara
     return total, last
 
 
+def warn_if_worse(values: Sequence[float], what: str) -> None:
+    """Warn when a run ends worse than it started: the mean of the last tenth of ``values`` (at least
+    one) above the mean of the first tenth (non-finite entries left out)."""
+    finite = [v for v in values if math.isfinite(v)]
+    n = max(1, len(finite) // 10)
+    if len(finite) >= 2 and sum(finite[-n:]) / n > sum(finite[:n]) / n:
+        warn_user(f"the run ended worse than it started: the mean {what} of the last tenth "
+                  f"({sum(finite[-n:]) / n:.4g}) is above that of the first ({sum(finite[:n]) / n:.4g}); lower the "
+                  "outer learning rate, or check the estimator against rmd (diagnostics.cosine)")
+
+
 def new_history() -> dict:
     return {"val_loss": [], "hypergrad_norm": [], "lr": [], "skipped": [], "active": []}
 
@@ -305,4 +317,5 @@ def run_online(problem: InnerProblem | Sequence[InnerProblem], estimator: str | 
             bar.set_postfix(val_loss=f"{run['history']['val_loss'][-1]:.4g}", refresh=False)
     ck.run(body, lambda: last)
     bar.close()
+    warn_if_worse(run["history"]["val_loss"], "validation loss")
     return OnlineResult(hparams, run["states"], run["history"], run["cost"], est_state, run["steps"])
