@@ -38,8 +38,27 @@ def run(path, kill_after=None):
                      lr_decay=True)
     return lam, res
 
+def run_online_job(path, kill_after=None):
+    from hypergradient.drivers import run_online
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    learner = ANIL(anil_mlp((1, 8, 8, 1), act=torch.nn.Tanh).double(), horizon=4)
+    tasks = SinusoidTasks(dtype=torch.float64)
+    gen = torch.Generator().manual_seed(5)
+    problems = [learner.problem(tasks.sample(gen)) for _ in range(2)]
+    lam = learner.init_hparams()
+    outer = torch.optim.Adam(lam.values(), lr=1e-2)
+    steps = [0]
+    def die(states, value):
+        steps[0] += 1
+        if kill_after is not None and steps[0] == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    res = run_online(problems, "hyperdistill", lam, outer, episodes=5, gamma=0.9, period=2, checkpoint=path,
+                     callback=die, progress=False)
+    return lam, res
+
 if __name__ == "__main__":
-    run(sys.argv[1], int(sys.argv[2]))
+    (run if sys.argv[3] == "meta" else run_online_job)(sys.argv[1], int(sys.argv[2]))
 """
 
 
@@ -56,7 +75,7 @@ def test_meta_training_killed_and_resumed_is_bitwise_the_uninterrupted_run(tmp_p
     try:
         lam_ref, ref = job.run(None)
         ckpt = str(tmp_path / "meta.ckpt")
-        proc = subprocess.run([sys.executable, str(script), ckpt, "3"], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, str(script), ckpt, "3", "meta"], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         assert os.path.exists(ckpt) and not os.path.exists(ckpt + ".tmp")
@@ -73,8 +92,22 @@ def test_meta_training_killed_and_resumed_is_bitwise_the_uninterrupted_run(tmp_p
     assert torch.equal(res.est_state.generator.get_state(), ref.est_state.generator.get_state())
 
 
-class Stop(Exception):
-    pass
+def test_online_run_killed_mid_episode_and_resumed_is_bitwise_the_uninterrupted_run(tmp_path):
+    job, script = _meta_module(tmp_path)
+    try:
+        lam_ref, ref = job.run_online_job(None)
+        ckpt = str(tmp_path / "online.ckpt")
+        proc = subprocess.run([sys.executable, str(script), ckpt, "10", "online"], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert torch.load(ckpt, weights_only=True)["payload"]["done"] == 2    # killed in episode 3 of 5
+        lam, res = job.run_online_job(ckpt)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("meta_job", None)
+    assert all(torch.equal(lam[k], lam_ref[k]) for k in lam)
+    assert res.history == ref.history and res.cost == ref.cost
+    assert res.est_state.state_dict()["theta"] == ref.est_state.state_dict()["theta"]
 
 
 def _online(path, stop_at=None):
