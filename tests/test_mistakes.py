@@ -224,3 +224,29 @@ def test_a_run_that_ends_worse_than_it_started_warns():
     climbing = torch.optim.SGD(lam.values(), lr=0.5, maximize=True)      # outer steps that ascend L_val
     with pytest.warns(UserWarning, match="ended worse than it started"):
         run_online(pb, "one_step", lam, climbing, episodes=3, progress=False, divergence="record")
+
+
+def test_bounds_on_learned_values():
+    """enforce='clip' clamps the learned value into its bounds at every step (its hypergradient is the
+    clipped map's: zero outside); 'raise' names the step where it left them; 'init' only checks s_0."""
+    pb = make_problem("sgd", {"lr": Hyper(0.1, enforce="clip")}, T=3)
+    lam = pb.init_hparams()
+    with torch.no_grad():
+        lam["optim.lr"].fill_(-0.3)                          # an outer step overshot below lr = 0
+    assert pb.spec.coefficients(lam, 1)["lr"][0].item() == 0.0
+    assert hg.estimate("rmd", pb, lam).value["optim.lr"].item() == 0.0
+    pb = make_problem("sgd", {"lr": Hyper(0.1, bounds=(0.05, 0.5), enforce="raise")}, T=3)
+    lam = pb.init_hparams()
+    with torch.no_grad():
+        lam["optim.lr"].fill_(0.9)
+    with pytest.raises(ValueError, match=r"optim.lr left its bounds \[0.05, 0.5\] at step 1.*enforce='clip'"):
+        hg.estimate("rmd", pb, lam)
+    with pytest.raises(ValueError, match="outside bounds"):
+        make_problem("sgd", {"lr": Hyper(0.9, bounds=(0.05, 0.5))})
+    with pytest.raises(ValueError, match="needs bounds"):
+        Hyper(0.1, bounds=None, enforce="clip")
+    beta = make_problem("adam", {"beta1": Hyper(0.9, enforce="clip")}, T=2)
+    lam = beta.init_hparams()
+    with torch.no_grad():
+        lam["optim.beta1"].fill_(1.2)
+    assert beta.spec.coefficients(lam, 1)["beta1"][0].item() < 1.0     # [0, 1): kept below 1

@@ -31,12 +31,13 @@ from torch import nn
 
 from .deprecation import renamed_attributes
 from .functional import FunctionalModel
-from .optimizer import Coefficient, Optimizer
+from .optimizer import TORCH_RANGES, Coefficient, Optimizer
 from .types import Hparams, HparamsLike
 
 __all__ = ["Hyper", "HyperSpec", "HyperView"]
 
 GRANULARITIES = ("scalar", "tensor", "element")
+ENFORCE = ("init", "clip", "raise")
 # positive -> (raw -> value, value -> raw)
 TRANSFORMS: dict[str | None, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
     None: (lambda r: r, lambda x: x),
@@ -57,9 +58,12 @@ class Hyper:
         block: alternatively, one value per ``block`` contiguous steps.
         positive: ``None`` | ``"softplus"`` | ``"exp"``; λ holds the raw value r and the
             hyperparameter is softplus(r) or exp(r); hypergradients are taken w.r.t. r.
-        bounds: ``"torch"`` (an optimizer hyperparameter's initial value must lie where ``torch.optim``
-            accepts it: lr, momentum, weight decay, eps ≥ 0, betas in [0, 1)) or ``None`` (no check: a
-            signed search such as Meta-SGD's rates of either sign). The learned value is not clipped.
+        bounds: where an optimizer hyperparameter may lie: ``"torch"`` (where ``torch.optim`` accepts it:
+            lr, momentum, weight decay, eps ≥ 0, betas in [0, 1)), ``(lo, hi)``, or ``None`` (anywhere: a
+            signed search such as Meta-SGD's rates of either sign). The initial value is always checked.
+        enforce: what happens when the learned value leaves ``bounds`` during training: ``"init"`` (nothing:
+            only the initial value is checked), ``"clip"`` (each step uses it clamped into the bounds; its
+            hypergradient is then zero outside them) or ``"raise"`` (ValueError naming the step).
     """
 
     init: object = 0.0
@@ -67,7 +71,8 @@ class Hyper:
     schedule: int | None = None
     block: int | None = None
     positive: str | None = None
-    bounds: str | None = "torch"
+    bounds: str | tuple[float, float] | None = "torch"
+    enforce: str = "init"
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -80,8 +85,13 @@ class Hyper:
             v = getattr(self, k)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
-        if self.bounds not in ("torch", None):
-            raise ValueError(f"bounds must be 'torch' or None, got {self.bounds!r}")
+        if not (self.bounds in ("torch", None) or (isinstance(self.bounds, tuple) and len(self.bounds) == 2
+                                                    and float(self.bounds[0]) < float(self.bounds[1]))):
+            raise ValueError(f"bounds must be 'torch', None or (lo, hi) with lo < hi, got {self.bounds!r}")
+        if self.enforce not in ENFORCE:
+            raise ValueError(f"enforce must be one of {ENFORCE}, got {self.enforce!r}")
+        if self.enforce != "init" and self.bounds is None:
+            raise ValueError(f"enforce={self.enforce!r} needs bounds ('torch' or (lo, hi))")
 
 
 def _check_dtype(name: str, x: object) -> None:
@@ -90,6 +100,13 @@ def _check_dtype(name: str, x: object) -> None:
                         "floating point (e.g. torch.tensor(0.1, dtype=torch.float64))")
     if isinstance(x, complex):
         raise TypeError(f"hyperparameter {name!r} is complex; use a real float")
+
+
+def _range(name: str, h: Hyper) -> tuple[float, float, bool] | None:
+    """(low, high, high included) of ``h.bounds`` for the hyperparameter ``name``, or None."""
+    if isinstance(h.bounds, tuple):
+        return float(h.bounds[0]), float(h.bounds[1]), True
+    return TORCH_RANGES.get(name) if h.bounds == "torch" else None
 
 
 def _extremes(init: object) -> tuple[float, float]:
@@ -181,6 +198,12 @@ class HyperSpec:
         self.init()  # build λ once now, so a bad initial value (shape, dtype, sign) fails before any work
         optimizer.check_values({**{n: (v, v) for n, v in self.constants.items()},
                                 **{n: _extremes(h.init) for n, h in self.specs.items() if h.bounds == "torch"}})
+        for n, h in self.specs.items():
+            if isinstance(h.bounds, tuple):
+                lo, hi = _extremes(h.init)
+                if lo < h.bounds[0] or hi > h.bounds[1]:
+                    raise ValueError(f"optim.{n}: the initial value {lo if lo < h.bounds[0] else hi} is outside "
+                                     f"bounds={h.bounds}")
 
     # ---- building λ -------------------------------------------------------------------------------
     def _blocks(self, h: Hyper) -> int | None:
@@ -297,7 +320,7 @@ class HyperSpec:
         n = len(self.param_names)
         out: dict[str, tuple[Coefficient, ...]] = {name: (v,) * n for name, v in self.constants.items()}
         for name, h in self.specs.items():
-            f = TRANSFORMS[h.positive][0]
+            f = self._bounded(name, h, t)
             sched = h.schedule is not None or h.block is not None
             i = self.index(h, t) if sched else None
             if h.granularity == "scalar":
@@ -310,6 +333,27 @@ class HyperSpec:
                     vals.append(f(r[i] if sched else r))
                 out[name] = tuple(vals)
         return out
+
+    def _bounded(self, name: str, h: Hyper, t: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The map raw value → the value step t uses: the positivity transform, then ``h.enforce``."""
+        f = TRANSFORMS[h.positive][0]
+        rng = _range(name, h)
+        if h.enforce == "init" or rng is None:
+            return f
+        lo, hi, closed = rng
+        if h.enforce == "clip":
+            top = hi if closed else hi - 1e-7 * max(1.0, abs(hi))
+            return lambda r: f(r).clamp(lo, top)
+
+        def checked(r: torch.Tensor) -> torch.Tensor:
+            v = f(r)
+            over = v > hi if closed else v >= hi
+            if bool(((v < lo) | over).any()):
+                raise ValueError(f"optim.{name} left its bounds [{lo}, {hi}{']' if closed else ')'} at step {t} "
+                                 f"(values {float(v.min()):.4g} .. {float(v.max()):.4g}): clip it (Hyper(..., "
+                                 "enforce='clip')), reparametrize (positive='softplus'), or lower the outer lr")
+            return v
+        return checked
 
     def model_values(self, lam: HparamsLike) -> dict[str, torch.Tensor]:
         return {n: lam[f"model.{n}"] for n in self.model}
