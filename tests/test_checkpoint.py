@@ -62,27 +62,33 @@ if __name__ == "__main__":
 """
 
 
-def _meta_module(tmp_path):
-    path = tmp_path / "meta_job.py"
-    path.write_text(textwrap.dedent(META_SCRIPT))
+def killed_and_resumed(tmp_path, mode: str, kill_after: int):
+    """(uninterrupted run, resumed run, the checkpoint the killed process left): the job ``mode`` of
+    META_SCRIPT run here, then in a subprocess that SIGKILLs itself after ``kill_after`` steps, then
+    here again from the checkpoint."""
+    (tmp_path / "meta_job.py").write_text(textwrap.dedent(META_SCRIPT))
     sys.path.insert(0, str(tmp_path))
-    import importlib
-    return importlib.import_module("meta_job"), path
-
-
-def test_meta_training_killed_and_resumed_is_bitwise_the_uninterrupted_run(tmp_path):
-    job, script = _meta_module(tmp_path)
     try:
-        lam_ref, ref = job.run(None)
-        ckpt = str(tmp_path / "meta.ckpt")
-        proc = subprocess.run([sys.executable, str(script), ckpt, "3", "meta"], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        import importlib
+        job = importlib.import_module("meta_job")
+        fn = job.run if mode == "meta" else job.run_online_job
+        ref = fn(None)
+        ckpt = str(tmp_path / f"{mode}.ckpt")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.run([sys.executable, str(tmp_path / "meta_job.py"), ckpt, str(kill_after), mode],
+                              capture_output=True, text=True, env=env)
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         assert os.path.exists(ckpt) and not os.path.exists(ckpt + ".tmp")
-        lam, res = job.run(ckpt)                        # resumes after meta-iteration 3
+        left = torch.load(ckpt, weights_only=True)
+        return ref, fn(ckpt), left
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("meta_job", None)
+
+
+def test_meta_training_killed_and_resumed_is_bitwise_the_uninterrupted_run(tmp_path):
+    (lam_ref, ref), (lam, res), left = killed_and_resumed(tmp_path, "meta", 3)
+    assert left["payload"]["done"] == 3                 # resumes after meta-iteration 3 of 5
     for k in lam_ref:
         assert torch.equal(lam[k], lam_ref[k]), k
     for n in ref.init:
@@ -93,18 +99,8 @@ def test_meta_training_killed_and_resumed_is_bitwise_the_uninterrupted_run(tmp_p
 
 
 def test_online_run_killed_mid_episode_and_resumed_is_bitwise_the_uninterrupted_run(tmp_path):
-    job, script = _meta_module(tmp_path)
-    try:
-        lam_ref, ref = job.run_online_job(None)
-        ckpt = str(tmp_path / "online.ckpt")
-        proc = subprocess.run([sys.executable, str(script), ckpt, "10", "online"], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-        assert proc.returncode == -signal.SIGKILL, proc.stderr
-        assert torch.load(ckpt, weights_only=True)["payload"]["done"] == 2    # killed in episode 3 of 5
-        lam, res = job.run_online_job(ckpt)
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("meta_job", None)
+    (lam_ref, ref), (lam, res), left = killed_and_resumed(tmp_path, "online", 10)
+    assert left["payload"]["done"] == 2                 # killed in episode 3 of 5
     assert all(torch.equal(lam[k], lam_ref[k]) for k in lam)
     assert res.history == ref.history and res.cost == ref.cost
     assert res.est_state.state_dict()["theta"] == ref.est_state.state_dict()["theta"]
