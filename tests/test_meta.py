@@ -109,7 +109,7 @@ def test_reptile_and_first_order_maml():
     res = meta_train(L, "one_step", lam, frozen, tasks(), iterations=1, meta_batch=1, init_update=None)
     assert all(torch.equal(res.init[n], phi[n]) for n in phi)
     with pytest.raises(ValueError, match="init_update"):
-        meta_train(L, "one_step", lam, frozen, tasks(), iterations=1, init_update="maml")
+        meta_train(L, "one_step", lam, frozen, tasks(), iterations=1, init_update="imaml")
 
 
 def test_meta_test_reports_a_95_percent_interval():

@@ -13,10 +13,11 @@ tasks, start each inner optimization from the shared initialization φ and
 * with an offline one, take B offline hypergradients, their mean and one outer step
   (:func:`~hypergradient.drivers.offline.offline_step`);
 
-then update φ from the final weights w_T^b (:class:`InitUpdate`):
+then update φ (:class:`InitUpdate`):
 
 * Reptile (Nichol et al. 2018): φ ← φ − η (φ − mean_b w_T^b)   (HyperDistill uses η = 1);
-* first-order MAML: φ ← φ − η mean_b ∇_w L_query(w_T^b).
+* first-order MAML: φ ← φ − η mean_b ∇_w L_query(w_T^b);
+* second-order MAML (Finn et al. 2017; offline ``rmd`` / ``truncated_rmd``): φ ← φ − η mean_b dL_query(w_T^b)/dφ.
 
 :func:`meta_test` adapts from φ with λ fixed on many fresh tasks and reports the mean and a 95%
 confidence interval, mean ± 1.96 · std/√n (normal approximation, sample std with n − 1).
@@ -50,7 +51,7 @@ from .offline import offline_step
 from .online import NONFINITE, LinearDecay, check_outer, lockstep, new_history, warn_if_worse
 
 __all__ = ["Task", "TaskSampler", "MetaLearner", "MetaTrainResult", "MetaTestResult", "MetaIteration",
-           "InitUpdate", "Reptile", "FirstOrderMAML", "init_update_of", "inner_optimizations", "meta_train",
+           "InitUpdate", "Reptile", "FirstOrderMAML", "MAML", "init_update_of", "inner_optimizations", "meta_train",
            "meta_test",
            "confidence_interval"]
 
@@ -155,7 +156,29 @@ class FirstOrderMAML:
         return {n: phi[n] - self.lr * g for n, g in zip(names, mean_g)}, [float(g[0]) for g in grads]
 
 
-INIT_UPDATES: dict[str, type] = {"reptile": Reptile, "fomaml": FirstOrderMAML}
+@dataclass
+class MAML:
+    """Second-order MAML: φ ← φ − η mean_b dL_query(w_T^b)/dφ, the meta-gradient at the initialization
+    φ = w_0 through the whole inner loop (λ constant during the episode), read from the reverse pass of
+    the meta-batch's offline hypergradients (``rmd(wrt_init=True)``; ``truncated_rmd(K, wrt_init=True)``
+    for truncated MAML, where it is the gradient at w_{T−K})."""
+
+    lr: float = 1.0
+
+    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
+                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
+        if hgs is None or any("init_grad" not in h.info for h in hgs):
+            raise ValueError(MAML_NEEDS)
+        names = problems[0].names
+        mean_g = [sum(h.info["init_grad"][n] for h in hgs) / len(hgs) for n in names]
+        vals = [float(h.val_loss) for h in hgs if h.val_loss is not None]
+        return {n: phi[n] - self.lr * g for n, g in zip(names, mean_g)}, vals if len(vals) == len(hgs) else None
+
+
+MAML_NEEDS = ("second-order MAML needs the reverse pass's gradient at the initial weights: use the estimator "
+              "'rmd' or 'truncated_rmd' (meta_train(..., init_update='maml') turns on their wrt_init=True), "
+              "or init_update='fomaml' / 'reptile' with any other")
+INIT_UPDATES: dict[str, type] = {"reptile": Reptile, "fomaml": FirstOrderMAML, "maml": MAML}
 
 
 def init_update_of(kind: str | InitUpdate | None, lr: float) -> InitUpdate | None:
@@ -222,7 +245,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         sampler: the meta-training task distribution; tasks drawn from ``torch.Generator(seed)``.
         T: inner steps (default: the problems' horizon).
         init: the starting φ (default ``learner.init_weights()``).
-        init_update: ``"reptile"``, ``"fomaml"``, an :class:`InitUpdate` or ``None`` (φ fixed); ``init_lr`` is η.
+        init_update: ``"reptile"``, ``"fomaml"``, ``"maml"`` (second order: offline ``rmd`` /
+            ``truncated_rmd``), an :class:`InitUpdate` or ``None`` (φ fixed); ``init_lr`` is η.
         lr_decay: decay the outer learning rate linearly to 0 over iterations × T inner steps (online).
         divergence: ``"raise"`` | ``"record"`` | ``"skip"`` | ``"restart"`` for a task whose inner loop
             diverges although its loss stays finite (:func:`~hypergradient.drivers.online.lockstep`).
@@ -239,6 +263,11 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
     if nonfinite not in NONFINITE:
         raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
     check_outer(outer, hparams)
+    if init_update == "maml" or isinstance(update, MAML):
+        if isinstance(estimator, str) and estimator in ("rmd", "truncated_rmd"):
+            estimator_options = {**estimator_options, "wrt_init": True}
+        elif not getattr(estimator, "wrt_init", False):
+            raise ValueError(MAML_NEEDS)
     est = _base.resolve(estimator, **estimator_options)
     est_state = est.new_state() if est_state is None else est_state
     phi = {k: v.detach().clone() for k, v in (learner.init_weights() if init is None else init).items()}
