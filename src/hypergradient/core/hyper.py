@@ -195,7 +195,8 @@ class HyperSpec:
             fm = FunctionalModel(m)
             self.modules[name] = (fm, {n: f"loss.{name}.{n}" for n in fm.names}, m)
         self._check_schedules()
-        self.init()  # build λ once now, so a bad initial value (shape, dtype, sign) fails before any work
+        # build λ once now, so a bad initial value (shape, dtype, sign) fails before any work; keep its structure
+        self._reference = {k: (v.shape, v.dtype, v.device) for k, v in self.init().items()}
         optimizer.check_values({**{n: (v, v) for n, v in self.constants.items()},
                                 **{n: _extremes(h.init) for n, h in self.specs.items() if h.bounds == "torch"}})
         for n, h in self.specs.items():
@@ -284,19 +285,20 @@ class HyperSpec:
         return torch.bincount(idx, minlength=k)
 
     def validate(self, lam: HparamsLike) -> None:
-        """Raise if ``lam`` does not have the structure that :meth:`init` builds."""
-        ref = self.init()
+        """Raise if ``lam`` does not have the structure that :meth:`init` builds (kept from construction)."""
+        ref = self._reference
         missing, extra = set(ref) - set(lam), set(lam) - set(ref)
         if missing or extra:
             raise ValueError(f"hyperparameters do not match the problem: missing {sorted(missing)}, "
                              f"unknown {sorted(extra)}; build them with problem.init_hparams()")
         for k, v in lam.items():
             _check_dtype(k, v)
-            if v.shape != ref[k].shape:
-                raise ValueError(f"{k} has shape {tuple(v.shape)}, expected {tuple(ref[k].shape)}")
-            if v.dtype != ref[k].dtype or v.device != ref[k].device:
-                raise ValueError(f"{k} is {v.dtype} on {v.device} but the model's weights are {ref[k].dtype} on "
-                                 f"{ref[k].device}: build λ with problem.init_hparams() after moving the model "
+            shape, dtype, device = ref[k]
+            if v.shape != shape:
+                raise ValueError(f"{k} has shape {tuple(v.shape)}, expected {tuple(shape)}")
+            if v.dtype != dtype or v.device != device:
+                raise ValueError(f"{k} is {v.dtype} on {v.device} but the model's weights are {dtype} on "
+                                 f"{device}: build λ with problem.init_hparams() after moving the model "
                                  "(model.to(dtype / device)), or move λ the same way")
 
     # ---- per step ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -104,12 +104,12 @@ class Primitives:
         k = len(s0.tensors())
         return list(g[:k]), dict(zip(lam_d, g[k:]))
 
-    def step_hvp(self, state: State, lam: HparamsLike, Z: Sequence[torch.Tensor] | None
+    def step_hvp(self, state: State, lam: HparamsLike, Z: Sequence[torch.Tensor] | None, coef: Any = None
                  ) -> tuple[State, tuple[torch.Tensor, ...], list[torch.Tensor | None]]:
         """(s_t, ∇_w L_train(w_{t−1}), H_t Z) for the step from s_{t−1} = ``state``, with H_t the
         training Hessian at w_{t−1} and Z a batch of N tangents over the weights (leading axis N;
-        ``None``: no product, ``HZ`` all ``None``). Counted as one step and N HVPs (forward mode's
-        closed-form recursions)."""
+        ``None``: no product, ``HZ`` all ``None``); ``coef`` are step t's optimizer coefficients when the
+        caller already has them. Counted as one step and N HVPs (forward mode's closed-form recursions)."""
         t = state.t + 1
         params, grads, buffers = self._train_grad(state.detach(), lam, t, create_graph=Z is not None)
         hz: list = [None] * len(params)
@@ -122,7 +122,7 @@ class Primitives:
         self.cost.hvps += Z[0].shape[0] if Z is not None else 0
         self.last_step_loss = self._loss
         grads = tuple(g.detach() for g in grads)
-        coef = self.spec.coefficients(lam, t)
+        coef = self.spec.coefficients(lam, t) if coef is None else coef
         with torch.no_grad():
             new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t), grads, hz

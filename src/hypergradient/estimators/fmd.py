@@ -121,8 +121,8 @@ class FMDCarry(Carry):
 def closed_form_step(problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry) -> State:
     """One step and the optimizer's closed-form update of (Z, C) over the weights (1 step, N HVPs)."""
     t = state.t + 1
-    new, grads, hz = problem.step_hvp(state, lam, carry.Z)
     coef = problem.spec.coefficients(lam, t)
+    new, grads, hz = problem.step_hvp(state, lam, carry.Z, coef)
     with torch.no_grad():
         dcoef = coefficient_tangents(problem, lam, carry.cols, t, carry.cache)
         carry.Z, carry.C = problem.optimizer.tangent_update((carry.Z, carry.C), hz, dcoef, coef, grads,
