@@ -58,9 +58,8 @@ def make_problem(T: int):
     def val_loss(f, b, hp):
         return F.cross_entropy(f(b[0]), b[1])
 
-    return hg.InnerProblem(model, train_loss, val_loss, "sgd",
-                           hg.Hypers({"lr": LR, "momentum": MOM},
-                                     loss={"l2": hg.Hyper(torch.full((n,), 1e-4), positive="exp")}),
+    return hg.InnerProblem(model, train_loss, val_loss, hg.optim.sgd(lr=LR, momentum=MOM),
+                           hg.Hypers(loss={"l2": hg.Hyper(torch.full((n,), 1e-4), positive="exp")}),
                            hg.Data(train, val), horizon=T)
 
 

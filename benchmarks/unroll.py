@@ -87,9 +87,8 @@ class Task:
 # ---- implementations: each returns run(T) -> list of hypergradients aligned with task.names --------
 def make_ours(task: Task, storage: str):
     ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])  # noqa: E731
-    pb = hg.InnerProblem(task.model, ce, ce, "sgd",
-                         hg.Hypers(dict(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD)),
-                         hg.Data(task.train, task.val))
+    pb = hg.InnerProblem(task.model, ce, ce, hg.optim.sgd(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD),
+                         hg.Hypers(), hg.Data(task.train, task.val))
     lam = pb.init_hparams()
     keys = [f"optim.lr[{n}]" for n in task.names]
     est = hg.estimators.get("rmd", storage=storage)

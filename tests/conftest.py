@@ -72,14 +72,14 @@ def ce_l2(f, batch, hp):
 def make_problem(optimizer="sgd", hparams: Mapping | None = None, *, model: nn.Module | None = None,
                  T: int = 6, options: Mapping | None = None, train_loss: Callable = ce,
                  val_loss: Callable = ce, data_seed: int = 0, **kw) -> hg.InnerProblem:
-    """An InnerProblem on the small classification task (MLP 4-6-3 unless ``model`` is given); ``kw``
-    are the fields of Hypers (``loss_hparams``, ``model_hparams``, ``hparam_modules``) and Settings."""
+    """An InnerProblem on the small classification task (MLP 4-6-3 unless ``model`` is given), the
+    optimizer carrying ``hparams`` and ``options``; ``kw`` are the fields of Hypers (``loss_hparams``, ``model_hparams``, ``hparam_modules``) and Settings."""
     train, val = classification_data(data_seed)
-    hypers = hg.Hypers(hparams, model=kw.pop("model_hparams", None), loss=kw.pop("loss_hparams", None),
+    hypers = hg.Hypers(model=kw.pop("model_hparams", None), loss=kw.pop("loss_hparams", None),
                        modules=kw.pop("hparam_modules", None))
     return hg.InnerProblem(mlp() if model is None else model, train_loss, val_loss,
-                           get_optimizer(optimizer, **dict(options or {})), hypers, hg.Data(train, val), horizon=T,
-                           settings=hg.Settings(**kw))
+                           get_optimizer(optimizer, **dict(hparams or {}), **dict(options or {})), hypers,
+                           hg.Data(train, val), horizon=T, settings=hg.Settings(**kw))
 
 
 # ---- oracles -----------------------------------------------------------------------------------------

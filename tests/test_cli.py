@@ -6,6 +6,7 @@ import torch
 
 from hypergradient import cli
 from hypergradient.cli import demo
+from hypergradient.optim import OPTIMIZERS
 
 
 def test_list_json_names_every_estimator_and_optimizer(capsys):
@@ -13,7 +14,9 @@ def test_list_json_names_every_estimator_and_optimizer(capsys):
     out = json.loads(capsys.readouterr().out)
     names = {e["name"] for e in out["estimators"]}
     assert {"rmd", "fmd", "drmad", "one_step", "first_order", "hyperdistill", "evograd"} <= names
-    assert {o["name"] for o in out["optimizers"]} == {"sgd", "adam", "adamw", "rmsprop", "adagrad"}
+    assert {o["name"] for o in out["optimizers"]} == set(OPTIMIZERS)      # every optimizer, with what it learns
+    for o in out["optimizers"]:
+        assert o["hyperparameters"] == list(OPTIMIZERS[o["name"]].hparam_names) and set(o["defaults"]) == set(o["hyperparameters"])
     for e in out["estimators"]:
         assert set(e) >= {"exact", "online", "optimizer_hparams", "memory"}
 

@@ -128,7 +128,7 @@ def ridge(T: int, lr: float = 0.5, l2: float = 0.1, seed: int = 0):
     def val(f, b, hp):
         return 0.5 * ((f(b[0]) - b[1]) ** 2).mean()
 
-    problem = hg.InnerProblem(model, train, val, "sgd", hg.Hypers({"lr": lr}, loss={"l2": Hyper(l2)}),
+    problem = hg.InnerProblem(model, train, val, hg.optim.sgd(lr=lr), hg.Hypers(loss={"l2": Hyper(l2)}),
                               hg.Data([(X, y)], (Xv, yv)), horizon=T)
     return problem, problem.init_hparams(), (X, y, Xv, yv, model.weight.detach().reshape(-1), lr, l2)
 
@@ -257,7 +257,7 @@ def linear_trajectory(T: int):
     def val(f, b, hp):
         return torch.tanh(f(b)).pow(2).mean()
 
-    problem = hg.InnerProblem(model, train, val, "sgd", hg.Hypers({"lr": Hyper(0.1)}, loss={"s": Hyper(s0)}),
+    problem = hg.InnerProblem(model, train, val, hg.optim.sgd(lr=Hyper(0.1)), hg.Hypers(loss={"s": Hyper(s0)}),
                               hg.Data([Xv], Xv), horizon=T)
     return problem, problem.init_hparams()
 
@@ -343,8 +343,8 @@ def float32_problem():
     def train(f, b, hp):
         return F.cross_entropy(f(b[0]), b[1]) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())
 
-    return hg.InnerProblem(model, train, ce, "sgd",
-                           hg.Hypers({"lr": 0.2, "momentum": 0.5}, loss={"l2": Hyper(0.01, positive="exp")}),
+    return hg.InnerProblem(model, train, ce, hg.optim.sgd(lr=0.2, momentum=0.5),
+                           hg.Hypers(loss={"l2": Hyper(0.01, positive="exp")}),
                            hg.Data([(X[:6], y[:6]), (X[6:], y[6:])], (X, y)), horizon=4)
 
 
@@ -386,8 +386,8 @@ def memory_problem(T, l2: bool = True):
     def val(f, b, hp):
         return (f(b[0]) - b[1]).pow(2).mean()
 
-    return hg.InnerProblem(model, train, val, "sgd",
-                           hg.Hypers(dict(lr=Hyper(0.1), momentum=Hyper(0.5)), loss={"l2": Hyper(0.01)} if l2 else None),
+    return hg.InnerProblem(model, train, val, hg.optim.sgd(lr=Hyper(0.1), momentum=Hyper(0.5)),
+                           hg.Hypers(loss={"l2": Hyper(0.01)} if l2 else None),
                            hg.Data([(X, y)], (X, y)), horizon=T)
 
 

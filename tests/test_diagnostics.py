@@ -55,7 +55,7 @@ def test_under_randomness_one_source_at_a_time():
         torch.manual_seed(seeds["init"])
         model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
         ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])  # noqa: E731
-        problem = hg.InnerProblem(model, ce, ce, "sgd", hg.Hypers({"lr": Hyper(0.3)}),
+        problem = hg.InnerProblem(model, ce, ce, hg.optim.sgd(lr=Hyper(0.3)), hg.Hypers(),
                                   hg.Data([(X[it[:8]], y[it[:8]]), (X[it[8:]], y[it[8:]])], (X[iv], y[iv])),
                                   horizon=4)
         lam = jitter(problem.init_hparams(), seeds["hparams"])

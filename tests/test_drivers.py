@@ -36,8 +36,8 @@ def regression_problem(T: int = 15, l2: float = 1.0, nan_val_at: int | None = No
     def val(f, b, hp):
         return 0.5 * ((f(b[0]) - b[1]) ** 2).mean()
 
-    return hg.InnerProblem(model, train, val, "sgd",
-                           hg.Hypers({"lr": 0.2, "momentum": 0.5}, loss={"l2": Hyper(l2, positive="exp")}),
+    return hg.InnerProblem(model, train, val, hg.optim.sgd(lr=0.2, momentum=0.5),
+                           hg.Hypers(loss={"l2": Hyper(l2, positive="exp")}),
                            hg.Data([(X, y)], lambda t: (Xv * float("nan") if t == nan_val_at else Xv, yv)), horizon=T)
 
 

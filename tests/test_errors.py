@@ -56,12 +56,16 @@ def test_schedule_needs_a_horizon():
 
 
 def test_unknown_hyperparameter_name():
-    with pytest.raises(ValueError, match=r"SGD has no hyperparameter \['betas'\].*lr.*momentum"):
+    # the optimizer carries its hyperparameters and options (issue 13): an unknown keyword is refused there
+    with pytest.raises(TypeError, match=r"SGD has no option or hyperparameter \['betas'\].*lr.*momentum"):
         make_problem("sgd", {"betas": 0.9})
-    with pytest.raises(ValueError, match="options such as nesterov go to the optimizer's constructor"):
-        make_problem("sgd", {"nesterov": True})
     with pytest.raises(TypeError, match="no option"):
         make_problem("adam", {}, options={"nesterov": True})
+    # the deprecated Hypers(optimizer=...) still names the hyperparameters, and where options go
+    for bad in ({"betas": 0.9}, {"nesterov": True}):
+        with pytest.warns(DeprecationWarning, match="Hypers"), \
+                pytest.raises(ValueError, match=r"SGD has no hyperparameter .*options such as nesterov go to the optimizer's constructor"):
+            hg.InnerProblem(mlp(), ce, ce, "sgd", hg.Hypers(bad), hg.Data(*classification_data()))
 
 
 def test_learnable_tensor_must_be_wrapped():

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-import hypergradient.optim.sgd as sgd_module
+import hypergradient.optim.base as base_module
+import hypergradient.optim.rules.sgd as sgd_module
 from hypergradient.core.functional import FunctionalModel
 from hypergradient.optim import SGD
 
@@ -39,13 +40,41 @@ def test_sgd_foreach_path_is_bitwise_the_loop(dtype, nesterov, monkeypatch):
               "dampening": _hp(other_kind, damp, dtype, gen), "weight_decay": _hp(other_kind, wd, dtype, gen)}
         for t in (1, 2):
             with torch.no_grad():
-                assert sgd_module.foreach_ok((params, grads, bufs.momentum_buffer), tuple(hp.values()))
+                assert base_module.foreach_ok((params, grads, bufs.momentum_buffer), tuple(hp.values()))
                 fast = opt.update(grads, bufs, params, hp, t)
-                monkeypatch.setattr(sgd_module, "foreach_ok", lambda *a: False)
+                monkeypatch.setattr(base_module, "foreach_ok", lambda *a: False)
                 slow = opt.update(grads, bufs, params, hp, t)
                 monkeypatch.undo()
             for a, b in zip(fast[0] + fast[1].momentum_buffer, slow[0] + slow[1].momentum_buffer):
                 assert torch.equal(a, b), (lr_kind, mom, damp, wd, other_kind, t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_new_sgd_is_bitwise_the_old_one(dtype, nesterov, grad):
+    """Issue 13: the SGD written once as a per-tensor rule (run per tensor or as foreach ops) is bitwise
+    the SGD it replaced (its loop and its second, foreach copy), with and without autograd, over every
+    kind of coefficient, three steps."""
+    from _legacy_sgd import SGD as OldSGD
+    gen = torch.Generator().manual_seed(1)
+    new, old = SGD(nesterov=nesterov), OldSGD(nesterov=nesterov)
+    cases = itertools.product(["float", "tensor", "element"], [0.0, 0.9], [0.0, 0.1], [0.0, 1e-2], ["float", "tensor"])
+    for lr_kind, mom, damp, wd, other_kind in cases:
+        if nesterov and (mom == 0.0 or damp != 0.0):
+            continue
+        hp = {"lr": _hp(lr_kind, 0.1, dtype, gen), "momentum": _hp(other_kind, mom, dtype, gen),
+              "dampening": _hp(other_kind, damp, dtype, gen), "weight_decay": _hp(other_kind, wd, dtype, gen)}
+        p0 = tuple(torch.randn(s, generator=gen, dtype=dtype, requires_grad=grad) for s in SHAPES)
+        ends = []
+        for opt in (new, old):
+            with torch.set_grad_enabled(grad):
+                p, s = p0, opt.init(p0)
+                for t in (1, 2, 3):
+                    p, s = opt.update(tuple(torch.sin(3 * x) for x in p), s, p, hp, t)
+            ends.append(p + s.momentum_buffer)
+        for a, b in zip(*ends):
+            assert torch.equal(a, b), (lr_kind, mom, damp, wd, other_kind)
 
 
 def test_foreach_ops_save_more_for_backward_than_the_loop():
@@ -65,10 +94,10 @@ def test_foreach_ops_save_more_for_backward_than_the_loop():
 
 def test_foreach_path_only_without_autograd():
     p = (torch.zeros(3, requires_grad=True),)
-    assert not sgd_module.foreach_ok((p,), ())
+    assert not base_module.foreach_ok((p,), ())
     with torch.no_grad():
-        assert sgd_module.foreach_ok((p,), ())
-        assert not sgd_module.foreach_ok((p,), ((1.0, 2.0),))  # misaligned hyperparameter
+        assert base_module.foreach_ok((p,), ())
+        assert not base_module.foreach_ok((p,), ((1.0, 2.0),))  # misaligned hyperparameter
 
 
 class _SharedWeight(nn.Module):

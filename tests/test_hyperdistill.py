@@ -84,8 +84,8 @@ def gamma_identity_problem(gamma: float, h: float = 2.0, d: int = 3, T: int = 7)
         return ((f.params["w"] - target) ** 2).sum() + 0.1 * (hp["a"] ** 2).sum()
 
     lr = (1.0 - gamma) / h
-    return hg.InnerProblem(Vec().double(), train, val, "sgd",
-                           hg.Hypers({"lr": lr}, loss={"a": torch.tensor([0.5, -0.4, 1.2], dtype=torch.float64)[:d]}),
+    return hg.InnerProblem(Vec().double(), train, val, hg.optim.sgd(lr=lr),
+                           hg.Hypers(loss={"a": torch.tensor([0.5, -0.4, 1.2], dtype=torch.float64)[:d]}),
                            hg.Data([(X,)], (X,)), horizon=T)
 
 

@@ -133,7 +133,7 @@ def test_flat_problem_keywords_warn_and_build_the_same_problem():
     X, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
     model = nn.Linear(3, 1).double()
     mse = supervised(torch.nn.functional.mse_loss)
-    new = hg.InnerProblem(model, mse, mse, "sgd", hg.Hypers({"lr": hg.Hyper(0.1)}), hg.Data([(X, y)], (X, y)),
+    new = hg.InnerProblem(model, mse, mse, hg.optim.sgd(lr=hg.Hyper(0.1)), hg.Hypers(), hg.Data([(X, y)], (X, y)),
                           horizon=3, settings=hg.Settings(seed=4))
     with pytest.warns(DeprecationWarning, match=r"is now InnerProblem\((hypers|data|settings)=") as got:
         old = hg.InnerProblem(model, mse, mse, "sgd", optimizer_values={"lr": hg.Hyper(0.1)}, train_batches=[(X, y)],

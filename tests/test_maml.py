@@ -63,8 +63,8 @@ def test_maml_step_and_its_first_order_limit():
     torch.manual_seed(0)
     linear = nn.Linear(1, 1).double()
     train = lambda f, b, hp: (f(b[0]) * b[1]).mean()              # noqa: E731  (linear in w: H = 0)
-    learner = ProblemLearner(linear, train, supervised(torch.nn.functional.mse_loss), "sgd",
-                             hg.Hypers({"lr": 0.3}, loss={"s": hg.Hyper(1.0)}), horizon=T)
+    learner = ProblemLearner(linear, train, supervised(torch.nn.functional.mse_loss), hg.optim.sgd(lr=0.3),
+                             hg.Hypers(loss={"s": hg.Hyper(1.0)}), horizon=T)
     lam = learner.init_hparams()
     frozen = torch.optim.SGD(lam.values(), lr=0.0)
     so = meta_train(learner, "rmd", lam, frozen, tasks(), iterations=1, meta_batch=2, init_update="maml",

@@ -157,7 +157,7 @@ def test_nan_in_the_data_is_named_as_the_datas_fault():
     train, val = classification_data(0)
     train = [(x.clone(), y) for x, y in train]
     train[1][0][0, 0] = float("nan")
-    pb = hg.InnerProblem(mlp(), ce, ce, "sgd", hg.Hypers({"lr": Hyper(0.1)}), hg.Data(train, val), horizon=4)
+    pb = hg.InnerProblem(mlp(), ce, ce, hg.optim.sgd(lr=Hyper(0.1)), hg.Hypers(), hg.Data(train, val), horizon=4)
     with pytest.raises(ValueError, match="batch of step 2 already holds NaN.*data is at fault"):
         hg.estimate("rmd", pb, pb.init_hparams())
 

@@ -41,6 +41,33 @@ def _combos():
         hp = dict(lr=0.1, lr_decay=decay, weight_decay=wd, eps=1e-10)
         out.append(("adagrad", hp, {"initial_accumulator_value": init_acc},
                     dict(hp, initial_accumulator_value=init_acc)))
+    for wd, (b1, b2) in itertools.product((0.0, 0.1), ((0.9, 0.999), (0.5, 0.8))):   # Adam(decoupled_weight_decay)
+        hp = dict(lr=0.01, beta1=b1, beta2=b2, eps=1e-8, weight_decay=wd)
+        out.append(("adam", hp, {"decoupled_weight_decay": True},
+                    dict(lr=0.01, betas=(b1, b2), eps=1e-8, weight_decay=wd, decoupled_weight_decay=True)))
+    for (lr, rho), wd in itertools.product(((1.0, 0.9), (0.5, 0.5)), (0.0, 0.05)):
+        hp = dict(lr=lr, rho=rho, eps=1e-6, weight_decay=wd)
+        out.append(("adadelta", hp, {}, hp))
+    for wd, (b1, b2) in itertools.product((0.0, 0.1), ((0.9, 0.999), (0.5, 0.8))):
+        hp = dict(lr=0.01, beta1=b1, beta2=b2, eps=1e-8, weight_decay=wd)
+        out.append(("adamax", hp, {}, dict(lr=0.01, betas=(b1, b2), eps=1e-8, weight_decay=wd)))
+    for lambd, t0, wd in itertools.product((1e-4, 0.1), (1e6, 5.0), (0.0, 0.05)):
+        hp = dict(lr=0.1, lambd=lambd, alpha=0.75, weight_decay=wd)
+        out.append(("asgd", hp, {"t0": t0}, dict(hp, t0=t0)))
+    for (em, ep), (lo, hi) in itertools.product(((0.5, 1.2), (0.3, 1.5)), ((1e-6, 50.0), (1e-3, 0.02))):
+        hp = dict(lr=0.01, etaminus=em, etaplus=ep, step_size_min=lo, step_size_max=hi)
+        out.append(("rprop", hp, {}, dict(lr=0.01, etas=(em, ep), step_sizes=(lo, hi))))
+    for name in ("nadam", "radam"):
+        for dec, wd, (b1, b2) in itertools.product((False, True), (0.0, 0.1), ((0.9, 0.999), (0.5, 0.8))):
+            hp = dict(lr=0.01, beta1=b1, beta2=b2, eps=1e-8, weight_decay=wd)
+            if name == "nadam":
+                hp["momentum_decay"] = 4e-3 if b1 == 0.9 else 0.1
+            th = {k: v for k, v in hp.items() if k not in ("beta1", "beta2")}
+            out.append((name, hp, {"decoupled_weight_decay": dec}, dict(th, betas=(b1, b2), decoupled_weight_decay=dec)))
+    # maximize (ascend): the first combination of every optimizer once more, with maximize=True
+    firsts = {c[0]: c for c in reversed(out)}
+    for name, hp, opts, tk in firsts.values():
+        out.append((name, hp, dict(opts, maximize=True), dict(tk, maximize=True)))
     return out
 
 
@@ -120,15 +147,17 @@ def test_update_driven_directly_matches_torch(name):
         grads = torch.autograd.grad(F.cross_entropy(out, y), leaves)
         params, state = opt.update(grads, state, params, hp, t)
     kwargs = dict(opt.defaults)
-    if "beta1" in kwargs:
-        kwargs["betas"] = (kwargs.pop("beta1"), kwargs.pop("beta2"))
+    for key, names in type(opt).tuples.items():        # torch's tuple spellings: betas=(beta1, beta2), ...
+        kwargs[key] = tuple(kwargs.pop(n) for n in names)
     ref, _ = torch_reference(model, name, kwargs, train, STEPS)
     for w, r in zip(params, ref.parameters()):
         torch.testing.assert_close(w, r.detach(), atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("name,opts", [("sgd", {"nesterov": True}), ("adam", {"amsgrad": True}),
-                                       ("adamw", {}), ("rmsprop", {"centered": True}), ("adagrad", {})])
+                                       ("adamw", {}), ("rmsprop", {"centered": True}), ("adagrad", {}),
+                                       ("adadelta", {}), ("adamax", {}), ("asgd", {"t0": 1.0}), ("rprop", {}),
+                                       ("nadam", {}), ("radam", {})])
 def test_update_is_pure(name, opts):
     """``update`` never mutates its inputs, and reusing an optimizer gives the same trajectory
     (no hidden first-call flag)."""
@@ -157,8 +186,10 @@ def test_get_and_options():
     inst = hg.optim.SGD(nesterov=True)
     assert hg.optim.get(inst) is inst
     with pytest.raises(ValueError, match="unknown optimizer"):
-        hg.optim.get("adamax")
+        hg.optim.get("lion")
+    # optimizers carry their hyperparameters (issue 13): momentum is taken, an unknown keyword is not
+    assert hg.optim.get("sgd", momentum=0.9).values == {"momentum": 0.9}
     with pytest.raises(TypeError, match="no option"):
-        hg.optim.get("sgd", momentum=0.9)  # a hyperparameter, not a constructor option
+        hg.optim.get("sgd", betas=(0.9, 0.99))
     with pytest.raises(TypeError, match="options can only be given"):
         hg.optim.get(inst, nesterov=False)

@@ -54,7 +54,7 @@ def random_case(seed: int) -> tuple[hg.InnerProblem, int]:
     yv = torch.randint(0, n_out, (10,), generator=g)
     ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])              # noqa: E731
     train = lambda f, b, hp: ce(f, b, hp) + hp["l2"] * sum((p ** 2).sum() for p in f.params.values())  # noqa: E731
-    problem = hg.InnerProblem(model, train, ce, get_optimizer(name), hg.Hypers(hypers, loss={"l2": Hyper(0.01)}),
+    problem = hg.InnerProblem(model, train, ce, get_optimizer(name, **hypers), hg.Hypers(loss={"l2": Hyper(0.01)}),
                               hg.Data([(X[:6], y[:6]), (X[6:], y[6:])], (Xv, yv)), horizon=T)
     return problem, T
 
@@ -119,7 +119,7 @@ def test_recurrent_layers_and_weight_norm_inside_the_inner_loop(module):
                                                                                        dtype=torch.float64)
     y = torch.randint(0, 2, (8,), generator=g)
     ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])             # noqa: E731
-    problem = hg.InnerProblem(model, ce, ce, "sgd", hg.Hypers({"lr": Hyper(0.3, "tensor"), "momentum": 0.5}),
+    problem = hg.InnerProblem(model, ce, ce, hg.optim.sgd(lr=Hyper(0.3, "tensor"), momentum=0.5), hg.Hypers(),
                               hg.Data([(X, y)], (X, y)), horizon=4)
     lam = problem.init_hparams()
     s, _ = problem.run(problem.init_state(), lam, 1)

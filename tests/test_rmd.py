@@ -213,7 +213,7 @@ class Ridge:
             train_loss, loss_hparams = mse, None
             hparams = {"weight_decay": Hyper(lam)}
         hparams["lr"] = Hyper(eta) if learn_eta else eta
-        return hg.InnerProblem(model, train_loss, mse, "sgd", hg.Hypers(hparams, loss=loss_hparams),
+        return hg.InnerProblem(model, train_loss, mse, hg.optim.sgd(**hparams), hg.Hypers(loss=loss_hparams),
                                hg.Data([(self.X, self.y)], (self.Xv, self.yv)), horizon=T)
 
 

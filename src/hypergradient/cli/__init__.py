@@ -18,14 +18,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     import json
     from ..estimators import REGISTRY
-    from ..optim import OPTIMIZERS
+    from ..optim import IGNORED_OPTIONS, OPTIMIZERS
     est: list[dict[str, Any]] = [
         {"name": n, "kind": "estimator", "exact": c.exact, "online": c.online,
          "offline": True, "optimizer_hparams": c.optimizer_hparams, "memory": c.memory,
          "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in sorted(REGISTRY.items())]
     opt: list[dict[str, Any]] = [
         {"name": n, "kind": "optimizer", "reproduces": f"torch.optim.{c.torch_class}",
-         "hyperparameters": list(c.hparam_names), "options": c.options()} for n, c in sorted(OPTIMIZERS.items())]
+         "hyperparameters": list(c.hparam_names), "defaults": dict(c.defaults),
+         "torch_spellings": {k: list(v) for k, v in c.tuples.items()},
+         "options": c.options(), "ignored_options": list(IGNORED_OPTIONS)} for n, c in sorted(OPTIMIZERS.items())]
     if args.json:
         print(json.dumps({"estimators": est, "optimizers": opt}, indent=2))
         return 0
@@ -33,11 +35,14 @@ def _list(args: argparse.Namespace) -> int:
     for e in est:
         print(f"{e['name']:<15}{'yes' if e['exact'] else 'no':<7}{'yes' if e['online'] else 'no':<8}"
               f"{'yes' if e['optimizer_hparams'] else 'no':<8}{e['memory'][:38]:<40}{e['summary']}")
-    print(f"\n{'optimizer':<15}{'reproduces':<22}{'learnable hyperparameters':<46}options")
+    print(f"\n{'optimizer':<11}{'reproduces':<22}{'learnable hyperparameters (default)':<80}options")
     for o in opt:
-        print(f"{o['name']:<15}{o['reproduces']:<22}{', '.join(o['hyperparameters']):<46}{', '.join(o['options'])}")
-    print("\nhyperparameter kinds: scalar, per-tensor, element-wise, per-step schedule (shared blocks); "
-          "loss hyperparameters, hyperparameter modules, model parts (model_hparams)")
+        hps = ", ".join(f"{k}={v:g}" for k, v in o["defaults"].items())
+        print(f"{o['name']:<11}{o['reproduces']:<22}{hps:<80}{', '.join(o['options'])}")
+    print(f"\nevery optimizer: param groups (torch.optim's list of dicts, per-group values), maximize, clip= "
+          f"(hg.optim.clip_by_norm / clip_by_value inside the step); accepted and ignored: {', '.join(IGNORED_OPTIONS)}")
+    print("hyperparameter kinds: scalar, per group, per-tensor, element-wise, per-step schedule (shared blocks); "
+          "loss hyperparameters, hyperparameter modules, model parts (Hypers(model=...))")
     return 0
 
 

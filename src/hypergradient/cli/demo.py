@@ -23,6 +23,7 @@ from ..core.problem import InnerProblem
 from ..drivers.offline import run_offline
 from ..estimators import Hypergradient
 from ..learners.data import digits, minibatches
+from ..optim import SGD
 
 if TYPE_CHECKING:
     from ..core.functional import Forward
@@ -46,9 +47,9 @@ def build(T: int = 60, seed: int = 0, width: int = 64, lr: float = 0.02, weight_
     torch.manual_seed(seed)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = digits(seed, dtype=torch.get_default_dtype())
     model = nn.Sequential(nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
-    hypers = Hypers({"lr": Hyper(lr, "tensor", positive="exp"), "momentum": 0.9,
-                     "weight_decay": Hyper(weight_decay, "tensor", positive="exp")})
-    problem = InnerProblem(model, _ce, _ce, "sgd", hypers, Data(minibatches(Xtr, ytr, 100, T, seed), (Xva, yva)),
+    optimizer = SGD(lr=Hyper(lr, "tensor", positive="exp"), momentum=0.9,
+                    weight_decay=Hyper(weight_decay, "tensor", positive="exp"))
+    problem = InnerProblem(model, _ce, _ce, optimizer, Hypers(), Data(minibatches(Xtr, ytr, 100, T, seed), (Xva, yva)),
                            horizon=T, settings=Settings(seed=seed))
     return problem, (Xva, yva), (Xte, yte)
 

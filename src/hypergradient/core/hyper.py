@@ -5,7 +5,9 @@ hyperparameter modules (loss-weighting networks, data transforms).
 λ is a flat ``dict[str, Tensor]`` of *raw* leaves; every estimator returns its hypergradient in the
 same structure, taken with respect to the raw values. Keys:
 
-    ``optim.lr``               scalar (one value for all parameter tensors)
+    ``optim.lr``               scalar (one value for all parameter tensors, or all groups that inherit it)
+    ``optim.lr@head``          one value for the param group ``head`` (a group's own ``Hyper``, or
+                               granularity ``"group"``: one per group)
     ``optim.lr[body.0.weight]`` per-tensor (shape ()) or element-wise (shape of the parameter)
     ``model.body.0.weight``    a part of the model that is a hyperparameter (ANIL's body)
     ``loss.l2``                a free tensor used by the losses
@@ -36,7 +38,7 @@ from .types import Hparams, HparamsLike
 
 __all__ = ["Hyper", "HyperSpec", "HyperView"]
 
-GRANULARITIES = ("scalar", "tensor", "element")
+GRANULARITIES = ("scalar", "group", "tensor", "element")
 ENFORCE = ("init", "clip", "raise")
 # positive -> (raw -> value, value -> raw)
 TRANSFORMS: dict[str | None, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
@@ -53,7 +55,8 @@ class Hyper:
     Args:
         init: initial value (in the constrained space): a float, a tensor, or for ``"tensor"`` /
             ``"element"`` granularity a mapping from parameter name to value.
-        granularity: ``"scalar"`` | ``"tensor"`` (one per parameter tensor) | ``"element"`` (Meta-SGD).
+        granularity: ``"scalar"`` | ``"group"`` (one per param group of the optimizer) | ``"tensor"``
+            (one per parameter tensor) | ``"element"`` (Meta-SGD).
         schedule: K values stretched over the horizon (step t uses ``floor(K (t−1)/T)``).
         block: alternatively, one value per ``block`` contiguous steps.
         positive: ``None`` | ``"softplus"`` | ``"exp"``; λ holds the raw value r and the
@@ -155,32 +158,17 @@ class HyperSpec:
         horizon: T, needed by schedules.
     """
 
-    def __init__(self, optimizer: Optimizer, optim: Mapping[str, float | Hyper], param_names: Iterable[str],
-                 param_shapes: Mapping[str, Sequence[int]], *, model: Mapping[str, torch.Tensor] | None = None,
+    def __init__(self, optimizer: Optimizer, param_names: Iterable[str], param_shapes: Mapping[str, Sequence[int]],
+                 *, groups: Sequence[tuple[str, Sequence[str], Mapping[str, Any]]] | None = None,
+                 model: Mapping[str, torch.Tensor] | None = None,
                  loss: Mapping[str, float | torch.Tensor | Hyper] | None = None,
                  modules: Mapping[str, nn.Module] | None = None, horizon: int | None = None,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         self.optimizer, self.horizon = optimizer, horizon
         self.param_names, self.param_shapes = tuple(param_names), dict(param_shapes)
         self.dtype, self.device = dtype, device
-        optim = dict(optim or {})
-        unknown = set(optim) - set(optimizer.hparam_names)
-        if unknown:
-            raise ValueError(f"{type(optimizer).__name__} has no hyperparameter {sorted(unknown)}; "
-                             f"it has {list(optimizer.hparam_names)} (options such as nesterov go to "
-                             "the optimizer's constructor)")
-        self.specs: dict[str, Hyper] = {}
-        self.constants: dict[str, float] = {}
-        for name in optimizer.hparam_names:
-            v = optim.get(name, optimizer.defaults[name])
-            _check_dtype(f"optim.{name}", v)
-            if isinstance(v, Hyper):
-                self.specs[name] = v
-            elif isinstance(v, torch.Tensor):
-                raise TypeError(f"optim.{name}: wrap a learnable tensor as Hyper(init=...), or pass a float "
-                                "for a constant")
-            else:
-                self.constants[name] = float(v)
+        self.groups = list(groups) if groups is not None else None
+        self._build_optim(optimizer)
         self.model = dict(model or {})
         self.loss_specs: dict[str, Hyper] = {}
         for name, v in dict(loss or {}).items():
@@ -197,14 +185,68 @@ class HyperSpec:
         self._check_schedules()
         # build λ once now, so a bad initial value (shape, dtype, sign) fails before any work; keep its structure
         self._reference = {k: (v.shape, v.dtype, v.device) for k, v in self.init().items()}
-        optimizer.check_values({**{n: (v, v) for n, v in self.constants.items()},
-                                **{n: _extremes(h.init) for n, h in self.specs.items() if h.bounds == "torch"}})
-        for n, h in self.specs.items():
+        optimizer.check_values(self._lohi)
+        for key, (n, h, _) in self.leaves.items():
             if isinstance(h.bounds, tuple):
                 lo, hi = _extremes(h.init)
                 if lo < h.bounds[0] or hi > h.bounds[1]:
-                    raise ValueError(f"optim.{n}: the initial value {lo if lo < h.bounds[0] else hi} is outside "
+                    raise ValueError(f"{key}: the initial value {lo if lo < h.bounds[0] else hi} is outside "
                                      f"bounds={h.bounds}")
+
+    def _build_optim(self, optimizer: Optimizer) -> None:
+        """The optimizer's hyperparameters over the inner weights: ``self.leaves`` (λ key -> (name, Hyper,
+        the weights it applies to)) for the learned ones, ``self.const_by_weight`` (name -> weight -> float) for the
+        constants. A group's own value wins over the optimizer's, which wins over the default."""
+        groups = self.groups if self.groups is not None else [(None, self.param_names, {})]
+        for _, _, vals in groups:
+            for name, v in vals.items():
+                _check_dtype(f"optim.{name}", v)
+        self.leaves: dict[str, tuple[str, Hyper, tuple[str, ...]]] = {}
+        self.const_by_weight: dict[str, dict[str, float]] = {n: {} for n in optimizer.hparam_names}
+        shared: dict[str, list[str]] = {}
+        for key, names, vals in groups:
+            for name in optimizer.hparam_names:
+                own = name in vals
+                v = vals[name] if own else optimizer.values.get(name, optimizer.defaults[name])
+                where = f"optim.{name}" + (f" of param group {key!r}" if own else "")
+                _check_dtype(where, v)
+                if isinstance(v, torch.Tensor):
+                    raise TypeError(f"{where}: wrap a learnable tensor as Hyper(init=...), or pass a float for a constant")
+                if not isinstance(v, Hyper):
+                    self.const_by_weight[name].update({p: float(v) for p in names})
+                elif v.granularity in ("tensor", "element"):
+                    self.leaves.update({f"optim.{name}[{p}]": (name, v, (p,)) for p in names})
+                elif v.granularity == "group" or own:
+                    if key is None:
+                        raise ValueError(f"optim.{name}: granularity 'group' needs param groups "
+                                         "(hg.optim.sgd([{'params': ...}, ...], ...))")
+                    self.leaves[f"optim.{name}@{key}"] = (name, v, tuple(names))
+                else:
+                    shared.setdefault(name, []).extend(names)
+        for name, names in shared.items():        # one leaf for every group that inherits a scalar Hyper
+            self.leaves[f"optim.{name}"] = (name, optimizer.values[name], tuple(names))
+        self.leaves = dict(sorted(self.leaves.items(), key=lambda kv: optimizer.hparam_names.index(kv[1][0])))
+        self.specs: dict[str, Hyper] = {}            # name -> its Hyper (the first, where groups differ)
+        for name, h, _ in self.leaves.values():
+            self.specs.setdefault(name, h)
+        # names constant on every weight with one value (what a single-group optimizer calls its constants)
+        self.constants: dict[str, float] = {n: next(iter(c.values())) for n, c in self.const_by_weight.items()
+                                            if len(c) == len(self.param_names) and len(set(c.values())) == 1}
+        lohi: dict[str, list[float]] = {}
+        for n, c in self.const_by_weight.items():
+            lohi.setdefault(n, []).extend(c.values())
+        for name, h, _ in self.leaves.values():
+            if h.bounds == "torch":
+                lohi.setdefault(name, []).extend(_extremes(h.init))
+        self._lohi = {n: (min(v), max(v)) for n, v in lohi.items() if v}
+
+    def constant_values(self) -> dict[str, tuple[float, ...]]:
+        """name -> the distinct constant values it takes over the inner weights (for names that are
+        constant on at least one weight)."""
+        return {n: tuple(sorted(set(c.values()))) for n, c in self.const_by_weight.items() if c}
+
+    def scheduled(self) -> bool:
+        return any(h.schedule is not None or h.block is not None for _, h, _ in self.leaves.values())
 
     # ---- building λ -------------------------------------------------------------------------------
     def _blocks(self, h: Hyper) -> int | None:
@@ -217,14 +259,14 @@ class HyperSpec:
         return None
 
     def _check_schedules(self) -> None:
-        for name, h in self.specs.items():
+        for key, (name, h, _) in self.leaves.items():
             if (h.schedule or h.block) and self.horizon is None:
-                raise ValueError(f"optim.{name} has a schedule; give the inner problem a horizon T")
+                raise ValueError(f"{key} has a schedule; give the inner problem a horizon T")
             k = self._blocks(h)
             if k is not None and isinstance(h.init, torch.Tensor) and h.init.dim() >= 1 \
-                    and h.granularity == "scalar" and h.init.shape[0] != k:
+                    and h.granularity in ("scalar", "group") and h.init.shape[0] != k:
                 extra = f" (block={h.block} over T={self.horizon} needs ceil(T/block) = {k})" if h.block else ""
-                raise ValueError(f"optim.{name}: the schedule has {h.init.shape[0]} values but {k} are "
+                raise ValueError(f"{key}: the schedule has {h.init.shape[0]} values but {k} are "
                                  f"needed{extra}; some steps would have no value")
 
     def _raw(self, name: str, h: Hyper, init: object, shape: tuple[int, ...]) -> torch.Tensor:
@@ -247,22 +289,25 @@ class HyperSpec:
     def init(self) -> Hparams:
         """Fresh raw leaves of λ (``requires_grad=True``)."""
         lam: Hparams = {}
-        for name, h in self.specs.items():
-            if h.granularity == "scalar":
-                lam[f"optim.{name}"] = self._raw(f"optim.{name}", h, h.init, ())
-                continue
-            per = h.init if isinstance(h.init, Mapping) else None
-            if per is not None:
-                missing = set(self.param_names) - set(per)
-                extra = set(per) - set(self.param_names)
+        covered: dict[int, tuple[str, Hyper, list[str]]] = {}     # a per-tensor Hyper -> the weights it covers
+        for key, (name, h, ps) in self.leaves.items():
+            if h.granularity in ("tensor", "element"):
+                covered.setdefault(id(h), (name, h, []))[2].extend(ps)
+        for name, h, ps in covered.values():
+            if isinstance(h.init, Mapping):
+                missing, extra = set(ps) - set(h.init), set(h.init) - set(ps)
                 if missing or extra:
                     raise ValueError(f"optim.{name}: per-parameter initial values must name exactly the inner "
-                                     f"weights; missing {sorted(missing)}, unknown {sorted(extra)}")
-            for p in self.param_names:
-                shape = () if h.granularity == "tensor" else tuple(self.param_shapes[p])
-                init = per[p] if per is not None else h.init
-                _check_dtype(f"optim.{name}[{p}]", init)
-                lam[f"optim.{name}[{p}]"] = self._raw(f"optim.{name}[{p}]", h, init, shape)
+                                     f"weights it covers; missing {sorted(missing)}, unknown {sorted(extra)}")
+        for key, (name, h, ps) in self.leaves.items():
+            if h.granularity not in ("tensor", "element"):
+                lam[key] = self._raw(key, h, h.init, ())
+                continue
+            p, = ps
+            shape = () if h.granularity == "tensor" else tuple(self.param_shapes[p])
+            init = h.init[p] if isinstance(h.init, Mapping) else h.init
+            _check_dtype(key, init)
+            lam[key] = self._raw(key, h, init, shape)
         for n, v in self.model.items():
             lam[f"model.{n}"] = v.detach().clone()
         for n, h in self.loss_specs.items():
@@ -275,8 +320,7 @@ class HyperSpec:
 
     def window_lengths(self, key: str) -> torch.Tensor | None:
         """Number of inner steps that share each schedule value of ``key`` (None if unscheduled)."""
-        name = key[len("optim."):].split("[")[0] if key.startswith("optim.") else None
-        h = self.specs.get(name) if name else None
+        h = self.leaves[key][1] if key in self.leaves else None
         k = self._blocks(h) if h else None
         if k is None:
             return None
@@ -314,27 +358,18 @@ class HyperSpec:
     def window(self, t: int) -> tuple[int, ...]:
         """Which schedule entry every scheduled optimizer hyperparameter uses at step t: steps with
         the same window get the same :meth:`coefficients` values (``()`` without schedules)."""
-        return tuple(self.index(h, t) for h in self.specs.values() if h.schedule is not None or h.block is not None)
+        return tuple(self.index(h, t) for _, h, _ in self.leaves.values() if h.schedule is not None or h.block is not None)
 
     def coefficients(self, lam: HparamsLike, t: int) -> dict[str, tuple[Coefficient, ...]]:
         """The optimizer's coefficients at step t: name -> its values, one entry per inner weight tensor
         (what ``Optimizer.update`` receives as ``coef``)."""
-        n = len(self.param_names)
-        out: dict[str, tuple[Coefficient, ...]] = {name: (v,) * n for name, v in self.constants.items()}
-        for name, h in self.specs.items():
-            f = self._bounded(name, h, t)
+        vals: dict[str, dict[str, Coefficient]] = {name: dict(c) for name, c in self.const_by_weight.items()}
+        for key, (name, h, ps) in self.leaves.items():
             sched = h.schedule is not None or h.block is not None
-            i = self.index(h, t) if sched else None
-            if h.granularity == "scalar":
-                r = lam[f"optim.{name}"]
-                out[name] = (f(r[i] if sched else r),) * n
-            else:
-                vals = []
-                for p in self.param_names:
-                    r = lam[f"optim.{name}[{p}]"]
-                    vals.append(f(r[i] if sched else r))
-                out[name] = tuple(vals)
-        return out
+            r = lam[key]
+            v = self._bounded(name, h, t)(r[self.index(h, t)] if sched else r)
+            vals[name].update({p: v for p in ps})          # one value object for all weights it covers
+        return {name: tuple(c[p] for p in self.param_names) for name, c in vals.items()}
 
     def _bounded(self, name: str, h: Hyper, t: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """The map raw value → the value step t uses: the positivity transform, then ``h.enforce``."""
@@ -366,8 +401,8 @@ class HyperSpec:
 
     def value(self, lam: HparamsLike, key: str) -> torch.Tensor:
         """The constrained value of one raw leaf (applies its positivity transform)."""
-        if key.startswith("optim."):
-            return TRANSFORMS[self.specs[key[6:].split("[")[0]].positive][0](lam[key])
+        if key in self.leaves:
+            return TRANSFORMS[self.leaves[key][1].positive][0](lam[key])
         if key.startswith("loss.") and key[5:] in self.loss_specs:
             return TRANSFORMS[self.loss_specs[key[5:]].positive][0](lam[key])
         return lam[key]

@@ -146,8 +146,8 @@ def from_keywords(owner: str, keywords: dict[str, Any], hypers: Hypers | None, d
 
 class HparamsView(Mapping[str, Any]):
     """λ read by hyperparameter name, in the constrained space: ``view["lr"]`` is the learning rate
-    (a tensor; ``{parameter name: tensor}`` at per-tensor / element-wise granularity; the K values of
-    a schedule; the float of a constant), ``view["l2"]`` a loss hyperparameter, ``view["mwn"]`` a
+    (a tensor; ``{parameter name: tensor or float}`` where it differs between weights: per group,
+    per tensor, element-wise; the K values of a schedule; the float of a constant), ``view["l2"]`` a loss hyperparameter, ``view["mwn"]`` a
     hyperparameter module as a function, ``view["body.0.weight"]`` a model part."""
 
     def __init__(self, spec: HyperSpec, lam: HparamsLike):
@@ -155,16 +155,20 @@ class HparamsView(Mapping[str, Any]):
         self._loss = spec.view(lam)
 
     def _names(self) -> list[str]:
-        return list(self._spec.specs) + list(self._spec.constants) + list(self._loss.keys()) + list(self._spec.model)
+        return list(self._spec.optimizer.hparam_names) + list(self._loss.keys()) + list(self._spec.model)
 
     def __getitem__(self, name: str) -> Any:
         spec = self._spec
-        if name in spec.specs:
-            if spec.specs[name].granularity == "scalar":
+        if name in spec.optimizer.hparam_names:
+            if f"optim.{name}" in spec.leaves and len(spec.leaves[f"optim.{name}"][2]) == len(spec.param_names):
                 return spec.value(self._lam, f"optim.{name}")
-            return {p: spec.value(self._lam, f"optim.{name}[{p}]") for p in spec.param_names}
-        if name in spec.constants:
-            return spec.constants[name]
+            if name in spec.constants:
+                return spec.constants[name]
+            per: dict[str, Any] = dict(spec.const_by_weight[name])         # weight -> value (constants, then leaves)
+            for key, (n, _, ps) in spec.leaves.items():
+                if n == name:
+                    per.update({p: spec.value(self._lam, key) for p in ps})
+            return {p: per[p] for p in spec.param_names}
         if name in self._loss:
             return self._loss[name]
         if name in spec.model:

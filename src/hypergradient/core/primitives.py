@@ -124,7 +124,7 @@ class Primitives:
         grads = tuple(g.detach() for g in grads)
         coef = self.spec.coefficients(lam, t) if coef is None else coef
         with torch.no_grad():
-            new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
+            new_p, new_opt = self.optimizer.apply(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t), grads, hz
 
     def mixed_vjp(self, state: State, lam: HparamsLike, x: Sequence[torch.Tensor], t: int) -> Hparams:

@@ -30,6 +30,7 @@ from .deprecation import warn
 from .divergence import Monitor
 from .flat import FlatLayout
 from .functional import Forward, FunctionalModel, select
+from .groups import resolve_groups
 from .hyper import HyperSpec
 from .inputs import Data, HparamsView, Hypers, Settings, from_keywords
 from .optimizer import Optimizer, get_optimizer
@@ -65,11 +66,11 @@ class InnerProblem(Primitives, Probe):
         train_loss: ``train_loss(f, batch, hp) -> scalar``; ``f(x)`` runs the model at the current
             weights (``f.params`` are the inner weights), ``hp[name]`` gives a loss hyperparameter.
         val_loss: same signature, evaluated on validation batches.
-        optimizer: a name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``) or an
-            :class:`hypergradient.core.optimizer.Optimizer` built with its options
-            (``hg.optim.SGD(nesterov=True)``).
-        hypers: what λ holds (:class:`~hypergradient.core.inputs.Hypers`: the optimizer's
-            hyperparameters, model parts, loss hyperparameters, hyperparameter modules).
+        optimizer: an :class:`hypergradient.core.optimizer.Optimizer` carrying its hyperparameters,
+            options and param groups (``hg.optim.sgd(lr=Hyper(0.1, "tensor"), momentum=0.9)``), or a
+            registry name (``"sgd"``, ``"adam"``, ...: its defaults).
+        hypers: what else λ holds (:class:`~hypergradient.core.inputs.Hypers`: model parts, loss
+            hyperparameters, hyperparameter modules).
         data: the training and validation batches (:class:`~hypergradient.core.inputs.Data`).
         horizon: T, the default number of inner steps (needed by schedules).
         settings: validation mode, dropout seed, finiteness check, weight layout
@@ -114,8 +115,13 @@ class InnerProblem(Primitives, Probe):
         self.dtype = self._w0[0].dtype
         self.device = self._w0[0].device
         self.optimizer = get_optimizer(optimizer, **dict(optimizer_options or {}))
+        if hypers.optimizer:
+            warn("Hypers(optimizer={...})", "the optimizer's own keywords: hg.optim.sgd(lr=Hyper(0.1), momentum=0.9)")
+            self.optimizer = self.optimizer.with_values(hypers.optimizer)
+        named = dict(model.named_parameters())
+        groups = None if self.optimizer.groups is None else resolve_groups(self.optimizer.groups, named, self.names)
         self.spec = HyperSpec(
-            self.optimizer, hypers.optimizer or {}, self.names, {n: all_params[n].shape for n in self.names},
+            self.optimizer, self.names, {n: all_params[n].shape for n in self.names}, groups=groups,
             model={n: all_params[n] for n in lam_names}, loss=hypers.loss, modules=hypers.modules,
             horizon=horizon, dtype=self.dtype, device=self.device)
         self.train_loss, self.val_loss = train_loss, val_loss
@@ -228,8 +234,7 @@ class InnerProblem(Primitives, Probe):
             raise ValueError("give the number of inner steps T (or InnerProblem(horizon=T))")
         if not isinstance(T, int) or isinstance(T, bool) or T < 1:
             raise ValueError(f"the number of inner steps T must be a positive int, got {T!r}")
-        if self.horizon is not None and T != self.horizon and any(
-                h.schedule or h.block for h in self.spec.specs.values()):
+        if self.horizon is not None and T != self.horizon and self.spec.scheduled():
             raise ValueError(f"schedules were built for horizon {self.horizon}; T={T} differs")
         return T
 
@@ -309,10 +314,10 @@ class InnerProblem(Primitives, Probe):
         if coef is None:
             coef = self.spec.coefficients(lam, t)
         if create_graph:
-            new_p, new_opt = self.optimizer.update(grads, state.opt, params, coef, t)
+            new_p, new_opt = self.optimizer.apply(grads, state.opt, params, coef, t)
         else:
             with torch.no_grad():
-                new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
+                new_p, new_opt = self.optimizer.apply(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t)
 
     def unroll(self, state: State, lam: HparamsLike, n: int) -> State:

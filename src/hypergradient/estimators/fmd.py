@@ -68,7 +68,7 @@ def contract(alpha: Tensors, Z: list, lam: Hparams) -> Hparams:
 def closed_form_blocker(problem: InnerProblem, lam: Hparams) -> str | None:
     """Why the optimizer's closed-form tangent rule does not apply (None when it does)."""
     opt, spec = problem.optimizer, problem.spec
-    why = opt.tangent_blocker(set(spec.specs), spec.constants)
+    why = opt.tangent_blocker(set(spec.specs), spec.constant_values())
     if why:
         return why
     other = [k for k in lam if not (k.startswith("optim.") and k[6:].split("[")[0] in opt.tangent_hparams)]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.inputs import Hypers
+from ..optim import SGD
 from .base import ProblemLearner, supervised
 
 __all__ = ["ANIL", "anil_mlp"]
@@ -35,5 +36,5 @@ class ANIL(ProblemLearner):
     def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *,
                  body: str | Iterable[str] | Callable[[str], bool] = "body", lr: float = 0.01,
                  momentum: float = 0.9, horizon: int = 30, **kw: Any) -> None:
-        super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
-                         hypers=Hypers({"lr": lr, "momentum": momentum}, model=body), **kw)
+        super().__init__(model, supervised(loss), supervised(loss), SGD(lr=lr, momentum=momentum), horizon=horizon,
+                         hypers=Hypers(model=body), **kw)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.hyper import Hyper
-from ..core.inputs import Hypers
+from ..optim import SGD
 from .base import ProblemLearner, supervised
 
 __all__ = ["MetaSGD"]
@@ -25,5 +25,4 @@ class MetaSGD(ProblemLearner):
 
     def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *, lr: float = 0.01, positive: str | None = None,
                  momentum: float = 0.0, horizon: int = 5, **kw: Any) -> None:
-        super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
-                         hypers=Hypers({"lr": Hyper(lr, "element", positive=positive), "momentum": momentum}), **kw)
+        super().__init__(model, supervised(loss), supervised(loss), SGD(lr=Hyper(lr, "element", positive=positive), momentum=momentum), horizon=horizon, **kw)

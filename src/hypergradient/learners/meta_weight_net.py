@@ -12,6 +12,7 @@ from torch import nn
 from ..core.functional import Forward
 from ..core.hyper import HyperView
 from ..core.inputs import Hypers
+from ..optim import SGD
 from ..core.types import Batch
 from .base import ProblemLearner
 
@@ -60,5 +61,5 @@ class MetaWeightNet(ProblemLearner):
             x, y = batch
             return per(f(x), y).mean()
 
-        super().__init__(model, train_loss, val_loss, "sgd", horizon=horizon,
-                         hypers=Hypers({"lr": lr, "momentum": momentum}, modules={"mwn": self.net}), **kw)
+        super().__init__(model, train_loss, val_loss, SGD(lr=lr, momentum=momentum), horizon=horizon,
+                         hypers=Hypers(modules={"mwn": self.net}), **kw)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.inputs import Hypers
+from ..optim import SGD
 from .base import ProblemLearner, supervised
 
 __all__ = ["WarpGrad", "warp_mlp"]
@@ -45,5 +46,5 @@ class WarpGrad(ProblemLearner):
         if not any(is_warp(n) for n, _ in model.named_parameters()):
             raise ValueError(f"no parameter name starts with {warp!r}: build the model with warp_mlp or name "
                              "the warp layers accordingly")
-        super().__init__(model, supervised(loss), supervised(loss), "sgd", horizon=horizon,
-                         hypers=Hypers({"lr": lr, "momentum": momentum}, model=is_warp), **kw)
+        super().__init__(model, supervised(loss), supervised(loss), SGD(lr=lr, momentum=momentum), horizon=horizon,
+                         hypers=Hypers(model=is_warp), **kw)

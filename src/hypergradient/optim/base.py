@@ -1,17 +1,18 @@
-"""Numerics shared by the optimizers: exact-zero tests, a square root safe under double backward, the
-``torch._foreach_*`` fast path and fused axpy. The protocol itself is
+"""What the optimizers share: exact-zero tests, a square root safe under double backward, fused axpy,
+the two execution strategies of a per-tensor rule (per tensor, or as ``torch._foreach_*`` ops) and
+:class:`Rule`, the base that runs them and writes weight decay once. The protocol itself is
 :class:`hypergradient.core.optimizer.Optimizer`."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence, cast
+from typing import Any, Mapping, Sequence, cast
 
 import torch
 
-from ..core.optimizer import Coefficient, Optimizer
+from ..core.optimizer import Coefficient, Coefficients, Optimizer
 from ..core.tree import is_number
 
-__all__ = ["Optimizer", "is_zero", "safe_sqrt", "zeros_like_all", "foreach_ok", "same_zero", "fmul", "axpy",
+__all__ = ["Optimizer", "Rule", "TensorOps", "ForeachOps", "is_zero", "safe_sqrt", "zeros_like_all", "foreach_ok", "same_zero", "fmul", "axpy",
            "shared_number", "faxpy"]
 
 
@@ -113,3 +114,109 @@ def faxpy(ys: Sequence[torch.Tensor], h: Sequence[Coefficient], xs: Sequence[tor
     if shared_number(h):
         return torch._foreach_add(list(ys), list(xs), alpha=cast(float, h[0]))
     return torch._foreach_add(list(ys), fmul(xs, h))
+
+
+# ---- execution strategies --------------------------------------------------------------------------------
+# An optimizer's rule is written once, for one parameter tensor, against an ``ops`` namespace. The
+# per-tensor strategy (:class:`TensorOps`) runs it once per tensor on tensors and that tensor's
+# coefficients; the foreach strategy (:class:`ForeachOps`) runs it once on the lists of all tensors, one
+# ``torch._foreach_*`` call per operation, where :func:`foreach_ok` allows and every coefficient is uniform
+# across the tensors (the same zero test, all one number or all tensors): the same arithmetic in the same
+# order, so the results are bitwise those of the per-tensor strategy.
+class TensorOps:
+    """The per-tensor strategy: ``x`` a tensor, ``h`` one coefficient (number or tensor)."""
+
+    @staticmethod
+    def zero(h: Any) -> bool:
+        return is_zero(h)
+
+    @staticmethod
+    def axpy(y: Any, h: Any, x: Any) -> Any:
+        return axpy(y, h, x)
+
+    @staticmethod
+    def mul(x: Any, h: Any) -> Any:
+        return h * x
+
+    @staticmethod
+    def one_minus(h: Any) -> Any:
+        return 1 - h
+
+    @staticmethod
+    def descend(p: Any, lr: Any, u: Any) -> Any:
+        """p − lr·u as one op: ``add(alpha=−lr)`` for a number, ``addcmul`` for a tensor lr."""
+        return torch.add(p, u, alpha=-lr) if is_number(lr) else torch.addcmul(p, lr, u, value=-1)
+
+
+class ForeachOps:
+    """The foreach strategy: ``x`` a list of tensors, ``h`` a list of coefficients (uniform)."""
+
+    @staticmethod
+    def zero(h: Any) -> bool:
+        return is_zero(h[0])
+
+    @staticmethod
+    def axpy(y: Any, h: Any, x: Any) -> Any:
+        return faxpy(y, h, x)
+
+    @staticmethod
+    def mul(x: Any, h: Any) -> Any:
+        return fmul(x, h)
+
+    @staticmethod
+    def one_minus(h: Any) -> Any:
+        return [1 - v for v in h]
+
+    @staticmethod
+    def descend(p: Any, lr: Any, u: Any) -> Any:
+        if shared_number(lr):
+            return torch._foreach_add(list(p), list(u), alpha=-cast(float, lr[0]))
+        return torch._foreach_addcmul(list(p), list(lr), list(u), value=-1)
+
+
+def _uniform(coef: Mapping[str, Sequence[Coefficient]]) -> bool:
+    return all(same_zero(h) is not None and shared_number(h) is not None for h in coef.values())
+
+
+class Rule(Optimizer):
+    """An optimizer written as a per-tensor rule (:meth:`rule`); :meth:`update` runs it by the per-tensor
+    strategy, or by the foreach strategy where the subclass allows (``foreach = True``: its rule uses
+    only the ``ops`` operations) and :func:`foreach_ok` holds. Also the one place weight decay is
+    written (:meth:`decay`, torch.optim's coupled form g + μ w)."""
+
+    foreach: bool = False
+
+    def rule(self, o: Any, t: int, p: Any, g: Any, s: tuple[Any, ...], c: Mapping[str, Any]
+             ) -> tuple[Any, tuple[Any, ...]]:
+        """(new p, new state fields) for one tensor ``p`` with gradient ``g``, state fields ``s`` (None
+        for an empty field) and coefficients ``c`` (name -> value), at step ``t``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def decay(o: Any, g: Any, p: Any, wd: Any) -> Any:
+        """Coupled weight decay g + μ w (torch.optim's ``grad.add(param, alpha=weight_decay)``),
+        skipped for the number 0."""
+        return g if o.zero(wd) else o.axpy(g, wd, p)
+
+    @staticmethod
+    def shrink(p: torch.Tensor, lr: Coefficient, wd: Coefficient) -> torch.Tensor:
+        """Decoupled weight decay w (1 − α μ) (Loshchilov & Hutter 2019; torch.optim's
+        ``param.mul_(1 - lr * weight_decay)``), skipped for the number 0."""
+        return p if is_zero(wd) else p * (1 - lr * wd)
+
+    def update(self, grads: Sequence[torch.Tensor], state: Any, params: Sequence[torch.Tensor],
+               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], Any]:
+        fields = tuple(state)
+        if self.foreach and _uniform(coef) and foreach_ok([params, grads, *[f for f in fields if len(f)]],
+                                                          list(coef.values())):
+            p, new = self.rule(ForeachOps, t, list(params), list(grads),
+                               tuple(list(f) if len(f) else None for f in fields), {k: list(v) for k, v in coef.items()})
+            return tuple(p), type(state)(*(tuple(f) if f is not None else () for f in new))
+        out_p, out_s = [], []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            q, s = self.rule(TensorOps, t, p, g, tuple(f[i] if len(f) else None for f in fields),
+                             {k: v[i] for k, v in coef.items()})
+            out_p.append(q)
+            out_s.append(s)
+        new_fields = [() if out_s[0][j] is None else tuple(s[j] for s in out_s) for j in range(len(fields))]
+        return tuple(out_p), type(state)(*new_fields)

@@ -20,6 +20,7 @@ from ..core.hyper import Hyper, HyperView
 from ..core.inputs import Data, Hypers
 from ..core.problem import InnerProblem
 from ..core.types import Batch
+from ..optim import SGD
 
 DT = torch.float64
 
@@ -39,8 +40,8 @@ def mlp(learn_lr: bool = True, T: int = 10, seed: int = 0) -> InnerProblem:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
     lr = Hyper(0.3, "tensor", positive="exp") if learn_lr else 0.3
-    return InnerProblem(model, _l2, _ce, "sgd",
-                        Hypers({"lr": lr, "momentum": 0.5}, loss={"l2": Hyper(torch.full((4,), 1e-2, dtype=DT), positive="exp")}),
+    return InnerProblem(model, _l2, _ce, SGD(lr=lr, momentum=0.5),
+                        Hypers(loss={"l2": Hyper(torch.full((4,), 1e-2, dtype=DT), positive="exp")}),
                         Data([(X[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)], (Xv, yv)), horizon=T)
 
 
@@ -70,7 +71,7 @@ def ridge(T: int = 400, rho: float = 0.1, seed: int = 0) -> InnerProblem:
     def val(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
         return 0.5 * ((f(batch[0]) - batch[1]) ** 2).mean()
 
-    return InnerProblem(_Linear(X.shape[1]), train, val, "sgd", Hypers({"lr": 0.3}, loss={"rho": Hyper(rho, positive="exp")}),
+    return InnerProblem(_Linear(X.shape[1]), train, val, SGD(lr=0.3), Hypers(loss={"rho": Hyper(rho, positive="exp")}),
                         Data([(X, y)], (Xv, yv)), horizon=T)
 
 
@@ -96,5 +97,5 @@ def linear(T: int = 20, seed: int = 0) -> InnerProblem:
     def val(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
         return 0.5 * ((f.params["w"] - target) ** 2).sum() + 0.0 * f(one).sum()
 
-    return InnerProblem(_Linear(6), train, val, "sgd", Hypers({"lr": 0.05}, loss={"scale": Hyper(torch.ones(6, dtype=DT))}),
+    return InnerProblem(_Linear(6), train, val, SGD(lr=0.05), Hypers(loss={"scale": Hyper(torch.ones(6, dtype=DT))}),
                         Data([None], (one,)), horizon=T)

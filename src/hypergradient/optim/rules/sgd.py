@@ -18,9 +18,8 @@ from typing import Any, Collection, Mapping, NamedTuple, Sequence, cast
 
 import torch
 
-from ..core.optimizer import Coefficient, Coefficients, register_optimizer
-from .base import (Optimizer, axpy, faxpy, fmul, foreach_ok, is_number, is_zero, same_zero, shared_number,
-                   zeros_like_all)
+from ...core.optimizer import Coefficients, register_optimizer
+from ..base import Rule, is_zero, zeros_like_all
 
 
 class SGDState(NamedTuple):
@@ -28,8 +27,9 @@ class SGDState(NamedTuple):
 
 
 @register_optimizer
-class SGD(Optimizer):
+class SGD(Rule):
     elementwise = True
+    foreach = True      # the rule below runs per tensor or as torch._foreach_* ops (optim/base.py)
     name = "sgd"
     torch_class = "SGD"
     hparam_names = ("lr", "momentum", "dampening", "weight_decay")
@@ -38,7 +38,7 @@ class SGD(Optimizer):
 
     @classmethod
     def static_defaults(cls) -> dict[str, Any]:
-        return {"nesterov": False}
+        return {**super().static_defaults(), "nesterov": False}
 
     def check_values(self, values: Mapping[str, tuple[float, float]]) -> None:
         super().check_values(values)
@@ -50,69 +50,36 @@ class SGD(Optimizer):
     def init(self, params: Sequence[torch.Tensor]) -> SGDState:
         return SGDState(zeros_like_all(params))
 
-    def update(self, grads: Sequence[torch.Tensor], state: SGDState, params: Sequence[torch.Tensor],
-               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], SGDState]:
-        lr, mom, damp, wd = coef["lr"], coef["momentum"], coef["dampening"], coef["weight_decay"]
-        if foreach_ok((params, grads, state.momentum_buffer), (lr, mom, damp, wd)):
-            out = self._update_foreach(grads, state, params, lr, mom, damp, wd, t)
-            if out is not None:
-                return out
-        new_p, new_v = [], []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if not is_zero(wd[i]):
-                g = axpy(g, wd[i], p)
-            if is_zero(mom[i]) and not self.nesterov:
-                v = state.momentum_buffer[i]
-                u = g
-            else:
-                if t == 1:
-                    v = g
-                elif is_zero(damp[i]):
-                    v = axpy(g, mom[i], state.momentum_buffer[i])
-                else:
-                    v = axpy(mom[i] * state.momentum_buffer[i], 1 - damp[i], g)
-                u = axpy(g, mom[i], v) if self.nesterov else v
-            new_p.append(_descend(p, lr[i], u))
-            new_v.append(v)
-        return tuple(new_p), SGDState(tuple(new_v))
-
-    def _update_foreach(self, grads: Sequence[torch.Tensor], state: SGDState, params: Sequence[torch.Tensor],
-                        lr: Sequence[Coefficient], mom: Sequence[Coefficient], damp: Sequence[Coefficient],
-                        wd: Sequence[Coefficient], t: int) -> tuple[tuple[torch.Tensor, ...], SGDState] | None:
-        """The loop above with one ``torch._foreach_*`` call per operation (same arithmetic, same
-        order, bitwise the same result); None when the per-tensor branches would differ."""
-        wd_zero, mom_zero, damp_zero = same_zero(wd), same_zero(mom), same_zero(damp)
-        if wd_zero is None or mom_zero is None or damp_zero is None or \
-                any(shared_number(h) is None for h in (lr, mom, damp, wd)):
-            return None
-        g: list[torch.Tensor] | tuple[torch.Tensor, ...] = list(grads)
-        if not wd_zero:
-            g = faxpy(g, wd, params)
-        if mom_zero and not self.nesterov:
-            v: list[torch.Tensor] | tuple[torch.Tensor, ...] = list(state.momentum_buffer)
-            u = g
+    def rule(self, o: Any, t: int, p: Any, g: Any, s: tuple[Any, ...], c: Mapping[str, Any]
+             ) -> tuple[Any, tuple[Any, ...]]:
+        lr, mom, damp = c["lr"], c["momentum"], c["dampening"]
+        g = self.decay(o, g, p, c["weight_decay"])
+        buf, = s
+        if o.zero(mom) and not self.nesterov:
+            v, u = buf, g                     # no momentum: the buffer is not in use
         else:
             if t == 1:
                 v = g
-            elif damp_zero:
-                v = faxpy(g, mom, state.momentum_buffer)
+            elif o.zero(damp):
+                v = o.axpy(g, mom, buf)
             else:
-                v = faxpy(fmul(state.momentum_buffer, mom), [1 - d for d in damp], g)
-            u = faxpy(g, mom, v) if self.nesterov else v
-        if shared_number(lr):
-            new_p = torch._foreach_add(list(params), u, alpha=-cast(float, lr[0]))  # all one number
-        else:
-            new_p = torch._foreach_addcmul(list(params), list(cast(Sequence[torch.Tensor], lr)), u, value=-1)
-        return tuple(new_p), SGDState(tuple(v))
+                v = o.axpy(o.mul(buf, mom), o.one_minus(damp), g)
+            u = o.axpy(g, mom, v) if self.nesterov else v
+        return o.descend(p, lr, u), (v,)
 
     # ---- forward mode's closed form (non-greedy paper, Appendix A; estimators/fmd.py) ----------------
     tangent_hparams = ("lr", "momentum", "weight_decay")
 
-    def tangent_blocker(self, learned: Collection[str], constants: Mapping[str, float]) -> str | None:
+    def tangent_blocker(self, learned: Collection[str], constants: Mapping[str, Collection[float]]) -> str | None:
         if self.nesterov:
             return "Nesterov momentum is not covered"
-        if "dampening" in learned or constants.get("dampening", 0.0) != 0:
+        if "dampening" in learned or any(v != 0 for v in constants.get("dampening", (0.0,))):
             return "dampening must be the constant 0"
+        if self.clip:
+            # the step's Jacobian is J_clip(g)·H, not H (ALGORITHMS.md §2, "Two traps"): the generic JVP is exact
+            return "gradient clipping is on (the clipped gradient's Jacobian is not the Hessian)"
+        if self.maximize:
+            return "maximize is not covered"
         return None
 
     def tangent_update(self, tangents: tuple[Sequence[torch.Tensor] | None, Sequence[torch.Tensor] | None],
@@ -155,7 +122,3 @@ def _bcast(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """A (N, *coefficient shape) derivative broadcast against a (N, *w.shape) tangent."""
     return d if d.dim() - 1 == w.dim() else d.reshape(d.shape[0], *([1] * w.dim()))
 
-
-def _descend(p: torch.Tensor, lr: Coefficient, u: torch.Tensor) -> torch.Tensor:
-    """p − lr·u as one op: ``add(alpha=−lr)`` for a number, ``addcmul`` for a tensor lr."""
-    return torch.add(p, u, alpha=-lr) if is_number(lr) else torch.addcmul(p, cast(torch.Tensor, lr), u, value=-1)

@@ -12,12 +12,12 @@ For each parameter tensor, with smoothing a (``alpha``), ε, weight decay μ, mo
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 
-from ..core.optimizer import Coefficients, register_optimizer
-from .base import Optimizer, is_zero, safe_sqrt, zeros_like_all
+from ...core.optimizer import register_optimizer
+from ..base import Rule, is_zero, safe_sqrt, zeros_like_all
 
 
 class RMSpropState(NamedTuple):
@@ -27,7 +27,7 @@ class RMSpropState(NamedTuple):
 
 
 @register_optimizer
-class RMSprop(Optimizer):
+class RMSprop(Rule):
     elementwise = True
     name = "rmsprop"
     torch_class = "RMSprop"
@@ -37,34 +37,21 @@ class RMSprop(Optimizer):
 
     @classmethod
     def static_defaults(cls) -> dict[str, Any]:
-        return {"centered": False}
+        return {**super().static_defaults(), "centered": False}
 
     def init(self, params: Sequence[torch.Tensor]) -> RMSpropState:
         return RMSpropState(zeros_like_all(params), zeros_like_all(params) if self.centered else (),
                             zeros_like_all(params))
 
-    def update(self, grads: Sequence[torch.Tensor], state: RMSpropState, params: Sequence[torch.Tensor],
-               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], RMSpropState]:
-        lr, a, eps, wd, mom = coef["lr"], coef["alpha"], coef["eps"], coef["weight_decay"], coef["momentum"]
-        out_p, out_s, out_ga, out_b = [], [], [], []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if not is_zero(wd[i]):
-                g = g + wd[i] * p
-            s = a[i] * state.square_avg[i] + (1 - a[i]) * (g * g)
-            if self.centered:
-                ga = a[i] * state.grad_avg[i] + (1 - a[i]) * g
-                d = safe_sqrt(s - ga * ga) + eps[i]
-            else:
-                d = safe_sqrt(s) + eps[i]
-            if is_zero(mom[i]):
-                b = state.momentum_buffer[i]
-                p = p - lr[i] * (g / d)
-            else:
-                b = mom[i] * state.momentum_buffer[i] + g / d
-                p = p - lr[i] * b
-            out_p.append(p)
-            out_s.append(s)
-            if self.centered:
-                out_ga.append(ga)
-            out_b.append(b)
-        return tuple(out_p), RMSpropState(tuple(out_s), tuple(out_ga), tuple(out_b))
+    def rule(self, o: Any, t: int, p: Any, g: Any, s: tuple[Any, ...], c: Mapping[str, Any]
+             ) -> tuple[Any, tuple[Any, ...]]:
+        lr, a, eps, mom = c["lr"], c["alpha"], c["eps"], c["momentum"]
+        sq0, ga0, b0 = s
+        g = self.decay(o, g, p, c["weight_decay"])
+        sq = a * sq0 + (1 - a) * (g * g)
+        ga = a * ga0 + (1 - a) * g if self.centered else None
+        d = safe_sqrt(sq - ga * ga if ga is not None else sq) + eps
+        if is_zero(mom):
+            return p - lr * (g / d), (sq, ga, b0)
+        b = mom * b0 + g / d
+        return p - lr * b, (sq, ga, b)

@@ -12,12 +12,12 @@ For each parameter tensor, with lr α, learning-rate decay κ, weight decay μ, 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 
-from ..core.optimizer import Coefficients, register_optimizer
-from .base import Optimizer, is_zero, safe_sqrt
+from ...core.optimizer import register_optimizer
+from ..base import Rule, safe_sqrt
 
 
 class AdagradState(NamedTuple):
@@ -25,7 +25,7 @@ class AdagradState(NamedTuple):
 
 
 @register_optimizer
-class Adagrad(Optimizer):
+class Adagrad(Rule):
     elementwise = True
     name = "adagrad"
     torch_class = "Adagrad"
@@ -35,20 +35,14 @@ class Adagrad(Optimizer):
 
     @classmethod
     def static_defaults(cls) -> dict[str, Any]:
-        return {"initial_accumulator_value": 0.0}
+        return {**super().static_defaults(), "initial_accumulator_value": 0.0}
 
     def init(self, params: Sequence[torch.Tensor]) -> AdagradState:
         return AdagradState(tuple(torch.full_like(p, self.initial_accumulator_value) for p in params))
 
-    def update(self, grads: Sequence[torch.Tensor], state: AdagradState, params: Sequence[torch.Tensor],
-               coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], AdagradState]:
-        lr, decay, wd, eps = coef["lr"], coef["lr_decay"], coef["weight_decay"], coef["eps"]
-        out_p, out_s = [], []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if not is_zero(wd[i]):
-                g = g + wd[i] * p
-            clr = lr[i] / (1 + (t - 1) * decay[i])
-            s = state.sum[i] + g * g
-            out_p.append(p - clr * (g / (safe_sqrt(s) + eps[i])))
-            out_s.append(s)
-        return tuple(out_p), AdagradState(tuple(out_s))
+    def rule(self, o: Any, t: int, p: Any, g: Any, s: tuple[Any, ...], c: Mapping[str, Any]
+             ) -> tuple[Any, tuple[Any, ...]]:
+        g = self.decay(o, g, p, c["weight_decay"])
+        clr = c["lr"] / (1 + (t - 1) * c["lr_decay"])
+        acc = s[0] + g * g
+        return p - clr * (g / (safe_sqrt(acc) + c["eps"])), (acc,)
