@@ -49,34 +49,6 @@ def test_sgd_foreach_path_is_bitwise_the_loop(dtype, nesterov, monkeypatch):
                 assert torch.equal(a, b), (lr_kind, mom, damp, wd, other_kind, t)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("nesterov", [False, True])
-@pytest.mark.parametrize("grad", [False, True])
-def test_new_sgd_is_bitwise_the_old_one(dtype, nesterov, grad):
-    """Issue 13: the SGD written once as a per-tensor rule (run per tensor or as foreach ops) is bitwise
-    the SGD it replaced (its loop and its second, foreach copy), with and without autograd, over every
-    kind of coefficient, three steps."""
-    from _legacy_sgd import SGD as OldSGD
-    gen = torch.Generator().manual_seed(1)
-    new, old = SGD(nesterov=nesterov), OldSGD(nesterov=nesterov)
-    cases = itertools.product(["float", "tensor", "element"], [0.0, 0.9], [0.0, 0.1], [0.0, 1e-2], ["float", "tensor"])
-    for lr_kind, mom, damp, wd, other_kind in cases:
-        if nesterov and (mom == 0.0 or damp != 0.0):
-            continue
-        hp = {"lr": _hp(lr_kind, 0.1, dtype, gen), "momentum": _hp(other_kind, mom, dtype, gen),
-              "dampening": _hp(other_kind, damp, dtype, gen), "weight_decay": _hp(other_kind, wd, dtype, gen)}
-        p0 = tuple(torch.randn(s, generator=gen, dtype=dtype, requires_grad=grad) for s in SHAPES)
-        ends = []
-        for opt in (new, old):
-            with torch.set_grad_enabled(grad):
-                p, s = p0, opt.init(p0)
-                for t in (1, 2, 3):
-                    p, s = opt.update(tuple(torch.sin(3 * x) for x in p), s, p, hp, t)
-            ends.append(p + s.momentum_buffer)
-        for a, b in zip(*ends):
-            assert torch.equal(a, b), (lr_kind, mom, damp, wd, other_kind)
-
-
 def test_foreach_ops_save_more_for_backward_than_the_loop():
     """Why the foreach path stays off under autograd (see ``foreach_ok``): if this starts to fail,
     torch's foreach derivatives no longer over-save and the path may be enabled for graphs too."""
