@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hypergradient as hg
-from hypergradient.core.optimizer import get_optimizer
+from hypergradient.core.optimizer import Optimizer, get_optimizer
 
 # Tiny tensors: intra-op threads only add synchronisation, and on a busy 2-core machine OpenMP's
 # spinning makes every op ~20x slower. One thread keeps the suite fast and its timing stable.
@@ -78,7 +78,8 @@ def make_problem(optimizer="sgd", hparams: Mapping | None = None, *, model: nn.M
     hypers = hg.Hypers(model=kw.pop("model_hparams", None), loss=kw.pop("loss_hparams", None),
                        modules=kw.pop("hparam_modules", None))
     return hg.InnerProblem(mlp() if model is None else model, train_loss, val_loss,
-                           get_optimizer(optimizer, **dict(hparams or {}), **dict(options or {})), hypers,
+                           optimizer.with_values(dict(hparams or {})) if isinstance(optimizer, Optimizer)
+                           else get_optimizer(optimizer, **dict(hparams or {}), **dict(options or {})), hypers,
                            hg.Data(train, val), horizon=T, settings=hg.Settings(**kw))
 
 

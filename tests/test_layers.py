@@ -135,7 +135,7 @@ def test_flat_problem_keywords_warn_and_build_the_same_problem():
     mse = supervised(torch.nn.functional.mse_loss)
     new = hg.InnerProblem(model, mse, mse, hg.optim.sgd(lr=hg.Hyper(0.1)), hg.Hypers(), hg.Data([(X, y)], (X, y)),
                           horizon=3, settings=hg.Settings(seed=4))
-    with pytest.warns(DeprecationWarning, match=r"is now InnerProblem\((hypers|data|settings)=") as got:
+    with pytest.warns(DeprecationWarning, match=r"is now InnerProblem\((optimizer|hypers|data|settings)=") as got:
         old = hg.InnerProblem(model, mse, mse, "sgd", optimizer_values={"lr": hg.Hyper(0.1)}, train_batches=[(X, y)],
                               val_batches=(X, y), horizon=3, seed=4)
     assert len(got) == 4 and all(w.filename == __file__ for w in got)
@@ -145,7 +145,7 @@ def test_flat_problem_keywords_warn_and_build_the_same_problem():
     assert torch.equal(a.flat(), b.flat())
     with pytest.warns(DeprecationWarning, match=r"hg\.val_loss"):
         assert a.info["val_loss"] is a.val_loss
-    with pytest.warns(DeprecationWarning, match="Hypers"):
+    with pytest.warns(DeprecationWarning, match=r"ProblemLearner\(optimizer="):
         learner = ProblemLearner(model, mse, mse, horizon=3, optimizer_values={"lr": hg.Hyper(0.1)})
     assert list(learner.init_hparams()) == ["optim.lr"]
     with pytest.raises(TypeError, match="takes no data"):

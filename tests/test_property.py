@@ -23,7 +23,10 @@ CASES = 100
 FD_RTOL = 1e-5
 HPARAMS = {"sgd": {"lr": 0.2, "momentum": 0.5, "weight_decay": 0.02}, "adam": {"lr": 0.03, "beta1": 0.8},
            "adamw": {"lr": 0.03, "weight_decay": 0.05}, "rmsprop": {"lr": 0.01, "momentum": 0.3},
-           "adagrad": {"lr": 0.1, "weight_decay": 0.02}}
+           "adagrad": {"lr": 0.1, "weight_decay": 0.02}, "adadelta": {"lr": 0.5, "rho": 0.8},
+           "adamax": {"lr": 0.03, "beta2": 0.9}, "asgd": {"lr": 0.2, "lambd": 0.1},
+           "rprop": {"lr": 0.03, "etaplus": 1.3}, "nadam": {"lr": 0.03, "momentum_decay": 0.1},
+           "radam": {"lr": 0.03, "beta1": 0.8}}
 GRANULARITY = {"scalar": lambda v, T: Hyper(v), "tensor": lambda v, T: Hyper(v, "tensor"),
                "element": lambda v, T: Hyper(v, "element"), "schedule": lambda v, T: Hyper(v, schedule=min(2, T)),
                "exp": lambda v, T: Hyper(v, "tensor", positive="exp")}

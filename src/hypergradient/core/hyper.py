@@ -198,9 +198,6 @@ class HyperSpec:
         the weights it applies to)) for the learned ones, ``self.const_by_weight`` (name -> weight -> float) for the
         constants. A group's own value wins over the optimizer's, which wins over the default."""
         groups = self.groups if self.groups is not None else [(None, self.param_names, {})]
-        for _, _, vals in groups:
-            for name, v in vals.items():
-                _check_dtype(f"optim.{name}", v)
         self.leaves: dict[str, tuple[str, Hyper, tuple[str, ...]]] = {}
         self.const_by_weight: dict[str, dict[str, float]] = {n: {} for n in optimizer.hparam_names}
         shared: dict[str, list[str]] = {}
@@ -209,7 +206,9 @@ class HyperSpec:
                 own = name in vals
                 v = vals[name] if own else optimizer.values.get(name, optimizer.defaults[name])
                 where = f"optim.{name}" + (f" of param group {key!r}" if own else "")
-                _check_dtype(where, v)
+                for x in (v.init.values() if isinstance(v, Hyper) and isinstance(v.init, Mapping)
+                          else [v.init] if isinstance(v, Hyper) else [v]):
+                    _check_dtype(where, x)
                 if isinstance(v, torch.Tensor):
                     raise TypeError(f"{where}: wrap a learnable tensor as Hyper(init=...), or pass a float for a constant")
                 if not isinstance(v, Hyper):

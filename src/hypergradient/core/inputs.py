@@ -31,8 +31,8 @@ class Hypers:
     """What λ holds (see :mod:`hypergradient.core.hyper` for the keys).
 
     Args:
-        optimizer: the optimizer's hyperparameters: name -> float (a constant) or :class:`Hyper` (learned),
-            e.g. ``{"lr": Hyper(0.1, "tensor", positive="exp"), "momentum": 0.9}``.
+        optimizer: deprecated (goes in 0.3): the optimizer carries its hyperparameters,
+            ``hg.optim.sgd(lr=Hyper(0.1, "tensor", positive="exp"), momentum=0.9)``.
         model: which model parameters are hyperparameters (names, prefixes, glob patterns or a
             predicate; ANIL's body); the rest are the inner weights w.
         loss: free hyperparameters of the losses: name -> tensor / float / :class:`Hyper`
@@ -44,6 +44,9 @@ class Hypers:
     model: Any = None
     loss: Mapping[str, Any] | None = None
     modules: Mapping[str, nn.Module] | None = None
+
+    # set by from_keywords when ``optimizer`` came from a flat keyword that has already warned
+    warned: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.optimizer = dict(self.optimizer or {})
@@ -113,6 +116,7 @@ KEYWORDS = {"optimizer_values": ("hypers", "optimizer"), "hparams": ("hypers", "
             "val_batches": ("data", "val"), "val_mode": ("settings", "val_mode"), "seed": ("settings", "seed"),
             "check_finite": ("settings", "check_finite"), "layout": ("settings", "layout")}
 CLASSES = {"hypers": "Hypers", "data": "Data", "settings": "Settings"}
+OPTIMIZER_KEYWORDS = "the optimizer's own keywords: hg.optim.sgd(lr=Hyper(0.1), momentum=0.9)"
 
 
 def from_keywords(owner: str, keywords: dict[str, Any], hypers: Hypers | None, data: Data | None,
@@ -128,13 +132,15 @@ def from_keywords(owner: str, keywords: dict[str, Any], hypers: Hypers | None, d
     groups: dict[str, dict[str, Any]] = {"hypers": {}, "data": {}, "settings": {}}
     for old, value in keywords.items():
         obj, name = KEYWORDS[old]
-        warn(f"{owner}({old}=...)", f"{owner}({obj}={CLASSES[obj]}({name}=...))")
+        new = f"{owner}(optimizer=hg.optim.sgd(lr=..., ...))" if name == "optimizer" else \
+            f"{owner}({obj}={CLASSES[obj]}({name}=...))"
+        warn(f"{owner}({old}=...)", new)
         groups[obj][name] = value
     given = {"hypers": hypers, "data": data, "settings": settings}
     for obj, fields_ in groups.items():
         if fields_ and given[obj] is not None:
             raise TypeError(f"{owner}: give {sorted(fields_)} inside {obj}={CLASSES[obj]}(...), not next to it")
-    hypers = hypers if hypers is not None else Hypers(**groups["hypers"])
+    hypers = hypers if hypers is not None else Hypers(**groups["hypers"], warned="optimizer" in groups["hypers"])
     if data is None and need_data:
         if "train" not in groups["data"] or "val" not in groups["data"]:
             raise ValueError("give data=Data(train=..., val=...): the training batches (t -> batch, or a sequence) "

@@ -179,7 +179,7 @@ class Optimizer:
 
     def with_values(self, values: Mapping[str, Any]) -> Optimizer:
         """A copy that also carries ``values`` (hyperparameter name -> float | Hyper); TypeError when one
-        is already set. For the deprecated ``Hypers(optimizer=...)``."""
+        is already set, ValueError for a name that is not a hyperparameter."""
         unknown = sorted(set(values) - set(self.hparam_names))
         if unknown:
             raise ValueError(f"{type(self).__name__} has no hyperparameter {unknown}; it has {list(self.hparam_names)} "

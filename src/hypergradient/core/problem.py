@@ -32,7 +32,7 @@ from .flat import FlatLayout
 from .functional import Forward, FunctionalModel, select
 from .groups import resolve_groups
 from .hyper import HyperSpec
-from .inputs import Data, HparamsView, Hypers, Settings, from_keywords
+from .inputs import OPTIMIZER_KEYWORDS, Data, HparamsView, Hypers, Settings, from_keywords
 from .optimizer import Optimizer, get_optimizer
 from .primitives import Primitives, check_scalar
 from .probe import Probe
@@ -116,7 +116,8 @@ class InnerProblem(Primitives, Probe):
         self.device = self._w0[0].device
         self.optimizer = get_optimizer(optimizer, **dict(optimizer_options or {}))
         if hypers.optimizer:
-            warn("Hypers(optimizer={...})", "the optimizer's own keywords: hg.optim.sgd(lr=Hyper(0.1), momentum=0.9)")
+            if not hypers.warned:
+                warn("Hypers(optimizer={...})", OPTIMIZER_KEYWORDS)
             self.optimizer = self.optimizer.with_values(hypers.optimizer)
         named = dict(model.named_parameters())
         groups = None if self.optimizer.groups is None else resolve_groups(self.optimizer.groups, named, self.names)
