@@ -197,7 +197,8 @@ class HyperSpec:
         """The optimizer's hyperparameters over the inner weights: ``self.leaves`` (λ key -> (name, Hyper,
         the weights it applies to)) for the learned ones, ``self.const_by_weight`` (name -> weight -> float) for the
         constants. A group's own value wins over the optimizer's, which wins over the default."""
-        groups = self.groups if self.groups is not None else [(None, self.param_names, {})]
+        groups: list[tuple[str | None, Sequence[str], Mapping[str, Any]]] = \
+            list(self.groups) if self.groups is not None else [(None, self.param_names, {})]
         self.leaves: dict[str, tuple[str, Hyper, tuple[str, ...]]] = {}
         self.const_by_weight: dict[str, dict[str, float]] = {n: {} for n in optimizer.hparam_names}
         shared: dict[str, list[str]] = {}
@@ -292,9 +293,9 @@ class HyperSpec:
         for key, (name, h, ps) in self.leaves.items():
             if h.granularity in ("tensor", "element"):
                 covered.setdefault(id(h), (name, h, []))[2].extend(ps)
-        for name, h, ps in covered.values():
+        for name, h, weights in covered.values():
             if isinstance(h.init, Mapping):
-                missing, extra = set(ps) - set(h.init), set(h.init) - set(ps)
+                missing, extra = set(weights) - set(h.init), set(h.init) - set(weights)
                 if missing or extra:
                     raise ValueError(f"optim.{name}: per-parameter initial values must name exactly the inner "
                                      f"weights it covers; missing {sorted(missing)}, unknown {sorted(extra)}")

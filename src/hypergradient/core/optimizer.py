@@ -91,7 +91,8 @@ class Optimizer:
         for k in IGNORED_OPTIONS:
             kwargs.pop(k, None)
         clip = kwargs.pop("clip", None)
-        clips = () if clip is None else (clip,) if isinstance(clip, GradientTransform) else tuple(clip)
+        clips = () if clip is None else (clip,) if isinstance(clip, GradientTransform) else \
+            tuple(clip) if isinstance(clip, (list, tuple)) else (clip,)
         if not all(isinstance(c, GradientTransform) for c in clips):
             raise TypeError(f"clip takes hg.optim.clip_by_norm(...) / clip_by_value(...) (or a list of them), "
                             f"got {clip!r}")

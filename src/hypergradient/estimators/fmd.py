@@ -22,9 +22,11 @@ column (a schedule's active value and a positivity transform included). It spend
 step instead of a batched JVP of the whole step. The recursion is the optimizer's own
 (:meth:`hypergradient.core.optimizer.Optimizer.tangent_update`; SGD offers it): used with
 ``closed_form=True``, or automatically (``None``) where the optimizer offers one for what λ holds (SGD
-without Nesterov or dampening, λ only lr / momentum / weight_decay). Clipping trap (ALGORITHMS.md
-§2): our optimizers do not clip gradients; the generic path is a JVP of the whole map Φ, so a clip
-mask M inside Φ would still give the exact M·H·z.
+without Nesterov, dampening, maximize or clipping, λ only lr / momentum / weight_decay, at any
+granularity, param groups included). Clipping trap (ALGORITHMS.md §2): with ``clip=`` inside Φ
+(:mod:`hypergradient.optim.clip`) the step's Jacobian is J_clip(g)·H, not H, so the closed form
+switches itself off; the generic path is a JVP of the whole map Φ and gives the exact J_clip·H·z
+(``tests/test_optim_surface.py`` checks it against finite differences with the clip binding).
 
     >>> hg = estimate("fmd", problem, lam, T=1000)          # lam with a few entries
 """
@@ -71,7 +73,7 @@ def closed_form_blocker(problem: InnerProblem, lam: Hparams) -> str | None:
     why = opt.tangent_blocker(set(spec.specs), spec.constant_values())
     if why:
         return why
-    other = [k for k in lam if not (k.startswith("optim.") and k[6:].split("[")[0] in opt.tangent_hparams)]
+    other = [k for k in lam if not (k in spec.leaves and spec.leaves[k][0] in opt.tangent_hparams)]
     if other:
         return f"λ holds {other}; the closed form covers only optimizer {' / '.join(opt.tangent_hparams)}"
     return None
