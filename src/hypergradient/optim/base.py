@@ -198,11 +198,13 @@ class Rule(Optimizer):
         skipped for the number 0."""
         return g if o.zero(wd) else o.axpy(g, wd, p)
 
-    @staticmethod
-    def shrink(p: torch.Tensor, lr: Coefficient, wd: Coefficient) -> torch.Tensor:
-        """Decoupled weight decay w (1 − α μ) (Loshchilov & Hutter 2019; torch.optim's
-        ``param.mul_(1 - lr * weight_decay)``), skipped for the number 0."""
-        return p if is_zero(wd) else p * (1 - lr * wd)
+    def weight_decay(self, o: Any, p: Any, g: Any, lr: Any, wd: Any) -> tuple[Any, Any]:
+        """(w, g) after weight decay μ: coupled, g + μ w (:meth:`decay`), or with the option
+        ``decoupled_weight_decay`` w (1 − α μ) (Loshchilov & Hutter 2019; torch.optim's
+        ``param.mul_(1 - lr * weight_decay)``); skipped for the number 0."""
+        if not getattr(self, "decoupled_weight_decay", False):
+            return p, self.decay(o, g, p, wd)
+        return (p if o.zero(wd) else p * (1 - lr * wd)), g
 
     def update(self, grads: Sequence[torch.Tensor], state: Any, params: Sequence[torch.Tensor],
                coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], Any]:

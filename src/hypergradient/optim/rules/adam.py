@@ -64,10 +64,7 @@ class Adam(Rule):
              ) -> tuple[Any, tuple[Any, ...]]:
         lr, b1, b2, eps, wd = c["lr"], c["beta1"], c["beta2"], c["eps"], c["weight_decay"]
         m0, s0, smax0 = s
-        if self.decoupled_weight_decay:
-            p = self.shrink(p, lr, wd)
-        else:
-            g = self.decay(o, g, p, wd)
+        p, g = self.weight_decay(o, p, g, lr, wd)
         m, v = moments(g, m0, s0, b1, b2)
         smax = torch.maximum(smax0, v) if self.amsgrad else v
         denom = safe_sqrt(smax) / sqrt(1 - b2 ** t) + eps

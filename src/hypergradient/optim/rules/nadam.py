@@ -50,10 +50,7 @@ class NAdam(Rule):
              ) -> tuple[Any, tuple[Any, ...]]:
         lr, b1, b2, psi, wd = c["lr"], c["beta1"], c["beta2"], c["momentum_decay"], c["weight_decay"]
         m0, s0, prod0 = s
-        if self.decoupled_weight_decay:
-            p = self.shrink(p, lr, wd)
-        else:
-            g = self.decay(o, g, p, wd)
+        p, g = self.weight_decay(o, p, g, lr, wd)
         mu = b1 * (1.0 - 0.5 * 0.96 ** (t * psi))
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
         prod = prod0 * mu

@@ -48,10 +48,7 @@ class RAdam(Rule):
     def rule(self, o: Any, t: int, p: Any, g: Any, s: tuple[Any, ...], c: Mapping[str, Any]
              ) -> tuple[Any, tuple[Any, ...]]:
         lr, b1, b2, wd = c["lr"], c["beta1"], c["beta2"], c["weight_decay"]
-        if self.decoupled_weight_decay:
-            p = self.shrink(p, lr, wd)
-        else:
-            g = self.decay(o, g, p, wd)
+        p, g = self.weight_decay(o, p, g, lr, wd)
         m, v = moments(g, s[0], s[1], b1, b2)
         bc2 = 1 - b2 ** t
         m_hat = m / (1 - b1 ** t)
