@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from ..core.flat import FlatLayout
 from ..core.optimizer import OPTIMIZERS
 from ..optim.base import Rule, TensorOps
 
@@ -107,8 +108,7 @@ class DifferentiableOptimizer:
         train = [i for i, p in enumerate(params) if p.requires_grad]
         grads: list[torch.Tensor | None] = [None] * len(params)
         if train:
-            got = torch.autograd.grad(loss, [params[i] for i in train], create_graph=self._track_higher_grads,
-                                      allow_unused=True)
+            got = self._grads(loss, [params[i] for i in train])
             for i, g in zip(train, got):
                 grads[i] = g
         callback = grad_callback or self._grad_callback
@@ -128,6 +128,10 @@ class DifferentiableOptimizer:
         if self._fmodel is not None:
             self._fmodel.fast_params = new
         return new
+
+    def _grads(self, loss: torch.Tensor, params: list[torch.Tensor]) -> Sequence[torch.Tensor | None]:
+        """∂loss/∂params (None where unused), with the graph while tracking higher-order gradients."""
+        return torch.autograd.grad(loss, params, create_graph=self._track_higher_grads, allow_unused=True)
 
     def _update(self, grouped_grads: list[list[torch.Tensor | None]], **kwargs: Any) -> None:
         """Write the new fast weights into ``self.param_groups[g]["params"][j]`` (and the state into
@@ -172,11 +176,46 @@ class _RuleOptimizer(DifferentiableOptimizer):
         values = cls.untuple({k: v for k, v in group.items() if k != "params"}, type(self).__name__)
         opts = {k: values[k] for k in cls.static_defaults() if k in values}
         coef = {k: values.get(k, cls.defaults[k]) for k in cls.hparam_names}
-        return cls(**opts), coef
+        key = tuple(sorted(opts.items()))
+        cache = self.__dict__.setdefault("_rules", {})
+        if key not in cache:
+            cache[key] = cls(**opts)
+        return cache[key], coef
+
+    _flat: dict[str, Any] | None = None     # the flat strategy's buffers from the last step (see _update_flat)
+
+    # The flat strategy keeps the state as flat buffers and writes the per-tensor entries (views) only
+    # when someone reads ``state``: one view per tensor and field per step saved.
+    @property
+    def state(self) -> list[collections.defaultdict]:
+        flat = self.__dict__.get("_flat")
+        if flat is not None and flat.get("pending"):
+            flat["pending"] = False
+            states = self._per_tensor_states(self.__dict__["_state"])
+            for n in flat["fields"]:
+                vs = flat["layout"].unpack(flat["buffers"][n])
+                flat["views"][n] = vs
+                for st, x in zip(states, vs):
+                    st[n] = x
+            for st in states:
+                st["step"] = flat["t"]
+        return self.__dict__["_state"]
+
+    @state.setter
+    def state(self, value: list[collections.defaultdict]) -> None:
+        self.__dict__["_state"] = value
+        self.__dict__["_flat"] = None
+
+    def _per_tensor_states(self, state: list[collections.defaultdict]) -> list[dict[str, Any]]:
+        return [st[j] for st, g in zip(state, self.param_groups) for j in range(len(g["params"]))]
 
     def _update(self, grouped_grads: list[list[torch.Tensor | None]], **kwargs: Any) -> None:
-        for group, grads, state in zip(self.param_groups, grouped_grads, self.state):
-            rule, coef = self._rule(group)
+        rules = [self._rule(group) for group in self.param_groups]
+        if self._update_flat(rules, grouped_grads):
+            return
+        state_ = self.state          # written out if the flat strategy left it pending
+        self._flat = None
+        for (rule, coef), group, grads, state in zip(rules, self.param_groups, grouped_grads, state_):
             fields = rule.init([])._fields
             for j, (p, g) in enumerate(zip(group["params"], grads)):
                 if g is None:
@@ -192,6 +231,104 @@ class _RuleOptimizer(DifferentiableOptimizer):
                         s[_STATE_NAMES.get(f, f)] = v
                 s["step"] = int(t)
                 group["params"][j] = new_p
+
+    # ---- the flat strategy -----------------------------------------------------------------------------
+    # When every parameter has a gradient, one dtype and device and one step count, and the groups differ
+    # only in their values (one rule, its options shared), the rule runs once on all weights as one flat
+    # buffer (hypergradient.core.flat): a handful of ops per step instead of a handful per tensor, the
+    # per-tensor values spread over the buffer (cached while the same objects come back), the new fast
+    # weights and state entries views into the results. The same elementwise arithmetic as per tensor.
+    def _grads(self, loss: torch.Tensor, params: list[torch.Tensor]) -> Sequence[torch.Tensor | None]:
+        flat = self._flat
+        views = flat["views"].get("params") if flat else None
+        if flat is None or views is None or len(views) != len(params) or any(a is not b for a, b in zip(views, params)):
+            return super()._grads(loss, params)
+        # the fast weights are views into last step's flat result: one gradient for the whole buffer
+        g, = torch.autograd.grad(loss, flat["buffers"]["params"], create_graph=self._track_higher_grads)
+        grads = flat["layout"].unpack(g)
+        flat["buffers"]["grads"], flat["views"]["grads"] = g, grads
+        return grads
+
+    def _update_flat(self, rules: list[tuple[Rule, dict[str, Any]]], grouped_grads: list[list[torch.Tensor | None]]
+                     ) -> bool:
+        rule = rules[0][0]
+        if not rule.elementwise or any(r is not rule for r, _ in rules[1:]):
+            return False
+        params = [p for g in self.param_groups for p in g["params"]]
+        grads = [g for gs in grouped_grads for g in gs]
+        if not params or any(g is None for g in grads) or len({(p.dtype, p.device) for p in params}) != 1:
+            return False
+        fields = rule.init([])._fields
+        names = [_STATE_NAMES.get(f, f) for f in fields]
+        flat = self._flat
+        shapes = tuple(p.shape for p in params)
+        if flat is not None and flat.get("pending") and flat["shapes"] == shapes and flat["rule"] is rule:
+            return self._flat_step(rule, rules, params, grads, names, flat, flat["t"] + 1,
+                                   tuple(flat["buffers"].get(n) for n in names))
+        states = self._per_tensor_states(self.state)
+        if len({s.get("step") for s in states}) != 1:
+            return False
+        if flat is None or flat["shapes"] != shapes:
+            flat = {"shapes": shapes, "layout": FlatLayout(list(shapes), params[0].dtype, params[0].device),
+                    "views": {}, "buffers": {}, "coef": {}}
+        lay = flat["layout"]
+
+        def packed(key: str, xs: list[Any]) -> torch.Tensor | None:
+            views = flat["views"].get(key)
+            if views is not None and len(views) == len(xs) and all(a is b for a, b in zip(views, xs)):
+                return flat["buffers"][key]            # last step's result, still in place
+            return None if any(x is None for x in xs) else lay.pack(xs)
+        present = [[s.get(n) is not None for s in states] for n in names]
+        if any(any(pr) and not all(pr) for pr in present):
+            return False
+        t = states[0]["step"] + 1 if "step" in states[0] else 2 if any(all(pr) for pr in present) else 1
+        n = sum(p.numel() for p in params)
+        fresh = rule.init([torch.zeros(n, dtype=params[0].dtype, device=params[0].device)])
+        s_flat = tuple(None if not len(fr) else packed(f, [s.get(f) for s in states]) if all(pr) else fr[0]
+                       for f, pr, fr in zip(names, present, fresh))
+        s_flat = tuple(v if v is None or v.shape == (n,) else None for v in s_flat)
+        if any(v is None and len(fr) for v, fr in zip(s_flat, fresh)):
+            return False                                # a state entry of another shape (torch's scalars)
+        return self._flat_step(rule, rules, params, grads, names, flat, int(t), s_flat)
+
+    def _flat_step(self, rule: Rule, rules: list[tuple[Rule, dict[str, Any]]], params: list[torch.Tensor],
+                   grads: list[Any], names: list[str], flat: dict[str, Any], t: int, s_flat: tuple[Any, ...]) -> bool:
+        lay = flat["layout"]
+
+        def packed(key: str, xs: list[Any]) -> torch.Tensor:
+            views = flat["views"].get(key)
+            if views is not None and len(views) == len(xs) and all(a is b for a, b in zip(views, xs)):
+                return flat["buffers"][key]
+            return lay.pack(xs)
+        p_flat = packed("params", params)
+        g_flat = packed("grads", grads)
+        per_tensor: dict[str, list[Any]] = {k: [] for k in rules[0][1]}
+        for (_, coef), g in zip(rules, self.param_groups):
+            for k, v in coef.items():
+                per_tensor[k].extend([v] * len(g["params"]))
+        c_flat = {}
+        for k, vs in per_tensor.items():
+            hit = flat["coef"].get(k)
+            if hit is not None and len(hit[0]) == len(vs) and all(a is b for a, b in zip(hit[0], vs)):
+                c_flat[k] = hit[1]
+            else:
+                c_flat[k] = lay.spread(vs)
+                flat["coef"][k] = (vs, c_flat[k])
+        new_p, new_s = rule.rule(TensorOps, int(t), p_flat, g_flat, s_flat, c_flat)
+        views = lay.unpack(new_p)
+        flat["buffers"]["params"], flat["views"]["params"] = new_p, views
+        flat["fields"] = [n for n, v in zip(names, new_s) if v is not None]
+        for n, v in zip(names, new_s):
+            if v is not None:
+                flat["buffers"][n] = v
+        flat.update(pending=True, t=int(t), rule=rule)
+        i = 0
+        for g in self.param_groups:
+            for j in range(len(g["params"])):
+                g["params"][j] = views[i]
+                i += 1
+        self._flat = flat
+        return True
 
 
 def _field(s: Mapping[str, Any], name: str, fresh: tuple[torch.Tensor, ...], p: torch.Tensor) -> Any:
