@@ -460,3 +460,17 @@ def test_no_history_without_tracking():
         assert all(p.grad_fn is None for p in new) and len(fm._hg_history) == 1
         with pytest.raises(ValueError, match="no history"):
             fm.parameters(time=1)
+
+
+ALL_OPTIMS = HIGHER_OPTIMS + [("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.01)), ("RMSprop", dict(lr=0.01, centered=True)),
+                              ("AdamW", dict(lr=0.01)), ("NAdam", dict(lr=0.01)), ("RAdam", dict(lr=0.01))]
+
+
+@pytest.mark.parametrize("name,kw", ALL_OPTIMS, ids=[f"{n}-{'-'.join(k)}" for n, k in ALL_OPTIMS])
+def test_flat_strategy_equals_the_per_tensor_one(name, kw, monkeypatch):
+    """The flat strategy (all weights as one buffer) gives the per-tensor strategy's outputs,
+    meta-gradients, history and state (two param groups with different values)."""
+    fast = maml(ours, name, kw, groups=True, bn=False, steps=4)
+    monkeypatch.setattr(ours.optim._RuleOptimizer, "_update_flat", lambda *a: False)
+    slow = maml(ours, name, kw, groups=True, bn=False, steps=4)
+    _assert_same(fast, slow)
