@@ -474,3 +474,22 @@ def test_flat_strategy_equals_the_per_tensor_one(name, kw, monkeypatch):
     monkeypatch.setattr(ours.optim._RuleOptimizer, "_update_flat", lambda *a: False)
     slow = maml(ours, name, kw, groups=True, bn=False, steps=4)
     _assert_same(fast, slow)
+
+
+@needs_higher
+def test_grad_callback_at_construction_and_per_step_equals_higher():
+    """``grad_callback`` (clipping every gradient, then a per-step one that scales) as higher applies it."""
+    def run(lib):
+        model, (x, y) = _net(bn=False), _data()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+        clip = lambda gs: [g.clamp(-0.05, 0.05) for g in gs]  # noqa: E731
+        fm = lib.patch.monkeypatch(model)
+        do = lib.optim.get_diff_optim(opt, model.parameters(), fmodel=fm, grad_callback=clip)
+        do.step(F.mse_loss(fm(x), y))
+        do.step(F.mse_loss(fm(x), y), grad_callback=lambda gs: [0.5 * g for g in gs])
+        q = F.mse_loss(fm(x), y)
+        return q.detach(), torch.autograd.grad(q, fm.init_fast_params)
+    (qa, ga), (qb, gb) = run(ours), run(_higher())
+    torch.testing.assert_close(qa, qb, atol=TOL, rtol=0)
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v, atol=TOL, rtol=0)
