@@ -14,12 +14,8 @@ Run: ``python benchmarks/higher_compat.py [--quick] [--json FILE]`` (higher from
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
-
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -30,29 +26,13 @@ from hypergradient.diagnostics import saved_bytes  # noqa: E402
 IMPLS = ("compat", "higher", "ours-graph")
 
 
-def make_script(task: U.Task, lib):
-    """The user's script, as written for higher; ``lib`` is higher or hypergradient.higher."""
-    model = copy.deepcopy(task.model)
-
-    def run(T):
-        lrs = task.lrs()
-        opt = torch.optim.SGD([{"params": [p]} for p in model.parameters()], lr=U.LR0, momentum=U.MOM,
-                              weight_decay=U.WD)
-        with lib.innerloop_ctx(model, opt, copy_initial_weights=True, override={"lr": lrs}) as (fm, dopt):
-            for t in range(T):
-                x, y = task.batch(t)
-                dopt.step(F.cross_entropy(fm(x), y))
-            return list(torch.autograd.grad(F.cross_entropy(fm(task.val[0]), task.val[1]), lrs))
-    return run
-
-
 def make(task: U.Task, impl: str):
     if impl == "ours-graph":
         return U.make_ours(task, "graph")
     if impl == "higher":
-        return make_script(task, U.peer("higher"))
+        return U.make_higher(task)
     import hypergradient.higher as compat
-    return make_script(task, compat)
+    return U.make_higher(task, compat)
 
 
 def build_cell(spec):

@@ -178,8 +178,10 @@ def make_manual_flat(task: Task):
     return run
 
 
-def make_higher(task: Task):
-    higher = peer("higher")
+def make_higher(task: Task, higher=None):
+    """The script a higher user writes (``higher``: the module to run it with; the installed higher by
+    default, ``hypergradient.higher`` in benchmarks/higher_compat.py)."""
+    higher = higher or peer("higher")
     model = copy.deepcopy(task.model)
 
     def run(T):
