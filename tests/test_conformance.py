@@ -39,6 +39,8 @@ COVERED: dict[str, tuple[str, ...]] = {
             "test_online_fmd_is_rmd_at_every_step", "test_memory_flat_in_T"),
     "drmad": ("test_drmad_is_rmd_on_a_linear_trajectory", "test_memory_flat_in_T"),
     "one_step": ("test_truncated_rmd_1_is_one_step", "test_online_matches_offline"),
+    "online_rmd": ("test_exact_matches_finite_differences", "test_online_rmd_is_online_fmd_while_lambda_moves",
+                   "test_online_rmd_reductions"),
     "first_order": ("test_first_order_is_the_direct_term", "test_online_matches_offline"),
     "ift": ("test_ift_exact_matches_finite_differences_at_convergence", "test_ift_matches_ridge_closed_form",
             "test_ift_online_last_K", "test_ift_aliases_are_ift_with_a_solver"),
@@ -90,7 +92,7 @@ def problem_and_lam(name: str):
 
 EXACT = [("rmd", {"storage": "graph"}), ("rmd", {"storage": "recompute"}),
          ("rmd", {"storage": "checkpoint", "every": 4}), ("fmd", {}), ("fmd", {"closed_form": False}),
-         ("truncated_rmd", {"K": T})]
+         ("truncated_rmd", {"K": T}), ("online_rmd", {}), ("online_rmd", {"storage": "graph"})]
 
 
 @pytest.mark.parametrize("pname", list(PROBLEMS))
@@ -304,6 +306,61 @@ def test_online_fmd_is_rmd_at_every_step(closed_form):
     for t, h in enumerate(online("fmd", problem, lam, T, closed_form=closed_form), 1):
         assert rel_err(h.value, hg.estimate("rmd", problem, lam, T=t).value) < AGREE_RTOL
         assert h.cost.val_grads == 1
+
+
+def _moving(name, problem, lam0, steps, **options):
+    """An online run in which the outer optimizer moves λ after every step (SGD on the hypergradient)."""
+    est = get(name, **options)
+    lam = {k: v.detach().clone() for k, v in lam0.items()}
+    state = problem.init_state()
+    carry = est.online_init(problem, lam, state, est.new_state())
+    out = []
+    for _ in range(steps):
+        h, carry = est.online_step(problem, lam, state, carry)
+        state = h.state
+        out.append(h)
+        with torch.no_grad():
+            for k in lam:
+                lam[k] -= 0.01 * h.value[k]           # in place, as torch.optim does
+    return out
+
+
+@pytest.mark.parametrize("storage", ["recompute", "graph"])
+def test_online_rmd_is_online_fmd_while_lambda_moves(storage):
+    """With λ moving after every step, online_rmd (the past steps with the λ_s they used) equals online
+    fmd (RTRL) at every step, under both storage policies."""
+    problem = make_problem("sgd", dict(lr=Hyper(0.3), momentum=Hyper(0.8), weight_decay=Hyper(0.05)),
+                           train_loss=ce_l2, val_loss=ce_l2, loss_hparams={"l2": Hyper(1e-2)}, T=T)
+    lam = problem.init_hparams()
+    a = _moving("online_rmd", problem, lam, T, storage=storage)
+    b = _moving("fmd", problem, lam, T)
+    for ha, hb in zip(a, b):
+        assert rel_err(ha.value, hb.value) < AGREE_RTOL
+        for x, y in zip(ha.state.params, hb.state.params):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_online_rmd_reductions():
+    """λ fixed: online_rmd at step t is offline rmd with horizon t; window=K is truncated_rmd(K) at every
+    step and window=1 is one_step; graph equals recompute; the offline call is rmd / truncated_rmd."""
+    problem = make_problem("adam", dict(lr=Hyper(0.05, positive="softplus"), beta1=Hyper(0.8)), T=T)
+    lam = problem.init_hparams()
+    full = online("online_rmd", problem, lam, T)
+    graph = online("online_rmd", problem, lam, T, storage="graph")
+    win2 = online("online_rmd", problem, lam, T, window=2)
+    win1 = online("online_rmd", problem, lam, T, window=1)
+    for t in range(1, T + 1):
+        ref = hg.estimate("rmd", problem, lam, T=t)
+        assert rel_err(full[t - 1].value, ref.value) < AGREE_RTOL
+        assert rel_err(graph[t - 1].value, ref.value) < AGREE_RTOL
+        assert rel_err(win2[t - 1].value, hg.estimate("truncated_rmd", problem, lam, T=t, K=2).value) < AGREE_RTOL
+        assert rel_err(win1[t - 1].value, hg.estimate("one_step", problem, lam, T=t).value) < AGREE_RTOL
+        assert full[t - 1].cost.vjps == t and win2[t - 1].cost.vjps == min(t, 2)
+    assert rel_err(hg.estimate("online_rmd", problem, lam).value, hg.estimate("rmd", problem, lam).value) < AGREE_RTOL
+    assert rel_err(hg.estimate("online_rmd", problem, lam, window=3).value,
+                   hg.estimate("truncated_rmd", problem, lam, K=3).value) < AGREE_RTOL
+    with pytest.raises(ValueError, match="storage='graph' keeps the graph"):
+        get("online_rmd", storage="graph", window=2)
 
 
 @pytest.mark.parametrize("name", ["one_step", "first_order"])

@@ -79,6 +79,11 @@ def _reduction(name: str, c: _Ctx, options: dict[str, Any]) -> tuple[str, float,
         opt = {"maxiter": 2000} if options["solver"] == "neumann" else {}
         d = c.on_ridge(name, **options, **opt)
         return "== ridge closed form at convergence", d, d < TOL
+    if name == "online_rmd":
+        p, lam = c.mlp, c.lam
+        d = max(_rel(estimate("online_rmd", p, lam, storage="graph").flat(), c.rmd.flat()),
+                _rel(estimate("online_rmd", p, lam, window=1).flat(), estimate("one_step", p, lam).flat()))
+        return "== rmd; window=1 == one_step", d, d < 1e-10
     if name == "one_step":
         d = _rel(estimate("one_step", c.mlp, c.lam).flat(), estimate("truncated_rmd", c.mlp, c.lam, K=1).flat())
         return "== truncated_rmd(K=1)", d, d < 1e-10
