@@ -249,6 +249,70 @@ def test_theta_is_refreshed_every_period():
     assert fresh.episodes == 0 and fresh.theta is None
 
 
+# ---- safeguards (issue 15): options, each a departure; the defaults are the paper's algorithm ---------
+def _episodes(est, problems, memory):
+    """online_init on each problem in turn; the θ each inner optimization uses and the fits' (x, y)."""
+    thetas, fits = [], []
+    for problem in problems:
+        lam = problem.init_hparams()
+        carry = est.online_init(problem, lam, problem.init_state(), memory)
+        thetas.append(carry.theta)
+        fits.append(carry.estimation)
+    return thetas, fits
+
+
+def _tasks(n):
+    return [make_problem("sgd", dict(lr=0.3, momentum=0.8), train_loss=ce_l2, val_loss=ce_l2, data_seed=i,
+                         loss_hparams={"l2": Hyper(1e-2, positive="exp")}, T=T) for i in range(n)]
+
+
+def test_joint_fit_pools_the_regressions_of_a_meta_batch():
+    """joint=3: the first three inner optimizations of a round each fit, and θ is the regression over
+    all samples so far, Σ xy / Σ xx; the next ones reuse it until the period's refit."""
+    problems = _tasks(5)
+    est = get("hyperdistill", gamma=0.9, joint=3, period=4)
+    thetas, fits = _episodes(est, problems, est.new_state())
+    assert [f is not None for f in fits] == [True, True, True, False, True]
+    for n in (1, 2, 3):
+        x = torch.cat([f["x"] for f in fits[:n]])
+        y = torch.cat([f["y"] for f in fits[:n]])
+        assert thetas[n - 1] == pytest.approx(float((x * y).sum() / (x * x).sum()), rel=1e-12)
+    assert thetas[3] == thetas[2] and thetas[4] == pytest.approx(fits[4]["theta"], rel=1e-12)
+    paper, _ = _episodes(get("hyperdistill", gamma=0.9, period=4), problems, get("hyperdistill").new_state())
+    assert paper[0] == pytest.approx(fits[0]["theta"]) and paper[1] == paper[0]    # joint=1: one fit a period
+
+
+def test_theta_smoothing_and_range():
+    problems = _tasks(2)
+    plain, fits = _episodes(get("hyperdistill", gamma=0.9, period=1), problems, get("hyperdistill").new_state())
+    smooth, _ = _episodes(get("hyperdistill", gamma=0.9, period=1, theta_smoothing=0.75), problems,
+                          get("hyperdistill").new_state())
+    assert smooth[0] == plain[0]                                   # nothing to smooth with at the first fit
+    assert smooth[1] == pytest.approx(0.75 * smooth[0] + 0.25 * fits[1]["theta"], rel=1e-12)
+    lo, hi = sorted(plain)
+    mid = (lo + hi) / 2
+    clipped, _ = _episodes(get("hyperdistill", gamma=0.9, period=1, theta_range=(mid, mid + 1e-3)), problems,
+                           get("hyperdistill").new_state())
+    assert all(mid <= c <= mid + 1e-3 for c in clipped)
+
+
+def test_subsampling_off_distills_the_current_batch():
+    problem = PROBLEMS["adam"]()                              # λ holds lr: ∂Φ/∂λ depends on the data
+    lam = problem.init_hparams()
+    hs, carry = online(get("hyperdistill", gamma=0.9, theta=1.0, subsample=False), problem, lam, 5)
+    assert torch.equal(carry.dstar[0], problem.train_batch(5)[0])
+    on, _ = online(get("hyperdistill", gamma=0.9, theta=1.0), problem, lam, 5)
+    assert not all(torch.equal(a.flat(), b.flat()) for a, b in zip(hs, on))
+
+
+def test_safeguard_defaults_are_the_paper():
+    est = get("hyperdistill")
+    assert (est.joint, est.theta_smoothing, est.theta_range, est.subsample) == (1, 0.0, None, True)
+    for bad in (dict(joint=0), dict(theta_smoothing=1.0), dict(theta_range=(2.0, 1.0)), dict(joint=60)):
+        with pytest.raises(ValueError):
+            get("hyperdistill", **bad)
+
+
 def test_options_are_validated():
     for bad in (dict(gamma=1.5), dict(gamma=-0.1), dict(period=0), dict(rounding="up"),
                 dict(zero_direct="zero"), dict(theta=float("nan")), dict(T_estimate=0)):

@@ -119,6 +119,7 @@ class OnlineRMD(Estimator):
         with torch.enable_grad():
             gs = grad_or_zero(carry.graph.params, [lf[k] for lf in carry.leaves for k in keys], alpha,
                               retain_graph=True)
-        indirect = {k: sum(gs[i * len(keys) + j] for i in range(len(carry.leaves))) for j, k in enumerate(keys)}
+        indirect = {k: sum((gs[i * len(keys) + j] for i in range(len(carry.leaves))), torch.zeros_like(lam_t[k]))
+                    for j, k in enumerate(keys)}
         return Hypergradient.of(direct, indirect, state=new, val_loss=loss,
                                 info={"window": len(carry.leaves)}), carry

@@ -93,6 +93,12 @@ class HyperDistillState(EstimatorState):
     theta: float | None = None
     episodes: int = 0
     generator: torch.Generator = field(default_factory=torch.Generator)
+    # the joint fit (``joint=N``): the pooled sums Σ x y, Σ x x of this round's fits, the fits left in it,
+    # and θ before the round (what ``theta_smoothing`` averages with)
+    pool_xy: float = 0.0
+    pool_xx: float = 0.0
+    pool_left: int = 0
+    theta_before: float | None = None
 
 
 def _own(est_state: EstimatorState) -> HyperDistillState:
@@ -129,6 +135,18 @@ class HyperDistill(Estimator):
         distill_opt_state: distill the optimizer state like w (else use the current one).
         zero_direct: what to do when ∂L_val/∂λ ≡ 0: ``"unit"`` | ``"normalized"`` | ``"fit"``.
 
+    Safeguards, each a departure from the paper (whose algorithm the defaults are), for θ fits that
+    swing (on the sinusoid task single-task fits at one state ranged 0.27–2.85, and 0.01–28 over
+    training, letting the Hessian-blind second-order term blow the inner loop up; issue 15):
+
+        joint: θ from one regression pooled over this many consecutive inner optimizations (a
+            meta-batch's tasks) at each refit, θ = Σ xy / Σ xx over them (the fits of the round
+            update it as they come); 1 is the paper's single-task fit.
+        theta_smoothing: β ∈ [0, 1): θ ← β θ_before + (1 − β) θ_fit across refits (0: the paper).
+        theta_range: (lo, hi): a fitted θ is clipped into it (None: the paper).
+        subsample: False turns Eqs. 14 / 18's data subsampling off, D*_k = D_t (for problems whose
+            batches do not change, where mixing subsets of one batch only shrinks it).
+
     Across inner optimizations θ, the count of inner optimizations and the subsampling generator
     live in the estimator state (:class:`HyperDistillState`, :meth:`new_state`), which the drivers
     carry and return.
@@ -140,7 +158,9 @@ class HyperDistill(Estimator):
 
     def __init__(self, gamma: float = 0.99, theta: float | None = None, period: int = 50,
                  T_estimate: int | None = None, seed: int = 0, rounding: str = "nearest",
-                 distill_opt_state: bool = True, zero_direct: str = "unit") -> None:
+                 distill_opt_state: bool = True, zero_direct: str = "unit", joint: int = 1,
+                 theta_smoothing: float = 0.0, theta_range: tuple[float, float] | None = None,
+                 subsample: bool = True) -> None:
         if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be a float in [0, 1], got {gamma!r}")
         if theta is not None and not (isinstance(theta, (int, float)) and math.isfinite(theta)):
@@ -153,6 +173,17 @@ class HyperDistill(Estimator):
             raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
         if zero_direct not in ZERO_DIRECT:
             raise ValueError(f"zero_direct must be one of {ZERO_DIRECT}, got {zero_direct!r}")
+        if not isinstance(joint, int) or joint < 1:
+            raise ValueError(f"joint must be a positive int (inner optimizations pooled per fit), got {joint!r}")
+        if not (isinstance(theta_smoothing, (int, float)) and 0.0 <= theta_smoothing < 1.0):
+            raise ValueError(f"theta_smoothing must be in [0, 1), got {theta_smoothing!r}")
+        if theta_range is not None and not (len(theta_range) == 2 and float(theta_range[0]) <= float(theta_range[1])):
+            raise ValueError(f"theta_range must be None or (lo, hi) with lo <= hi, got {theta_range!r}")
+        if joint > period:
+            raise ValueError(f"joint={joint} pools more inner optimizations than a refit period ({period})")
+        self.joint, self.theta_smoothing = joint, float(theta_smoothing)
+        self.theta_range = None if theta_range is None else (float(theta_range[0]), float(theta_range[1]))
+        self.subsample = bool(subsample)
         self.gamma, self.theta, self.period, self.T_estimate = float(gamma), theta, period, T_estimate
         self.seed, self.rounding = seed, rounding
         self.distill_opt_state, self.zero_direct = distill_opt_state, zero_direct
@@ -175,15 +206,34 @@ class HyperDistill(Estimator):
                           "without the fitted scale θ S_k (the paper's π* = 1; about 1/S_k of it); pass "
                           "zero_direct='fit' to keep θ S_k")
         estimation = None
-        if mode == "fit" and self.theta is None and (refit or est_state.theta is None):
+        if refit:                                                     # a new round of (joint) fits
+            est_state.pool_xy, est_state.pool_xx, est_state.pool_left = 0.0, 0.0, self.joint
+            est_state.theta_before = est_state.theta
+        if mode == "fit" and self.theta is None and (est_state.pool_left > 0 or est_state.theta is None):
             if T is None:
                 raise ValueError("hyperdistill needs a horizon for LinearEstimation: give "
                                  "InnerProblem(horizon=T), T_estimate=T, or a fixed theta")
-            est_state.theta, estimation = linear_estimation(
+            fitted, estimation = linear_estimation(
                 problem, lam, state, T, self.gamma, generator=est_state.generator, rounding=self.rounding,
-                distill_opt_state=self.distill_opt_state)
+                distill_opt_state=self.distill_opt_state, subsample=self.subsample)
+            est_state.theta = self._safeguarded(est_state, fitted, estimation)
         theta = 1.0 if est_state.theta is None else est_state.theta
         return HyperDistillCarry(est_state, theta, mode, pending=problem.cost - before, estimation=estimation)
+
+    def _safeguarded(self, est_state: HyperDistillState, fitted: float, estimation: dict) -> float:
+        """θ from this fit and the safeguards: pooled with the round's earlier fits (``joint``),
+        smoothed with θ before the round, clipped into ``theta_range``. The paper's θ by default."""
+        est_state.pool_left = max(0, est_state.pool_left - 1)
+        x, y = estimation["x"], estimation["y"]
+        est_state.pool_xy += float((x * y).sum())
+        est_state.pool_xx += float((x * x).sum())
+        theta = fitted if self.joint == 1 or est_state.pool_xx == 0 else est_state.pool_xy / est_state.pool_xx
+        if self.theta_smoothing and est_state.theta_before is not None:
+            theta = self.theta_smoothing * est_state.theta_before + (1 - self.theta_smoothing) * theta
+        if self.theta_range is not None:
+            theta = min(max(theta, self.theta_range[0]), self.theta_range[1])
+        estimation["theta_used"] = theta
+        return theta
 
     def advance(self, problem: InnerProblem, lam: Hparams, state: State,
                 carry: HyperDistillCarry) -> tuple[Hypergradient, HyperDistillCarry]:
@@ -198,7 +248,7 @@ class HyperDistill(Estimator):
         else:                                                         # Eqs. 13, 14
             p = forward_weight(self.gamma, k)
             star = mix(p, carry.star, cur, None if self.distill_opt_state else n)
-            dstar = distill_batch(carry.dstar, batch, p, generator, self.rounding)
+            dstar = distill_batch(carry.dstar, batch, p, generator, self.rounding) if self.subsample else batch
         nxt = problem.step(state, lam)
         loss, alpha, direct = problem.val_grad(nxt, lam)
         _, v = problem.vjp(state.with_tensors(star), lam, padded(alpha, nxt), batch=dstar)

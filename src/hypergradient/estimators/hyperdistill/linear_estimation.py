@@ -21,11 +21,12 @@ __all__ = ["linear_estimation"]
 
 def linear_estimation(problem: InnerProblem, lam: Hparams, state: State, T: int, gamma: float, *,
                       generator: torch.Generator, rounding: str = "nearest",
-                      distill_opt_state: bool = True) -> tuple[float, dict[str, Any]]:
+                      distill_opt_state: bool = True, subsample: bool = True) -> tuple[float, dict[str, Any]]:
     """θ = xᵀy / xᵀx from one DrMAD backward pass (Algorithm 4); returns (θ, info).
 
     Memory O(|s|): only s_0, s_T, the interpolated state, s* and D* are held. ``info`` has the
     samples ``x`` and ``y`` (tensors of length T, s = 1..T), the fitted ``theta`` and ``cost``.
+    ``subsample=False``: D*_s = D_{T−s+1} (Eq. 18's subsampling off, a safeguard of the estimator).
     θ = 1 (``info["degenerate"] = True``) when every v_s is zero.
     """
     before = problem.cost.copy()
@@ -50,7 +51,7 @@ def linear_estimation(problem: InnerProblem, lam: Hparams, state: State, T: int,
         else:                                                         # Eqs. 17, 18 on interpolated states
             q = backward_weight(gamma, s)
             star = mix(q, star, hat, None if distill_opt_state else len(first.params))
-            dstar = distill_batch(dstar, batch, q, generator, rounding)
+            dstar = distill_batch(dstar, batch, q, generator, rounding) if subsample else batch
         dist = last.with_tensors(star)._replace(t=last.t - 1)         # the distilled step is step T
         _, v = problem.vjp(dist, lam, aT, batch=dstar)
         S = geometric_sum(gamma, s)
