@@ -80,6 +80,7 @@ def goals_of(cells):
 
 def main(argv=None):
     p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", help=f"comma-separated subset of {','.join(U.MODELS)} (full mode)")
     args = p.parse_args(argv)
     if args.cell:
         return C.cell_main(build_cell, args)
@@ -87,7 +88,8 @@ def main(argv=None):
     if args.quick:
         grid, repeats = [("mlp128", "tensor", [10]), ("deep20", "element", [10, 20])], 3
     else:
-        grid = [(m, g, [10, 50, 100]) for m in U.MODELS for g in ("tensor", "element")]
+        models = args.models.split(",") if args.models else list(U.MODELS)
+        grid = [(m, g, [10, 50, 100]) for m in models for g in ("tensor", "element")]
         repeats = 5
     impls = [i for i in IMPLS if i != "higher" or U.available("higher")]
     script = os.path.abspath(__file__)

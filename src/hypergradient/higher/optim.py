@@ -25,6 +25,7 @@ import torch
 
 from ..core.flat import FlatLayout
 from ..core.optimizer import OPTIMIZERS
+from ..core.problem import FLAT_MAX_MEAN
 from ..optim.base import Rule, TensorOps
 
 __all__ = ["DifferentiableOptimizer", "get_diff_optim", "create_diff_optim", "register_optim",
@@ -233,8 +234,9 @@ class _RuleOptimizer(DifferentiableOptimizer):
                 group["params"][j] = new_p
 
     # ---- the flat strategy -----------------------------------------------------------------------------
-    # When every parameter has a gradient, one dtype and device and one step count, and the groups differ
-    # only in their values (one rule, its options shared), the rule runs once on all weights as one flat
+    # When every parameter has a gradient, one dtype and device and one step count, the groups differ
+    # only in their values (one rule, its options shared) and the tensors are small on average (the
+    # native layout="auto" rule, core.problem.FLAT_MAX_MEAN), the rule runs once on all weights as one flat
     # buffer (hypergradient.core.flat): a handful of ops per step instead of a handful per tensor, the
     # per-tensor values spread over the buffer (cached while the same objects come back), the new fast
     # weights and state entries views into the results. The same elementwise arithmetic as per tensor.
@@ -258,6 +260,9 @@ class _RuleOptimizer(DifferentiableOptimizer):
         grads = [g for gs in grouped_grads for g in gs]
         if not params or any(g is None for g in grads) or len({(p.dtype, p.device) for p in params}) != 1:
             return False
+        if sum(p.numel() for p in params) > FLAT_MAX_MEAN * len(params):
+            return False              # large tensors: copying them into one buffer costs more than it saves
+
         fields = rule.init([])._fields
         names = [_STATE_NAMES.get(f, f) for f in fields]
         flat = self._flat

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 __all__ = ["METHODS", "BASELINES", "ESTIMATORS", "ESTIMATOR_OPTIONS", "PAPER_TABLE4", "TASK_SEEDS",
-           "SinusoidConfig", "options_grid"]
+           "SinusoidConfig", "options_grid", "SAFEGUARDS", "DRIVER_OPTIONS"]
 
 # method label -> (registry name, options fixed for all runs); tuned options are added per run
 METHODS = {
@@ -21,6 +21,11 @@ METHODS = {
     "DrMAD": ("drmad", {}),
     "N.IFT": ("ift", {"solver": "neumann"}),
     "HyperDistill": ("hyperdistill", {}),
+    # issue 15: HyperDistill with a safeguard chosen on meta-validation (grid: SAFEGUARDS), and the exact
+    # online hypergradient through every step so far / the last 5 (online truncated reverse mode)
+    "HyperDistill+safeguard": ("hyperdistill", {}),
+    "online RMD": ("online_rmd", {}),
+    "online RMD (K=5)": ("online_rmd", {"window": 5}),
     "RMD": ("rmd", {"storage": "graph"}),
     "Reptile only": ("first_order", {}),
 }
@@ -31,7 +36,17 @@ ESTIMATORS = tuple(m for m in METHODS if m not in BASELINES)
 # estimator's option names: N.IFT(N, K) is ift(solver="neumann", maxiter=N, window=K)
 ESTIMATOR_OPTIONS = {"N.IFT": {"N": "maxiter", "K": "window"}}
 PAPER_TABLE4 = {"FO": (0.567, 0.193), "1-step": (0.670, 0.283), "DrMAD": (1.086, 0.176),
-                "N.IFT": (0.502, 0.146), "HyperDistill": (0.327, 0.052), "RMD": None, "Reptile only": None}
+                "N.IFT": (0.502, 0.146), "HyperDistill": (0.327, 0.052), "HyperDistill+safeguard": None,
+                "online RMD": None, "online RMD (K=5)": None, "RMD": None, "Reptile only": None}
+# options read by the meta-training driver, not the estimator (the hyper learning rate decayed to 0)
+DRIVER_OPTIONS = ("lr_decay",)
+# The safeguarded HyperDistill's grid, fixed before any run (issue 15; chosen on meta-validation like γ,
+# never on meta-test), all at γ = 0.9999 (the audit's setting): θ pooled over the meta-batch and clipped,
+# θ smoothed over refits and clipped, a fixed θ = 0.3, the hyper learning rate decayed linearly to 0.
+SAFEGUARDS = ({"gamma": 0.9999, "joint": 10, "theta_range": [0.0, 1.0]},
+              {"gamma": 0.9999, "theta_smoothing": 0.9, "theta_range": [0.0, 1.0]},
+              {"gamma": 0.9999, "theta": 0.3},
+              {"gamma": 0.9999, "lr_decay": True})
 TASK_SEEDS = {"val": 10_000, "test": 20_000, "probe": 30_000}   # fixed task sets, shared by all runs
 
 
@@ -96,4 +111,6 @@ class SinusoidConfig:
 def options_grid(cfg: SinusoidConfig) -> dict:
     """The tuned methods' options, in the paper's labels: γ of HyperDistill, (N, K) of N.IFT."""
     return {"HyperDistill": [{"gamma": g} for g in cfg.gammas],
+            "HyperDistill+safeguard": [dict(o, joint=min(o["joint"], cfg.meta_batch)) if "joint" in o else dict(o)
+                                       for o in SAFEGUARDS],
             "N.IFT": [{"N": n, "K": k} for n, k in cfg.nift_grid]}

@@ -30,7 +30,7 @@ __all__ = ["run", "main"]
 def _job_name(kind: str, method: str, seed: int, options: dict) -> str:
     method = method.replace(" ", "_")
     if kind == "tune":
-        tag = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
+        tag = "_".join(f"{k}{v}" for k, v in sorted(options.items())).replace(" ", "")
         return f"tune_{method}_{tag}_seed{seed}"
     return f"{method}_seed{seed}"
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
-from .config import BASELINES, ESTIMATOR_OPTIONS, METHODS, SinusoidConfig
+from .config import BASELINES, DRIVER_OPTIONS, ESTIMATOR_OPTIONS, METHODS, SinusoidConfig
 from .tasks import _sampler, adapt_and_score, inner_stability, task_set
 
 if TYPE_CHECKING:
@@ -32,10 +32,10 @@ def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | 
     from ...estimators import get
     name, fixed = METHODS[method]
     opts: dict[str, Any] = dict(fixed)
-    if method == "HyperDistill":
+    if name == "hyperdistill":
         opts.update(period=cfg.hd_period, seed=seed)
     rename = ESTIMATOR_OPTIONS.get(method, {})
-    opts.update({rename.get(k, k): v for k, v in (options or {}).items()})
+    opts.update({rename.get(k, k): v for k, v in (options or {}).items() if k not in DRIVER_OPTIONS})
     return get(name, **opts)
 
 
@@ -113,7 +113,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
         if it in cfg.cosine_points and cos_methods:
             opts = dict(cos_methods)
             theta = getattr(est_state, "theta", None)
-            if method == "HyperDistill" and theta is not None:   # the θ the run is using now
+            if METHODS[method][0] == "hyperdistill" and theta is not None:   # the θ the run is using now
                 opts[method] = dict(options, theta=theta)
             c = _measure_cosines(opts, learner, lam, phi, probe, cfg, seed)
             rec["cosines"].append({"iteration": it, **c})
@@ -140,7 +140,8 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
         checkpoint(0, phi)
         meta_train(learner, est, lam, outer, _sampler(cfg, cfg.query), iterations=cfg.iterations,
                    meta_batch=cfg.meta_batch, T=cfg.T, init=phi, init_update="reptile", init_lr=cfg.reptile_lr,
-                   seed=seed, est_state=est_state, callback=record, progress=False, divergence="record")
+                   seed=seed, est_state=est_state, callback=record, progress=False, divergence="record",
+                   lr_decay=bool(options.get("lr_decay", False)))
     except (DivergenceError, FloatingPointError) as e:
         rec["diverged"] = f"meta-iteration {len(rec['meta_train_loss'])}: {e}"
         if tick is not None:
