@@ -19,7 +19,8 @@ from hypergradient.learners.tasks import SinusoidTasks
 from hypergradient.reproduce import sinusoid as S
 from hypergradient.reproduce.sinusoid import runner, train
 
-METHODS = ["FO", "1-step", "DrMAD", "N.IFT", "HyperDistill", "RMD"]          # the estimators
+METHODS = ["FO", "1-step", "DrMAD", "N.IFT", "HyperDistill", "HyperDistill+safeguard", "online RMD",
+           "online RMD (K=5)", "RMD"]                                   # the estimators
 ALL = METHODS + ["Reptile only"]                                       # + the λ-fixed baseline
 
 
@@ -82,11 +83,13 @@ def test_quick_reproduction_structure_and_resume(tmp_path, monkeypatch, capsys):
         row = t4[m]
         assert math.isfinite(row["mean"]) and row["mean"] > 0 and len(row["per_seed"]) == 1
         assert row["ci95"] == 0.0                                 # one seed
-        assert (row["paper"] is None) == (m in ("RMD", "Reptile only"))
+        assert (row["paper"] is None) == (m in ("RMD", "Reptile only", "HyperDistill+safeguard", "online RMD",
+                                                "online RMD (K=5)"))
     assert t4["HyperDistill"]["paper"] == [0.327, 0.052] and t4["DrMAD"]["paper"] == [1.086, 0.176]
     assert t4["HyperDistill"]["options"]["gamma"] in cfg["gammas"]
     assert [t4["N.IFT"]["options"]["N"], t4["N.IFT"]["options"]["K"]] in cfg["nift_grid"]
     assert {r["options"]["gamma"] for r in res["tuning"]["HyperDistill"]} == set(cfg["gammas"])
+    assert t4["HyperDistill+safeguard"]["options"] in [r["options"] for r in res["tuning"]["HyperDistill+safeguard"]]
 
     # Fig. 3: cosines at every checkpoint, RMD against itself is 1
     for table in ("cosine_own", "cosine_shared"):

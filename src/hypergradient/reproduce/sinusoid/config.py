@@ -24,7 +24,7 @@ METHODS = {
     # issue 15: HyperDistill with a safeguard chosen on meta-validation (grid: SAFEGUARDS), and the exact
     # online hypergradient through every step so far / the last 5 (online truncated reverse mode)
     "HyperDistill+safeguard": ("hyperdistill", {}),
-    "online RMD": ("online_rmd", {}),
+    "online RMD": ("online_rmd", {"storage": "graph"}),      # every step kept: no recomputation
     "online RMD (K=5)": ("online_rmd", {"window": 5}),
     "RMD": ("rmd", {"storage": "graph"}),
     "Reptile only": ("first_order", {}),
@@ -101,6 +101,8 @@ class SinusoidConfig:
     def fingerprint(self) -> str:
         """Hash of everything that changes a run's numbers (not the number of seeds)."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("seeds", "threads", "cost_repeats")}
+        d["methods"] = {m: [name, opts] for m, (name, opts) in METHODS.items()}    # rows and grids change runs too
+        d["safeguards"] = list(SAFEGUARDS)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
