@@ -36,6 +36,8 @@ def plots(result: dict, out: str) -> list[str]:
             runs = [r for r in c[key] if r]
             if not runs:
                 continue
+            n = max(len(r) for r in runs)                 # a run that diverged stops early: pad it with inf
+            runs = [[float("inf") if v is None else float(v) for v in r] + [float("inf")] * (n - len(r)) for r in runs]
             t = torch.tensor(runs, dtype=torch.float64).nan_to_num(nan=float("inf"), posinf=float("inf"))
             med = t.median(0).values                  # robust to the seeds whose inner loop blew up
             x = list(range(1, len(med) + 1)) if key == "meta_train_loss" else list(range(len(med)))
