@@ -15,7 +15,7 @@ __all__ = ["METHODS", "BASELINES", "ESTIMATORS", "ESTIMATOR_OPTIONS", "PAPER_TAB
            "SinusoidConfig", "options_grid", "SAFEGUARDS", "DRIVER_OPTIONS"]
 
 # method label -> (registry name, options fixed for all runs); tuned options are added per run
-METHODS = {
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "FO": ("first_order", {}),
     "1-step": ("one_step", {}),
     "DrMAD": ("drmad", {}),
@@ -43,10 +43,11 @@ DRIVER_OPTIONS = ("lr_decay",)
 # The safeguarded HyperDistill's grid, fixed before any run (issue 15; chosen on meta-validation like γ,
 # never on meta-test), all at γ = 0.9999 (the audit's setting): θ pooled over the meta-batch and clipped,
 # θ smoothed over refits and clipped, a fixed θ = 0.3, the hyper learning rate decayed linearly to 0.
-SAFEGUARDS = ({"gamma": 0.9999, "joint": 10, "theta_range": [0.0, 1.0]},
-              {"gamma": 0.9999, "theta_smoothing": 0.9, "theta_range": [0.0, 1.0]},
-              {"gamma": 0.9999, "theta": 0.3},
-              {"gamma": 0.9999, "lr_decay": True})
+SAFEGUARDS: tuple[dict[str, Any], ...] = (
+    {"gamma": 0.9999, "joint": 10, "theta_range": [0.0, 1.0]},
+    {"gamma": 0.9999, "theta_smoothing": 0.9, "theta_range": [0.0, 1.0]},
+    {"gamma": 0.9999, "theta": 0.3},
+    {"gamma": 0.9999, "lr_decay": True})
 TASK_SEEDS = {"val": 10_000, "test": 20_000, "probe": 30_000}   # fixed task sets, shared by all runs
 
 
