@@ -286,8 +286,11 @@ def test_first_order_is_the_direct_term(pname):
 
 
 # ---- online --------------------------------------------------------------------------------------------
-def online(name, problem, lam, steps, **options):
+def online(name, problem, lam, steps, outer_lr=None, **options):
+    """An online run of ``steps`` inner steps; with ``outer_lr`` the outer optimizer moves λ after every
+    step (SGD on the hypergradient, in place as torch.optim does)."""
     est = get(name, **options)
+    lam = {k: v.detach().clone() for k, v in lam.items()} if outer_lr else lam
     state = problem.init_state()
     carry = est.online_init(problem, lam, state, est.new_state())
     out = []
@@ -295,6 +298,10 @@ def online(name, problem, lam, steps, **options):
         h, carry = est.online_step(problem, lam, state, carry)
         state = h.state
         out.append(h)
+        if outer_lr:
+            with torch.no_grad():
+                for k in lam:
+                    lam[k] -= outer_lr * h.value[k]
     return out
 
 
@@ -308,23 +315,6 @@ def test_online_fmd_is_rmd_at_every_step(closed_form):
         assert h.cost.val_grads == 1
 
 
-def _moving(name, problem, lam0, steps, **options):
-    """An online run in which the outer optimizer moves λ after every step (SGD on the hypergradient)."""
-    est = get(name, **options)
-    lam = {k: v.detach().clone() for k, v in lam0.items()}
-    state = problem.init_state()
-    carry = est.online_init(problem, lam, state, est.new_state())
-    out = []
-    for _ in range(steps):
-        h, carry = est.online_step(problem, lam, state, carry)
-        state = h.state
-        out.append(h)
-        with torch.no_grad():
-            for k in lam:
-                lam[k] -= 0.01 * h.value[k]           # in place, as torch.optim does
-    return out
-
-
 @pytest.mark.parametrize("storage", ["recompute", "graph"])
 def test_online_rmd_is_online_fmd_while_lambda_moves(storage):
     """With λ moving after every step, online_rmd (the past steps with the λ_s they used) equals online
@@ -332,8 +322,8 @@ def test_online_rmd_is_online_fmd_while_lambda_moves(storage):
     problem = make_problem("sgd", dict(lr=Hyper(0.3), momentum=Hyper(0.8), weight_decay=Hyper(0.05)),
                            train_loss=ce_l2, val_loss=ce_l2, loss_hparams={"l2": Hyper(1e-2)}, T=T)
     lam = problem.init_hparams()
-    a = _moving("online_rmd", problem, lam, T, storage=storage)
-    b = _moving("fmd", problem, lam, T)
+    a = online("online_rmd", problem, lam, T, outer_lr=0.01, storage=storage)
+    b = online("fmd", problem, lam, T, outer_lr=0.01)
     for ha, hb in zip(a, b):
         assert rel_err(ha.value, hb.value) < AGREE_RTOL
         for x, y in zip(ha.state.params, hb.state.params):
