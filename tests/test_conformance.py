@@ -39,6 +39,8 @@ COVERED: dict[str, tuple[str, ...]] = {
             "test_online_fmd_is_rmd_at_every_step", "test_memory_flat_in_T"),
     "drmad": ("test_drmad_is_rmd_on_a_linear_trajectory", "test_memory_flat_in_T"),
     "one_step": ("test_truncated_rmd_1_is_one_step", "test_online_matches_offline"),
+    "es": ("test_es.py::test_antithetic_pairs_cancel_even_orders_on_a_quadratic",
+           "test_es.py::test_unbiased_within_standard_errors"),
     "online_rmd": ("test_exact_matches_finite_differences", "test_online_rmd_is_online_fmd_while_lambda_moves",
                    "test_online_rmd_reductions"),
     "first_order": ("test_first_order_is_the_direct_term", "test_online_matches_offline"),

@@ -8,6 +8,7 @@ from ..core.deprecation import renamed_attributes
 from .base import (ALIASES, REGISTRY, Carry, Estimator, EstimatorState, Hypergradient, OnlineEstimator, estimate, get,
                    register, register_alias, resolve, validate)
 from .drmad import DrMAD
+from .es import ES
 from .evograd import EvoGrad
 from .first_order import FirstOrder
 from .fmd import FMD
@@ -19,7 +20,7 @@ from .rmd import RMD, TruncatedRMD
 
 __all__ = ["REGISTRY", "ALIASES", "Estimator", "EstimatorState", "Carry", "OnlineEstimator", "Hypergradient",
            "estimate", "get", "resolve", "validate", "register", "register_alias",
-           "RMD", "TruncatedRMD", "OnlineRMD", "FMD", "DrMAD", "IFT", "OneStep", "FirstOrder", "HyperDistill", "EvoGrad"]
+           "RMD", "TruncatedRMD", "OnlineRMD", "FMD", "ES", "DrMAD", "IFT", "OneStep", "FirstOrder", "HyperDistill", "EvoGrad"]
 
 def _ift_with(solver: str) -> Callable[[], object]:
     return lambda: functools.partial(IFT, solver=solver)

@@ -79,6 +79,16 @@ def _reduction(name: str, c: _Ctx, options: dict[str, Any]) -> tuple[str, float,
         opt = {"maxiter": 2000} if options["solver"] == "neumann" else {}
         d = c.on_ridge(name, **options, **opt)
         return "== ridge closed form at convergence", d, d < TOL
+    if name == "es":
+        p = ref.linear()
+        lam = p.init_hparams()
+        h = estimate("es", p, lam, population=4, sigma=0.1)
+        exact = estimate("rmd", p, lam)
+        eps = torch.Generator().manual_seed(0)          # the directions es drew (its default seed 0)
+        dirs = [torch.randn(lam["loss.scale"].shape, generator=eps, dtype=torch.float64) for _ in range(4)]
+        g = exact.value["loss.scale"]
+        d = max(abs(float(s) - float((g * e).sum())) for s, e in zip(h.info["slopes"], dirs)) / float(g.norm())
+        return "antithetic pair on a quadratic == <grad, eps>", d, d < 1e-8
     if name == "online_rmd":
         p, lam = c.mlp, c.lam
         d = max(_rel(estimate("online_rmd", p, lam, storage="graph").flat(), c.rmd.flat()),
