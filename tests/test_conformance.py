@@ -38,7 +38,8 @@ COVERED: dict[str, tuple[str, ...]] = {
     "fmd": ("test_exact_matches_finite_differences", "test_exact_match_ridge_closed_form", "test_fmd_is_rmd",
             "test_online_fmd_is_rmd_at_every_step", "test_memory_flat_in_T"),
     "drmad": ("test_drmad_is_rmd_on_a_linear_trajectory", "test_memory_flat_in_T"),
-    "one_step": ("test_truncated_rmd_1_is_one_step", "test_online_matches_offline"),
+    "one_step": ("test_truncated_rmd_1_is_one_step", "test_online_matches_offline",
+                 "test_one_step_finite_difference_converges_to_one_step"),
     "es": ("test_es.py::test_antithetic_pairs_cancel_even_orders_on_a_quadratic",
            "test_es.py::test_unbiased_within_standard_errors"),
     "online_rmd": ("test_exact_matches_finite_differences", "test_online_rmd_is_online_fmd_while_lambda_moves",
@@ -315,6 +316,28 @@ def test_online_fmd_is_rmd_at_every_step(closed_form):
     for t, h in enumerate(online("fmd", problem, lam, T, closed_form=closed_form), 1):
         assert rel_err(h.value, hg.estimate("rmd", problem, lam, T=t).value) < AGREE_RTOL
         assert h.cost.val_grads == 1
+
+
+@pytest.mark.parametrize("opt,hps", [("sgd", dict(lr=Hyper(0.3), momentum=Hyper(0.8))),
+                                     ("adam", dict(lr=Hyper(0.05, positive="softplus"), beta1=Hyper(0.8)))])
+def test_one_step_finite_difference_converges_to_one_step(opt, hps):
+    """one_step(fd=c) (DARTS' central difference of gradients at w ± ε v, ε = c/‖v‖) tends to one_step
+    as O(ε²) in float64, with a training loss whose λ-gradient is not quadratic in w (a temperature);
+    the optimizer's own hyperparameters go through the update's first-order VJP exactly."""
+    def tl(f, b, hp):
+        return F.cross_entropy(f(b[0]) / hp["temp"], b[1])
+    problem = make_problem(opt, hps, train_loss=tl, val_loss=tl, loss_hparams={"temp": Hyper(1.5, positive="softplus")},
+                           T=4)
+    lam = problem.init_hparams()
+    ref = hg.estimate("one_step", problem, lam)
+    errs = [rel_err(hg.estimate("one_step", problem, lam, fd=c).value, ref.value) for c in (1e-2, 1e-3, 1e-4)]
+    assert errs[0] > 50 * errs[1] > 2500 * errs[2] and errs[2] < 1e-8, errs
+    h = hg.estimate("one_step", problem, lam, fd=1e-3)
+    assert h.cost == hg.Cost(steps=5, grads=2, val_grads=1)   # no VJP of Φ, no Hessian product (update_vjp: a step)
+    for t, hh in enumerate(online("one_step", problem, lam, 3, fd=1e-4), 1):
+        assert rel_err(hh.value, hg.estimate("one_step", problem, lam, T=t).value) < 1e-7
+    with pytest.raises(ValueError, match="fd must be"):
+        get("one_step", fd=0.0)
 
 
 @pytest.mark.parametrize("storage", ["recompute", "graph"])

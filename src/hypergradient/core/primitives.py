@@ -7,6 +7,8 @@
 * :meth:`Primitives.hvp`          ∂²L_train/∂w² v;
 * :meth:`Primitives.step_hvp`     a step with the training gradient and H_t Z (forward mode's closed forms);
 * :meth:`Primitives.mixed_vjp`    x ∂²L_train/∂w∂λ (implicit differentiation);
+* :meth:`Primitives.update_vjp`   ᾱ through the optimizer's update alone, the gradient held fixed (first order);
+* :meth:`Primitives.lam_grad`     ∂L_train/∂λ at given weights (first order: finite differences of gradients);
 * :meth:`Primitives.val_grad`     ∂L_val/∂w and ∂L_val/∂λ (the adjoint and the direct term).
 
 :class:`~hypergradient.core.problem.InnerProblem` inherits them; they rely on its Φ (``_phi``,
@@ -75,6 +77,10 @@ class Primitives:
     def val_loss_at(self, state: State, lam: HparamsLike, t: int | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def train_loss_at(self, state: State, lam: HparamsLike, t: int,
+                      batch: Batch = None) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
     def vjp(self, state: State, lam: HparamsLike, cotangent: Tensors, *, wrt_lam: bool = True,
             batch: Batch = None) -> tuple[list[torch.Tensor], Hparams]:
         """(ᾱ ∂Φ/∂s, ᾱ ∂Φ/∂λ) at s = ``state`` for ᾱ = ``cotangent`` (aligned with
@@ -126,6 +132,33 @@ class Primitives:
         with torch.no_grad():
             new_p, new_opt = self.optimizer.apply(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t), grads, hz
+
+    def update_vjp(self, state: State, lam: HparamsLike, cotangent: Tensors
+                   ) -> tuple[list[torch.Tensor], Hparams]:
+        """(ᾱ ∂U/∂g, ᾱ ∂U/∂λ) for the step from ``state``, where Φ(s, λ) = U(s, g, λ) with the training
+        gradient g = ∇_w L_train(w_{t−1}, λ) taken without a graph: the optimizer's update differentiated
+        alone (clipping, maximize and momentum included), no second-order term. ``cotangent`` is
+        aligned with the next state's tensors. Counted as one step."""
+        self.cost.steps += 1
+        t = state.t + 1
+        s = state.detach()
+        _, grads, buffers = self._train_grad(s, lam, t, create_graph=False)
+        g = [x.detach().requires_grad_() for x in grads]
+        lam_d = detached(lam, requires_grad=True)
+        with torch.enable_grad():
+            new_p, new_opt = self.optimizer.apply(g, s.opt, s.params, self.spec.coefficients(lam_d, t), t)
+            out = grad_or_zero(State(tuple(new_p), new_opt, buffers, t).tensors(), g + list(lam_d.values()),
+                               cotangent)
+        return out[:len(g)], dict(zip(lam_d, out[len(g):]))
+
+    def lam_grad(self, state: State, lam: HparamsLike, params: Sequence[torch.Tensor], t: int) -> Hparams:
+        """∂L_train(w, λ)/∂λ at the weights ``params`` (state's buffers) on the batch of step t; first
+        order. Counted as one gradient (``cost.grads``)."""
+        self.cost.grads += 1
+        lam_d = detached(lam, requires_grad=True)
+        with torch.enable_grad():
+            loss = self.train_loss_at(state._replace(params=tuple(p.detach() for p in params)), lam_d, t)[0]
+            return dict(zip(lam_d, grad_or_zero(check_scalar(loss, "train_loss"), list(lam_d.values()))))
 
     def mixed_vjp(self, state: State, lam: HparamsLike, x: Sequence[torch.Tensor], t: int) -> Hparams:
         """x ∂²L_train/∂w∂λ at state's weights on the batch of step t: one VJP of the gradient map

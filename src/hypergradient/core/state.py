@@ -27,6 +27,7 @@ class Cost:
     jvps: int = 0       # forward products (a batched call with N columns counts N)
     hvps: int = 0       # Hessian-vector products of the training loss
     val_grads: int = 0  # validation-loss gradients
+    grads: int = 0      # first-order training-loss gradients w.r.t. λ (finite differences of gradients)
 
     def __sub__(self, other: "Cost") -> "Cost":
         return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})

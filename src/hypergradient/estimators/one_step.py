@@ -8,10 +8,22 @@ Treat s_{T-1} (weights and optimizer state) as constant, so ``dw_T/dλ ≈ B_T``
 One VJP of Φ at s_{T-1} per hypergradient. Equals truncated RMD with K = 1. Online: at every step t
 the same formula with T = t.
 
+``fd=c`` (DARTS' finite difference, Liu et al. 2019 Eq. 8; Betty's ``darts``): no second-order product.
+Write Φ(s, λ) = U(s, g(w, λ), λ) with g = ∇_w L_train and the optimizer's update U; then
+α B = α ∂U/∂λ|_g + ⟨v, ∂g/∂λ⟩ with v = α ∂U/∂g (a first-order VJP through the update alone: −lr α for
+plain SGD), and the mixed term is a central difference of first-order gradients::
+
+    ⟨v, ∂g/∂λ⟩ ≈ (∇_λ L_train(w + ε v, λ) − ∇_λ L_train(w − ε v, λ)) / (2ε),    ε = c / ‖v‖
+
+(DARTS' step rule, c = 0.01 there). Error O(ε²); as ε → 0 it is one_step (float64 test). Cost: one step,
+one update VJP, two first-order λ-gradients (``cost.grads``) and the validation gradient.
+
     >>> hg = estimate("one_step", problem, lam, T=50)
 """
 
 from __future__ import annotations
+
+import math
 
 from ..core.problem import InnerProblem
 from ..core.state import State
@@ -27,6 +39,21 @@ class OneStep(Lookahead):
 
     name = "one_step"
 
+    def __init__(self, fd: float | None = None) -> None:
+        if fd is not None and not (isinstance(fd, (int, float)) and fd > 0):
+            raise ValueError(f"fd must be None (the exact product) or a positive float (ε = fd / ‖v‖), got {fd!r}")
+        self.fd = None if fd is None else float(fd)
+
     def indirect(self, problem: InnerProblem, lam: Hparams, prev: State, state: State, alpha: Tensors) -> Hparams:
-        """α_t B_t at ``prev`` = s_{t-1}: one VJP of Φ."""
-        return problem.vjp(prev, lam, padded(alpha, state))[1]
+        """α_t B_t at ``prev`` = s_{t-1}: one VJP of Φ, or with ``fd`` its finite-difference form."""
+        if self.fd is None:
+            return problem.vjp(prev, lam, padded(alpha, state))[1]
+        v, through_update = problem.update_vjp(prev, lam, padded(alpha, state))
+        norm = math.sqrt(sum(float((x * x).sum()) for x in v))
+        if norm == 0.0:
+            return through_update
+        eps = self.fd / norm
+        t = prev.t + 1
+        plus = problem.lam_grad(prev, lam, [w + eps * x for w, x in zip(prev.params, v)], t)
+        minus = problem.lam_grad(prev, lam, [w - eps * x for w, x in zip(prev.params, v)], t)
+        return {k: through_update[k] + (plus[k] - minus[k]) / (2 * eps) for k in lam}

@@ -27,7 +27,8 @@ from .oracle import finite_differences
 # the rows of an estimator with several variants: (row name, options)
 VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "ift": [("ift[cg]", {"solver": "cg"}), ("ift[dense]", {"solver": "dense"}),
-            ("ift[neumann]", {"solver": "neumann"})]}
+            ("ift[neumann]", {"solver": "neumann"})],
+    "one_step": [("one_step", {}), ("one_step[fd]", {"fd": 1e-3})]}
 
 TOL = 1e-6  # relative error allowed for exact methods and reductions (float64)
 
@@ -94,6 +95,9 @@ def _reduction(name: str, c: _Ctx, options: dict[str, Any]) -> tuple[str, float,
         d = max(_rel(estimate("online_rmd", p, lam, storage="graph").flat(), c.rmd.flat()),
                 _rel(estimate("online_rmd", p, lam, window=1).flat(), estimate("one_step", p, lam).flat()))
         return "== rmd; window=1 == one_step", d, d < 1e-10
+    if name == "one_step" and options.get("fd"):
+        d = _rel(estimate("one_step", c.mlp, c.lam, **options).flat(), estimate("one_step", c.mlp, c.lam).flat())
+        return "finite difference == one_step (ε → 0)", d, d < 1e-6
     if name == "one_step":
         d = _rel(estimate("one_step", c.mlp, c.lam).flat(), estimate("truncated_rmd", c.mlp, c.lam, K=1).flat())
         return "== truncated_rmd(K=1)", d, d < 1e-10
