@@ -42,6 +42,7 @@ COVERED: dict[str, tuple[str, ...]] = {
                  "test_one_step_finite_difference_converges_to_one_step"),
     "es": ("test_es.py::test_antithetic_pairs_cancel_even_orders_on_a_quadratic",
            "test_es.py::test_unbiased_within_standard_errors"),
+    "pes": ("test_pes.py::test_pes_unbiased_where_truncated_es_is_biased", "test_pes.py::test_one_truncation_is_es"),
     "online_rmd": ("test_exact_matches_finite_differences", "test_online_rmd_is_online_fmd_while_lambda_moves",
                    "test_online_rmd_reductions"),
     "first_order": ("test_first_order_is_the_direct_term", "test_online_matches_offline"),

@@ -90,6 +90,12 @@ def _reduction(name: str, c: _Ctx, options: dict[str, Any]) -> tuple[str, float,
         g = exact.value["loss.scale"]
         d = max(abs(float(s) - float((g * e).sum())) for s, e in zip(h.info["slopes"], dirs)) / float(g.norm())
         return "antithetic pair on a quadratic == <grad, eps>", d, d < 1e-8
+    if name == "pes":
+        p = ref.linear()
+        lam = p.init_hparams()
+        d = _rel(estimate("pes", p, lam, K=p.horizon, population=4, sigma=0.1).flat(),
+                 estimate("es", p, lam, population=4, sigma=0.1).flat())
+        return "K=T == es", d, d < 1e-10
     if name == "online_rmd":
         p, lam = c.mlp, c.lam
         d = max(_rel(estimate("online_rmd", p, lam, storage="graph").flat(), c.rmd.flat()),
