@@ -10,11 +10,11 @@ Per inner step, after ``online_init`` and a few warm-up steps (steady state): me
 tensors), and the peak RSS of a fresh process above its RSS before the measured steps. Baselines: a
 plain ``torch.optim.SGD`` step on the module ("train") and our own step without a graph
 (``problem.step``). ``online_init`` (HyperDistill's LinearEstimation) is timed separately.
-Estimators: first_order, one_step, hyperdistill, evograd (``population=2``: K = 2 candidates),
+Estimators: first_order, one_step, sama, hyperdistill, evograd (``population=2``: K = 2 candidates),
 whichever are registered.
 
 Goals: HyperDistill ≤ 1.15× one_step's time per step; EvoGrad(K=2) ≤ 0.7× one_step's time and
-≤ 0.5× its peak memory.
+≤ 0.5× its peak memory; SAMA ≤ 1.0× one_step's time and peak memory (issue 16).
 
 Run: ``python benchmarks/online.py [--quick] [--json FILE]``.
 """
@@ -38,7 +38,7 @@ from hypergradient.learners.data import digits_batches  # noqa: E402
 
 LR, MOM, BATCH = 0.05, 0.9, 128
 DIMS = (64, 1024, 1024, 10)
-ESTIMATORS = {"first_order": {}, "one_step": {}, "hyperdistill": {}, "evograd": {"population": 2}}
+ESTIMATORS = {"first_order": {}, "one_step": {}, "sama": {}, "hyperdistill": {}, "evograd": {"population": 2}}
 WARM = 3
 
 
@@ -219,6 +219,11 @@ def main(argv=None):
                         note.format(C.fmt(ratio(ev, one, "time_per_step"))) if ev else "evograd not registered"))
     goals.append(C.goal("evograd(K=2) peak RSS per step ÷ one_step", ratio(ev, one, "rss_peak"), 0.5,
                         "" if ev else "evograd not registered"))
+    sa = res.get("sama")
+    goals.append(C.goal("sama time per step ÷ one_step", paired(sa), 1.0,
+                        note.format(C.fmt(ratio(sa, one, "time_per_step"))) if sa else "sama not registered"))
+    goals.append(C.goal("sama peak RSS per step ÷ one_step", ratio(sa, one, "rss_peak"), 1.0,
+                        "" if sa else "sama not registered"))
     text = C.table(rows, ["impl", "ms / step", "÷ train", "÷ one_step", "init ms", "saved MiB", "peak RSS MiB",
                           "RSS ÷ one_step"], f"online: one inner step, {nparams / 1e6:.2f}M parameters") \
         + "\n" + C.goals_table(goals)

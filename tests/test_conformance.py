@@ -42,6 +42,7 @@ COVERED: dict[str, tuple[str, ...]] = {
                  "test_one_step_finite_difference_converges_to_one_step"),
     "es": ("test_es.py::test_antithetic_pairs_cancel_even_orders_on_a_quadratic",
            "test_es.py::test_unbiased_within_standard_errors"),
+    "sama": ("test_sama_is_one_step_with_a_finite_difference",),
     "pes": ("test_pes.py::test_pes_unbiased_where_truncated_es_is_biased", "test_pes.py::test_one_truncation_is_es"),
     "online_rmd": ("test_exact_matches_finite_differences", "test_online_rmd_is_online_fmd_while_lambda_moves",
                    "test_online_rmd_reductions"),
@@ -339,6 +340,19 @@ def test_one_step_finite_difference_converges_to_one_step(opt, hps):
         assert rel_err(hh.value, hg.estimate("one_step", problem, lam, T=t).value) < 1e-7
     with pytest.raises(ValueError, match="fd must be"):
         get("one_step", fd=0.0)
+
+
+def test_sama_is_one_step_with_a_finite_difference():
+    """sama(R) is one_step(fd=R) bitwise, and with SGD and R → 0 it is one_step (float64)."""
+    def tl(f, b, hp):
+        return F.cross_entropy(f(b[0]) / hp["temp"], b[1])
+    for opt, hps in (("sgd", dict(lr=0.3, momentum=0.8)), ("adam", dict(lr=Hyper(0.05), beta1=0.8))):
+        problem = make_problem(opt, hps, train_loss=tl, val_loss=tl, loss_hparams={"temp": Hyper(1.5)}, T=4)
+        lam = problem.init_hparams()
+        a, b = hg.estimate("sama", problem, lam, R=1e-2), hg.estimate("one_step", problem, lam, fd=1e-2)
+        assert all(torch.equal(a.value[k], b.value[k]) for k in lam)
+        assert rel_err(hg.estimate("sama", problem, lam, R=1e-5).value, hg.estimate("one_step", problem, lam).value) < 1e-9
+        assert a.cost.vjps == 0 and a.cost.hvps == 0
 
 
 @pytest.mark.parametrize("storage", ["recompute", "graph"])

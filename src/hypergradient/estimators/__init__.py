@@ -18,10 +18,11 @@ from .one_step import OneStep
 from .pes import PES
 from .online_rmd import OnlineRMD
 from .rmd import RMD, TruncatedRMD
+from .sama import SAMA
 
 __all__ = ["REGISTRY", "ALIASES", "Estimator", "EstimatorState", "Carry", "OnlineEstimator", "Hypergradient",
            "estimate", "get", "resolve", "validate", "register", "register_alias",
-           "RMD", "TruncatedRMD", "OnlineRMD", "FMD", "ES", "PES", "DrMAD", "IFT", "OneStep", "FirstOrder", "HyperDistill", "EvoGrad"]
+           "RMD", "TruncatedRMD", "OnlineRMD", "FMD", "ES", "PES", "SAMA", "DrMAD", "IFT", "OneStep", "FirstOrder", "HyperDistill", "EvoGrad"]
 
 def _ift_with(solver: str) -> Callable[[], object]:
     return lambda: functools.partial(IFT, solver=solver)

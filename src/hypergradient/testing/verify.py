@@ -90,6 +90,9 @@ def _reduction(name: str, c: _Ctx, options: dict[str, Any]) -> tuple[str, float,
         g = exact.value["loss.scale"]
         d = max(abs(float(s) - float((g * e).sum())) for s, e in zip(h.info["slopes"], dirs)) / float(g.norm())
         return "antithetic pair on a quadratic == <grad, eps>", d, d < 1e-8
+    if name == "sama":
+        d = _rel(estimate("sama", c.mlp, c.lam, R=1e-4).flat(), estimate("one_step", c.mlp, c.lam).flat())
+        return "R -> 0 == one_step", d, d < 1e-6
     if name == "pes":
         p = ref.linear()
         lam = p.init_hparams()
