@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 __all__ = ["METHODS", "BASELINES", "ESTIMATORS", "ESTIMATOR_OPTIONS", "PAPER_TABLE4", "TASK_SEEDS",
-           "SinusoidConfig", "options_grid", "SAFEGUARDS", "DRIVER_OPTIONS"]
+           "SinusoidConfig", "options_grid", "SAFEGUARDS", "DRIVER_OPTIONS", "INFEASIBLE"]
 
 # method label -> (registry name, options fixed for all runs); tuned options are added per run
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -27,7 +27,19 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "online RMD": ("online_rmd", {"storage": "graph"}),      # every step kept: no recomputation
     "online RMD (K=5)": ("online_rmd", {"window": 5}),
     "RMD": ("rmd", {"storage": "graph"}),
+    # issue 16: every other registered estimator (one table with all of them; fmd: INFEASIBLE below)
+    "truncated RMD (K=5)": ("truncated_rmd", {"K": 5}),
+    "SAMA": ("sama", {}),
+    "EvoGrad": ("evograd", {}),
+    "ES": ("es", {}),
+    "PES (K=5)": ("pes", {"K": 5}),
     "Reptile only": ("first_order", {}),
+}
+# registered estimators without a row, and why (the table says so in their place)
+INFEASIBLE = {
+    "FMD": ("fmd", "not run: forward mode carries one tangent column per entry of λ, and λ (the ANIL body) has "
+                   "20,400 entries: ~20,400 JVPs per inner step, about 20,400× 1-step's cost (hours per inner "
+                   "optimization, weeks per 5-seed run on 2 cores)"),
 }
 # baselines: λ never moves (Adam with lr 0), only Reptile learns φ; no cosines, no cost row
 BASELINES = ("Reptile only",)
@@ -37,7 +49,8 @@ ESTIMATORS = tuple(m for m in METHODS if m not in BASELINES)
 ESTIMATOR_OPTIONS = {"N.IFT": {"N": "maxiter", "K": "window"}}
 PAPER_TABLE4 = {"FO": (0.567, 0.193), "1-step": (0.670, 0.283), "DrMAD": (1.086, 0.176),
                 "N.IFT": (0.502, 0.146), "HyperDistill": (0.327, 0.052), "HyperDistill+safeguard": None,
-                "online RMD": None, "online RMD (K=5)": None, "RMD": None, "Reptile only": None}
+                "online RMD": None, "online RMD (K=5)": None, "RMD": None, "Reptile only": None,
+                "truncated RMD (K=5)": None, "SAMA": None, "EvoGrad": None, "ES": None, "PES (K=5)": None}
 # options read by the meta-training driver, not the estimator (the hyper learning rate decayed to 0)
 DRIVER_OPTIONS = ("lr_decay",)
 # The safeguarded HyperDistill's grid, fixed before any run (issue 15; chosen on meta-validation like γ,
@@ -99,11 +112,17 @@ class SinusoidConfig:
         return {k: ([list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v)
                 for k, v in d.items()}
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes a run's numbers (not the number of seeds)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("seeds", "threads", "cost_repeats")}
-        d["methods"] = {m: [name, opts] for m, (name, opts) in METHODS.items()}    # rows and grids change runs too
-        d["safeguards"] = list(SAFEGUARDS)
+    def fingerprint(self, method: str | None = None) -> str:
+        """Hash of everything that changes a run's numbers (not the number of seeds): the configuration
+        and, for one ``method``'s runs, its estimator, its tuning grid and — for HyperDistill, whose runs
+        also measure every other method's cosines at their checkpoints — every row (``None``: all rows,
+        the whole reproduction). Adding a row reruns HyperDistill's runs and the new row's only."""
+        d: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in ("seeds", "threads", "cost_repeats")}
+        rows = {m: [name, opts] for m, (name, opts) in METHODS.items()}
+        if method is None or method == "HyperDistill":
+            d["methods"], d["grids"] = rows, options_grid(self)
+        else:
+            d["method"], d["grid"] = rows[method], options_grid(self).get(method)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Sequence, cast
 import math
 import statistics
 
-from .config import BASELINES, METHODS, PAPER_TABLE4, SinusoidConfig
+from .config import BASELINES, INFEASIBLE, METHODS, PAPER_TABLE4, SinusoidConfig
 
 __all__ = ["choose", "summarize", "markdown"]
 
@@ -152,6 +152,8 @@ def markdown(result: dict) -> str:
         div = f" ({r['diverged']} diverged)" if r["diverged"] else ""
         seeds = ", ".join(_seed_value(float(v)) for v in r["per_seed"])
         lines.append(f"| {m} | {opts} | {_fmt(r['mean'], r['ci95'])}{div} | {paper} | {seeds} |")
+    for m, (name, why) in INFEASIBLE.items():
+        lines.append(f"| {m} (`{name}`) | — | {why} | — | — |")
     g = result["goals"]
     lines += ["", f"Ordering (ours, paper methods only): {' < '.join(g['ordering_of_paper_methods'])}  ",
               f"Ordering (paper): {' < '.join(g['paper_ordering'])}", ""]

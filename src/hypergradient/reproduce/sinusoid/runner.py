@@ -70,15 +70,15 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def _load(path: str, cfg: SinusoidConfig) -> dict[str, Any] | None:
+def _load(path: str, cfg: SinusoidConfig, method: str) -> dict[str, Any] | None:
     try:
         with open(path) as fh:
             rec = json.load(fh)
     except (OSError, ValueError):
         return None
-    if rec.get("fingerprint") != cfg.fingerprint():
+    if rec.get("fingerprint") != cfg.fingerprint(method):
         raise RuntimeError(f"{path} was written with a different configuration (fingerprint "
-                           f"{rec.get('fingerprint')} != {cfg.fingerprint()}); use another --out directory "
+                           f"{rec.get('fingerprint')} != {cfg.fingerprint(method)}); use another --out directory "
                            "or delete the old seed files")
     return rec
 
@@ -166,7 +166,7 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
     def todo(jobs: list[Job]) -> list[Job]:
         left = []
         for job in jobs:
-            rec = _load(path_of(*job), cfg)
+            rec = _load(path_of(*job), cfg, job[1])
             if rec is None:
                 left.append(job)
             else:
@@ -176,7 +176,7 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
     tune = todo([("tune", m, s, o) for m, opts in grid.items() for o in opts for s in cfg.tune_seeds])
     fixed = todo([("main", m, s, {}) for s in eval_seeds for m in METHODS if m not in grid])
     tuned: list[tuple[str, str, int, dict]] = [("main", m, s, {}) for m in grid for s in eval_seeds]
-    tuned_left = [j for j in tuned if _load(path_of(*j), cfg) is None]
+    tuned_left = [j for j in tuned if _load(path_of(*j), cfg, j[1]) is None]
     runner = _Runner(cfg, out, workers, cfg.iterations * (len(tune) + len(fixed) + len(tuned_left)), quiet)
     rec: dict[str, Any] | None    # a job's record; None where it is not on disk yet
     try:

@@ -4,6 +4,8 @@ checkpoints, and :func:`train_one` (meta-train, then meta-test on the fixed test
 
 from __future__ import annotations
 
+import inspect
+
 import dataclasses
 import statistics
 import time
@@ -29,11 +31,13 @@ def make_estimator(method: str, cfg: SinusoidConfig, seed: int, options: dict | 
     """The estimator of ``method`` (a :data:`METHODS` label) with ``options`` in the paper's labels
     (γ; N, K), renamed to the estimator's options by :data:`ESTIMATOR_OPTIONS` (N.IFT(N, K) is
     ``ift(solver="neumann", maxiter=N, window=K)``)."""
-    from ...estimators import get
+    from ...estimators import REGISTRY, get
     name, fixed = METHODS[method]
     opts: dict[str, Any] = dict(fixed)
     if name == "hyperdistill":
-        opts.update(period=cfg.hd_period, seed=seed)
+        opts.update(period=cfg.hd_period)
+    if "seed" in inspect.signature(REGISTRY[name].__init__).parameters:
+        opts.update(seed=seed)                 # the run's seed draws its perturbations / subsamples
     rename = ESTIMATOR_OPTIONS.get(method, {})
     opts.update({rename.get(k, k): v for k, v in (options or {}).items() if k not in DRIVER_OPTIONS})
     return get(name, **opts)
@@ -104,7 +108,7 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
     est_state = est.new_state()
     val, probe = task_set(cfg, "val"), task_set(cfg, "probe")
     cos_methods = {} if method in BASELINES else {method: options, **(shared_cosines or {})}
-    rec: dict[str, Any] = {"method": method, "seed": seed, "options": options, "fingerprint": cfg.fingerprint(),
+    rec: dict[str, Any] = {"method": method, "seed": seed, "options": options, "fingerprint": cfg.fingerprint(method),
            "meta_val_mse": [], "meta_train_loss": [], "cosines": [], "seconds_inner": [], "outer_steps": 0,
            "diverged": None, "theta": [], "stability": [], "test_diverged_tasks": None}
     cost = Cost()
