@@ -14,7 +14,7 @@ from conftest import rel_err
 
 def _samples(est, problem, lam, T, n):
     memory = est.new_state()
-    return torch.stack([est(problem, lam, T=T, est_state=memory).value["loss.scale"] for _ in range(n)])
+    return torch.stack([next(iter(est(problem, lam, T=T, est_state=memory).value.values())) for _ in range(n)])
 
 
 def test_pes_unbiased_where_truncated_es_is_biased():
@@ -61,3 +61,21 @@ def test_options_checked():
     for bad in (dict(K=0), dict(population=0), dict(sigma=0.0)):
         with pytest.raises(ValueError):
             hg.estimators.get("pes", **bad)
+
+
+def test_influence_balancing_truncation_flips_the_sign_pes_does_not():
+    """``testing.problems.influence_balancing``: θ's long-run influence (+7.86, rmd) has the opposite
+    sign of its short-run one; truncated backprop and truncated ES over K = 2 steps are negative, PES over
+    the same truncations is within 4 standard errors of the exact value (results/pes/ plots every K)."""
+    p = ref.influence_balancing()
+    lam = p.init_hparams()
+    exact = float(hg.estimate("rmd", p, lam).value["loss.theta"])
+    assert exact > 5 and float(hg.estimate("truncated_rmd", p, lam, K=2).value["loss.theta"]) < 0
+    for persistent in (True, False):
+        s = _samples(hg.estimators.get("pes", K=2, population=8, sigma=0.05, persistent=persistent, seed=1),
+                     p, lam, p.horizon, 16)
+        mean, se = float(s.mean()), float(s.std() / 4)
+        if persistent:
+            assert abs(mean - exact) < 4 * se, (mean, se, exact)
+        else:
+            assert mean + 4 * se < 0, (mean, se)

@@ -99,3 +99,25 @@ def linear(T: int = 20, seed: int = 0) -> InnerProblem:
 
     return InnerProblem(_Linear(6), train, val, SGD(lr=0.05), Hypers(loss={"scale": Hyper(torch.ones(6, dtype=DT))}),
                         Data([None], (one,)), horizon=T)
+
+
+def influence_balancing(T: int = 60, decay: float = 0.9, coupling: float = 0.3) -> InnerProblem:
+    """A problem on which truncation gets the sign wrong (the idea of Tallec & Ollivier's influence
+    balancing, used by the PES paper; our own instance): w = (u, v) under SGD with lr 1 on the quadratic
+    L_train = ½u² + ½(1 − d)v² − c·uv − θu + θv, so that u_t = c v_{t−1} + θ and v_t = d v_{t−1} + c u_{t−1}
+    − θ. θ raises u at once and lowers it through v over the following steps: for L_val = −u_T one
+    step of lookahead gives dL_val/dθ = −1, truncated backpropagation over the last 5 steps −0.14, the
+    whole horizon +7.86 (T = 60, d = 0.9, c = 0.3; rmd)."""
+    one = torch.ones(1, 2, dtype=DT)
+    d, c = decay, coupling
+
+    def train(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
+        u, v = f.params["w"][0], f.params["w"][1]
+        theta = hp["theta"]
+        return 0.5 * u ** 2 + 0.5 * (1 - d) * v ** 2 - c * u * v - theta * u + theta * v + 0.0 * f(one).sum()
+
+    def val(f: Forward, batch: Batch, hp: HyperView) -> torch.Tensor:
+        return -f.params["w"][0] + 0.0 * f(one).sum()
+
+    return InnerProblem(_Linear(2), train, val, SGD(lr=1.0), Hypers(loss={"theta": Hyper(torch.tensor(0.5, dtype=DT))}),
+                        Data([None], (one,)), horizon=T)
