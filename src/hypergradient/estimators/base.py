@@ -35,7 +35,7 @@ from ..core.tree import detached, flatten
 from ..core.types import Hparams, HparamsLike
 from ..core.warn import warn_user
 
-__all__ = ["Hypergradient", "EstimatorState", "Carry", "OnlineEstimator", "Estimator", "validate", "check",
+__all__ = ["Hypergradient", "EstimatorState", "GeneratorState", "Carry", "OnlineEstimator", "Estimator", "validate", "check",
            "REGISTRY", "ALIASES", "register", "register_alias", "get", "resolve", "estimate"]
 
 MOVED = ("val_loss", "state", "active")   # keys of the old free ``info`` dict that are fields now
@@ -149,6 +149,14 @@ class EstimatorState:
 
 
 @dataclass
+class GeneratorState(EstimatorState):
+    """The memory of an estimator whose only state across calls is its random generator (EvoGrad, ES,
+    PES): each call draws new perturbations, and a run replays from its seed."""
+
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+
+@dataclass
 class Carry:
     """An estimator's memory within one inner optimization; subclasses add typed fields.
     ``est_state`` is the cross-episode :class:`EstimatorState` it advances."""
@@ -218,10 +226,18 @@ class Estimator:
     optimizer_hparams: ClassVar[bool] = True   # can it differentiate optimizer hyperparameters (lr, momentum)?
     # why the optimizer's own hyperparameters do not enter (estimators with optimizer_hparams = False)
     no_optimizer_hparams: ClassVar[str] = "it does not differentiate through the optimizer's update"
+    state_class: ClassVar[type[EstimatorState]] = EstimatorState   # what new_state() makes and own() accepts
 
     def new_state(self) -> EstimatorState:
         """A fresh cross-episode state (estimators without one return an empty :class:`EstimatorState`)."""
         return EstimatorState()
+
+    def own(self, est_state: EstimatorState) -> Any:
+        """``est_state`` checked to be this estimator's kind (:attr:`state_class`): a clear TypeError for
+        another estimator's state."""
+        if not isinstance(est_state, self.state_class):
+            raise TypeError(f"{self.name} needs its own state (est.new_state()), got {type(est_state).__name__}")
+        return est_state
 
     def check_hparams(self, keys: Mapping[str, Any] | list[str]) -> None:
         """ValueError, before any work, for optimizer hyperparameters that this estimator cannot

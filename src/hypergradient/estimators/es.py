@@ -11,13 +11,11 @@ The estimate is unbiased for the gradient of the Gaussian-smoothed f, E_ε[f(λ 
 evaluated with common random numbers (the same batches and dropout seeds, which the problem fixes by
 step), so the even-order terms of f cancel inside a pair: on an f quadratic in λ, d_i = ⟨∇f, ε_i⟩
 exactly. Cost: (2P + 1)·T steps and one validation gradient; memory O(|s|). The directions are drawn
-with the estimator state's generator (:class:`ESState`), so repeated calls draw new ones and a run is
+with the estimator state's generator (:class:`~hypergradient.estimators.base.GeneratorState`), so repeated calls draw new ones and a run is
 reproducible from its seed.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 
@@ -25,22 +23,9 @@ from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.tree import zeros_like
 from ..core.types import Hparams
-from .base import Estimator, EstimatorState, Hypergradient, register
+from .base import Estimator, EstimatorState, GeneratorState, Hypergradient, register
 
-__all__ = ["ES", "ESState"]
-
-
-@dataclass
-class ESState(EstimatorState):
-    """ES's memory across calls: the generator of the directions."""
-
-    generator: torch.Generator = field(default_factory=torch.Generator)
-
-
-def _own(est_state: EstimatorState) -> ESState:
-    if not isinstance(est_state, ESState):
-        raise TypeError(f"es needs its own state (est.new_state()), got {type(est_state).__name__}")
-    return est_state
+__all__ = ["ES"]
 
 
 @register
@@ -51,6 +36,7 @@ class ES(Estimator):
     name = "es"
     online = False
     memory = "O(|s|)"
+    state_class = GeneratorState
 
     def __init__(self, population: int = 8, sigma: float = 1e-2, seed: int = 0) -> None:
         if not isinstance(population, int) or population < 1:
@@ -59,8 +45,8 @@ class ES(Estimator):
             raise ValueError(f"sigma must be a positive float, got {sigma!r}")
         self.population, self.sigma, self.seed = population, float(sigma), seed
 
-    def new_state(self) -> ESState:
-        return ESState(torch.Generator().manual_seed(self.seed))
+    def new_state(self) -> GeneratorState:
+        return GeneratorState(torch.Generator().manual_seed(self.seed))
 
     def _f(self, problem: InnerProblem, lam: Hparams, shifted: Hparams, state: State, T: int) -> float:
         """f(λ') = L_val(w_T(λ'), λ): the inner loop with λ', the validation loss at λ."""
@@ -69,7 +55,7 @@ class ES(Estimator):
 
     def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
                  est_state: EstimatorState) -> Hypergradient:
-        gen = _own(est_state).generator
+        gen = self.own(est_state).generator
         final, _ = problem.run(state, lam, T)
         loss, _, direct = problem.val_grad(final, lam)
         indirect = zeros_like(lam)

@@ -31,7 +31,6 @@ steps at fixed λ and returns the last hypergradient (``info["sum"]`` holds Σ_t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
 
 import torch
@@ -42,7 +41,7 @@ from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.tree import detached
 from ..core.types import Batch, Hparams
-from .base import Carry, Estimator, EstimatorState, Hypergradient, register
+from .base import Carry, Estimator, EstimatorState, GeneratorState, Hypergradient, register
 from .shared import last_of_steps
 
 __all__ = ["EvoGrad", "EvoGradState", "perturbations"]
@@ -121,11 +120,7 @@ class _Replay:
         return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.saved[k]))
 
 
-@dataclass
-class EvoGradState(EstimatorState):
-    """EvoGrad's memory across calls: the generator of the perturbations."""
-
-    generator: torch.Generator = field(default_factory=torch.Generator)
+EvoGradState = GeneratorState   # EvoGrad's memory across calls: the generator of the perturbations
 
 
 @register
@@ -145,6 +140,7 @@ class EvoGrad(Estimator):
             (:meth:`new_state`; a driver carries one across inner optimizations).
     """
 
+    state_class = GeneratorState
     name = "evograd"
     online = True
     optimizer_hparams = False
@@ -204,9 +200,7 @@ class EvoGrad(Estimator):
         return direct, indirect, loss, info
 
     def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> Carry:
-        if not isinstance(est_state, EvoGradState):
-            raise TypeError(f"evograd needs its own state (est.new_state()), got {type(est_state).__name__}")
-        return Carry(est_state)
+        return Carry(self.own(est_state))
 
     def advance(self, problem: InnerProblem, lam: Hparams, state: State, carry: Carry) -> tuple[Hypergradient, Carry]:
         """The model's step and the hypergradient at s_{t−1} (``when="before"``) or s_t; ``val_loss`` is

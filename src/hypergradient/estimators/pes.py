@@ -30,8 +30,7 @@ from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.tree import zeros_like
 from ..core.types import Hparams
-from .base import Carry, Estimator, EstimatorState, Hypergradient, register
-from .es import ESState, _own
+from .base import Carry, Estimator, EstimatorState, GeneratorState, Hypergradient, register
 from .shared import last_of_steps
 
 __all__ = ["PES", "PESCarry"]
@@ -58,6 +57,7 @@ class PES(Estimator):
     name = "pes"
     online = True
     memory = "O(P·|s|): 2P perturbed trajectories"
+    state_class = GeneratorState
 
     def __init__(self, K: int = 5, population: int = 8, sigma: float = 1e-2, seed: int = 0,
                  persistent: bool = True) -> None:
@@ -70,17 +70,17 @@ class PES(Estimator):
         self.K, self.population, self.sigma, self.seed = K, population, float(sigma), seed
         self.persistent = bool(persistent)
 
-    def new_state(self) -> ESState:
-        return ESState(torch.Generator().manual_seed(self.seed))
+    def new_state(self) -> GeneratorState:
+        return GeneratorState(torch.Generator().manual_seed(self.seed))
 
     def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> PESCarry:
-        _own(est_state)
+        self.own(est_state)
         P = self.population
         return PESCarry(est_state, [state] * P, [state] * P, [zeros_like(lam) for _ in range(P)], end=problem.horizon)
 
     def advance(self, problem: InnerProblem, lam: Hparams, state: State,
                 carry: PESCarry) -> tuple[Hypergradient, PESCarry]:
-        gen = _own(carry.est_state).generator
+        gen = self.own(carry.est_state).generator
         if carry.k == 0:                                              # a new truncation: ε_j, ξ_j += ε_j
             carry.eps = [{k: self.sigma * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
                           for k, v in lam.items()} for _ in range(self.population)]

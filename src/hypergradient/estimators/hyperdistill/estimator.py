@@ -101,12 +101,6 @@ class HyperDistillState(EstimatorState):
     theta_before: float | None = None
 
 
-def _own(est_state: EstimatorState) -> HyperDistillState:
-    if not isinstance(est_state, HyperDistillState):
-        raise TypeError(f"hyperdistill needs its own state (est.new_state()), got {type(est_state).__name__}")
-    return est_state
-
-
 @dataclass
 class HyperDistillCarry(Carry):
     """HyperDistill's memory within one inner optimization."""
@@ -155,6 +149,7 @@ class HyperDistill(Estimator):
     name = "hyperdistill"
     online = True
     memory = "O(|s| + |D|): s*, D*; LinearEstimation O(|s|)"
+    state_class = HyperDistillState
 
     def __init__(self, gamma: float = 0.99, theta: float | None = None, period: int = 50,
                  T_estimate: int | None = None, seed: int = 0, rounding: str = "nearest",
@@ -196,7 +191,7 @@ class HyperDistill(Estimator):
     # ---- shared by the online and offline paths -----------------------------------------------------
     def _init(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState, T: int | None,
               refit: bool) -> HyperDistillCarry:
-        est_state = _own(est_state)
+        est_state = cast(HyperDistillState, self.own(est_state))
         before = problem.cost.copy()
         mode = "fit"
         if self.zero_direct != "fit" and direct_is_zero(problem, lam):
@@ -279,7 +274,7 @@ class HyperDistill(Estimator):
 
     # ---- online -------------------------------------------------------------------------------------
     def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> HyperDistillCarry:
-        memory = _own(est_state)
+        memory = cast(HyperDistillState, self.own(est_state))
         refit = memory.episodes % self.period == 0
         carry = self._init(problem, lam, state, est_state, self.T_estimate or problem.horizon, refit)
         memory.episodes += 1
