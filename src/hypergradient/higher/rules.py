@@ -71,20 +71,17 @@ class RuleOptimizer(DifferentiableOptimizer):
         state_ = self.state          # written out if the flat strategy left it pending
         self._flat = None
         for (rule, coef), group, grads, state in zip(rules, self.param_groups, grouped_grads, state_):
-            fields = rule.init([])._fields
+            names = _names(rule)
             for j, (p, g) in enumerate(zip(group["params"], grads)):
                 if g is None:
                     continue                               # torch.optim skips a parameter without a gradient
                 s = state[j]
-                fresh = rule.init([p])
-                vals = tuple(_field(s, f, getattr(fresh, f), p) for f in fields)
-                t = s["step"] + 1 if "step" in s else \
-                    2 if any(s.get(STATE_NAMES.get(f, f)) is not None for f in fields) else 1   # SGD keeps no step
-                new_p, new_s = rule.rule(TensorOps, int(t), p, g, vals, coef)
-                for f, v in zip(fields, new_s):
+                t = _next_step(s, names)
+                new_p, new_s = rule.rule(TensorOps, t, p, g, _fields(rule, s, names, p), coef)
+                for n, v in zip(names, new_s):
                     if v is not None:
-                        s[STATE_NAMES.get(f, f)] = v
-                s["step"] = int(t)
+                        s[n] = v
+                s["step"] = t
                 group["params"][j] = new_p
 
     # ---- the flat strategy -----------------------------------------------------------------------------
@@ -117,8 +114,7 @@ class RuleOptimizer(DifferentiableOptimizer):
         if sum(p.numel() for p in params) > FLAT_MAX_MEAN * len(params):
             return False              # large tensors: copying them into one buffer costs more than it saves
 
-        fields = rule.init([])._fields
-        names = [STATE_NAMES.get(f, f) for f in fields]
+        names = _names(rule)
         flat = self._flat
         shapes = tuple(p.shape for p in params)
         if flat is not None and flat.get("pending") and flat["shapes"] == shapes and flat["rule"] is rule:
@@ -130,37 +126,21 @@ class RuleOptimizer(DifferentiableOptimizer):
         if flat is None or flat["shapes"] != shapes:
             flat = {"shapes": shapes, "layout": FlatLayout(list(shapes), params[0].dtype, params[0].device),
                     "views": {}, "buffers": {}, "coef": {}}
-        lay = flat["layout"]
-
-        def packed(key: str, xs: list[Any]) -> torch.Tensor | None:
-            views = flat["views"].get(key)
-            if views is not None and len(views) == len(xs) and all(a is b for a, b in zip(views, xs)):
-                return flat["buffers"][key]            # last step's result, still in place
-            return None if any(x is None for x in xs) else lay.pack(xs)
         present = [[s.get(n) is not None for s in states] for n in names]
-        if any(any(pr) and not all(pr) for pr in present):
-            return False
-        t = states[0]["step"] + 1 if "step" in states[0] else 2 if any(all(pr) for pr in present) else 1
+        if any(any(pr) and not all(pr) for pr in present) or \
+                any(s.get(n) is not None and s[n].shape != p.shape for s, p in zip(states, params) for n in names):
+            return False                     # partly fresh state, or torch's one-number-per-tensor entries
         n = sum(p.numel() for p in params)
         fresh = rule.init([torch.zeros(n, dtype=params[0].dtype, device=params[0].device)])
-        s_flat = tuple(None if not len(fr) else packed(f, [s.get(f) for s in states]) if all(pr) else fr[0]
+        s_flat = tuple(None if not len(fr) else _packed(flat, f, [s[f] for s in states]) if all(pr) else fr[0]
                        for f, pr, fr in zip(names, present, fresh))
-        s_flat = tuple(v if v is None or v.shape == (n,) else None for v in s_flat)
-        if any(v is None and len(fr) for v, fr in zip(s_flat, fresh)):
-            return False                                # a state entry of another shape (torch's scalars)
-        return self._flat_step(rule, rules, params, grads, names, flat, int(t), s_flat)
+        return self._flat_step(rule, rules, params, grads, names, flat, _next_step(states[0], names), s_flat)
 
     def _flat_step(self, rule: Rule, rules: list[tuple[Rule, dict[str, Any]]], params: list[torch.Tensor],
                    grads: list[Any], names: list[str], flat: dict[str, Any], t: int, s_flat: tuple[Any, ...]) -> bool:
         lay = flat["layout"]
-
-        def packed(key: str, xs: list[Any]) -> torch.Tensor:
-            views = flat["views"].get(key)
-            if views is not None and len(views) == len(xs) and all(a is b for a, b in zip(views, xs)):
-                return flat["buffers"][key]
-            return lay.pack(xs)
-        p_flat = packed("params", params)
-        g_flat = packed("grads", grads)
+        p_flat = _packed(flat, "params", params)
+        g_flat = _packed(flat, "grads", grads)
         per_tensor: dict[str, list[Any]] = {k: [] for k in rules[0][1]}
         for (_, coef), g in zip(rules, self.param_groups):
             for k, v in coef.items():
@@ -190,15 +170,41 @@ class RuleOptimizer(DifferentiableOptimizer):
         return True
 
 
-def _field(s: Mapping[str, Any], name: str, fresh: tuple[torch.Tensor, ...], p: torch.Tensor) -> Any:
-    """The rule's state field ``name`` for one tensor from torch's state dict (a fresh value when absent;
-    torch's one-number-per-tensor entries broadcast to the tensor's shape)."""
-    if not fresh:
-        return None
-    v = s.get(STATE_NAMES.get(name, name))
-    if v is None:
-        return fresh[0]
-    return v if v.shape == p.shape else v.expand_as(p).clone()
+def _names(rule: Rule) -> list[str]:
+    """The rule's state fields under torch's names."""
+    return [STATE_NAMES.get(f, f) for f in rule.init([])._fields]
+
+
+def _next_step(s: Mapping[str, Any], names: Sequence[str]) -> int:
+    """The 1-based index of the step about to be taken from torch's state dict ``s`` (SGD keeps no step
+    count: 2 once its momentum buffer exists)."""
+    if "step" in s:
+        return int(s["step"]) + 1
+    return 2 if any(s.get(n) is not None for n in names) else 1
+
+
+def _fields(rule: Rule, s: Mapping[str, Any], names: Sequence[str], p: torch.Tensor) -> tuple[Any, ...]:
+    """The rule's state fields for one tensor from torch's state dict: fresh ones (the rule's init)
+    only where absent; torch's one-number-per-tensor entries broadcast to the tensor's shape."""
+    fresh = None
+    out = []
+    for n in names:
+        v = s.get(n)
+        if v is None:
+            fresh = fresh or rule.init([p])
+            f = fresh[names.index(n)]
+            out.append(f[0] if len(f) else None)
+        else:
+            out.append(v if v.shape == p.shape else v.expand_as(p).clone())
+    return tuple(out)
+
+
+def _packed(flat: dict[str, Any], key: str, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One flat buffer of ``xs``: last step's result when ``xs`` are still its views, else a copy."""
+    views = flat["views"].get(key)
+    if views is not None and len(views) == len(xs) and all(a is b for a, b in zip(views, xs)):
+        return flat["buffers"][key]
+    return flat["layout"].pack(list(xs))
 
 
 def _make(name: str, torch_name: str) -> type[RuleOptimizer]:
