@@ -34,6 +34,7 @@ from torch import nn
 from .deprecation import renamed_attributes
 from .functional import FunctionalModel
 from .optimizer import TORCH_RANGES, Coefficient, Optimizer
+from .view import HyperView
 from .types import Hparams, HparamsLike
 
 __all__ = ["Hyper", "HyperSpec", "HyperView"]
@@ -119,39 +120,15 @@ def _extremes(init: object) -> tuple[float, float]:
     return float(flat.min()), float(flat.max())
 
 
-class HyperView:
-    """What loss functions receive as ``hp``: ``hp["l2"]`` is the (transformed) value of the loss
-    hyperparameter ``l2``; ``hp["mwn"](x)`` runs the hyperparameter module ``mwn`` at its λ."""
-
-    __slots__ = ("_values", "_modules", "_lam")
-
-    def __init__(self, values: Mapping[str, torch.Tensor],
-                 modules: Mapping[str, tuple[FunctionalModel, Mapping[str, str]]], lam: HparamsLike):
-        self._values, self._modules, self._lam = values, modules, lam
-
-    def __getitem__(self, name: str) -> Any:  # a tensor, or a module as a function
-        if name in self._values:
-            return self._values[name]
-        if name in self._modules:
-            fm, keys = self._modules[name]
-            params = {n: self._lam[k] for n, k in keys.items()}
-            return lambda *a, **kw: fm(params, {}, a, kw, training=True)[0]
-        raise KeyError(f"no loss hyperparameter {name!r}; known: {sorted(self._values) + sorted(self._modules)}")
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._values or name in self._modules
-
-    def keys(self) -> list[str]:
-        return list(self._values) + list(self._modules)
-
-
 class HyperSpec:
     """Specification of λ for one inner problem; builds the raw leaves and resolves them per step.
 
     Args:
-        optimizer: the inner optimizer; ``optim`` may only name its ``hparam_names``.
-        optim: name -> float (a constant) or :class:`Hyper` (learned).
+        optimizer: the inner optimizer, carrying its values (name -> float, a constant, or
+            :class:`Hyper`, learned) for its ``hparam_names``.
         param_names / param_shapes: the inner weights w (targets of optimizer hyperparameters).
+        groups: the optimizer's param groups resolved to the weights' names (name, weights, own values);
+            None: one group of every weight.
         model: name -> tensor for the model parts that are hyperparameters.
         loss: name -> tensor, float or :class:`Hyper` (scalar or any shape, optional ``positive``).
         modules: name -> nn.Module whose parameters are hyperparameters used by the losses.
@@ -207,8 +184,8 @@ class HyperSpec:
                 own = name in vals
                 v = vals[name] if own else optimizer.values.get(name, optimizer.defaults[name])
                 where = f"optim.{name}" + (f" of param group {key!r}" if own else "")
-                for x in (v.init.values() if isinstance(v, Hyper) and isinstance(v.init, Mapping)
-                          else [v.init] if isinstance(v, Hyper) else [v]):
+                init = v.init if isinstance(v, Hyper) else v
+                for x in (init.values() if isinstance(init, Mapping) else [init]):
                     _check_dtype(where, x)
                 if isinstance(v, torch.Tensor):
                     raise TypeError(f"{where}: wrap a learnable tensor as Hyper(init=...), or pass a float for a constant")
@@ -239,6 +216,11 @@ class HyperSpec:
             if h.bounds == "torch":
                 lohi.setdefault(name, []).extend(_extremes(h.init))
         self._lohi = {n: (min(v), max(v)) for n, v in lohi.items() if v}
+        # per step (coefficients): the constants laid out per weight once, and where each leaf's value goes
+        index = {p: i for i, p in enumerate(self.param_names)}
+        self._base = {n: [c.get(p) for p in self.param_names] for n, c in self.const_by_weight.items()}
+        self._slots = [(key, name, h, h.schedule is not None or h.block is not None, tuple(index[p] for p in ps))
+                       for key, (name, h, ps) in self.leaves.items()]
 
     def constant_values(self) -> dict[str, tuple[float, ...]]:
         """name -> the distinct constant values it takes over the inner weights (for names that are
@@ -363,13 +345,13 @@ class HyperSpec:
     def coefficients(self, lam: HparamsLike, t: int) -> dict[str, tuple[Coefficient, ...]]:
         """The optimizer's coefficients at step t: name -> its values, one entry per inner weight tensor
         (what ``Optimizer.update`` receives as ``coef``)."""
-        vals: dict[str, dict[str, Coefficient]] = {name: dict(c) for name, c in self.const_by_weight.items()}
-        for key, (name, h, ps) in self.leaves.items():
-            sched = h.schedule is not None or h.block is not None
+        out: dict[str, list[Any]] = {name: list(base) for name, base in self._base.items()}
+        for key, name, h, sched, where in self._slots:
             r = lam[key]
             v = self._bounded(name, h, t)(r[self.index(h, t)] if sched else r)
-            vals[name].update({p: v for p in ps})          # one value object for all weights it covers
-        return {name: tuple(c[p] for p in self.param_names) for name, c in vals.items()}
+            for i in where:                                # one value object for all weights it covers
+                out[name][i] = v
+        return {name: tuple(vals) for name, vals in out.items()}
 
     def _bounded(self, name: str, h: Hyper, t: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """The map raw value → the value step t uses: the positivity transform, then ``h.enforce``."""
