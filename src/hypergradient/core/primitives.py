@@ -7,7 +7,7 @@
 * :meth:`Primitives.hvp`          ∂²L_train/∂w² v;
 * :meth:`Primitives.step_hvp`     a step with the training gradient and H_t Z (forward mode's closed forms);
 * :meth:`Primitives.mixed_vjp`    x ∂²L_train/∂w∂λ (implicit differentiation);
-* :meth:`Primitives.update_vjp`   ᾱ through the optimizer's update alone, the gradient held fixed (first order);
+* :meth:`Primitives.step_update`  a step, and ᾱ through its optimizer update alone, the gradient held fixed;
 * :meth:`Primitives.lam_grad`     ∂L_train/∂λ at given weights (first order: finite differences of gradients);
 * :meth:`Primitives.val_grad`     ∂L_val/∂w and ∂L_val/∂λ (the adjoint and the direct term).
 
@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -133,23 +133,28 @@ class Primitives:
             new_p, new_opt = self.optimizer.apply(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t), grads, hz
 
-    def update_vjp(self, state: State, lam: HparamsLike, cotangent: Tensors
-                   ) -> tuple[list[torch.Tensor], Hparams]:
-        """(ᾱ ∂U/∂g, ᾱ ∂U/∂λ) for the step from ``state``, where Φ(s, λ) = U(s, g, λ) with the training
-        gradient g = ∇_w L_train(w_{t−1}, λ) taken without a graph: the optimizer's update differentiated
-        alone (clipping, maximize and momentum included), no second-order term. ``cotangent`` is
-        aligned with the next state's tensors. Counted as one step."""
+    def step_update(self, state: State, lam: HparamsLike
+                    ) -> tuple[State, Callable[[Tensors], tuple[list[torch.Tensor], Hparams]]]:
+        """s_t from s_{t−1} = ``state``, and the map ᾱ ↦ (ᾱ ∂U/∂g, ᾱ ∂U/∂λ) for Φ(s, λ) = U(s, g, λ): the
+        training gradient g = ∇_w L_train(w_{t−1}, λ) is taken without a graph and the optimizer's update
+        U alone is kept differentiable (clipping, maximize, momentum included; no second-order term).
+        ᾱ is aligned with s_t's tensors. Counted as one step: the step and its update VJP share it."""
         self.cost.steps += 1
         t = state.t + 1
         s = state.detach()
         _, grads, buffers = self._train_grad(s, lam, t, create_graph=False)
+        self.last_step_loss = self._loss
         g = [x.detach().requires_grad_() for x in grads]
         lam_d = detached(lam, requires_grad=True)
         with torch.enable_grad():
             new_p, new_opt = self.optimizer.apply(g, s.opt, s.params, self.spec.coefficients(lam_d, t), t)
-            out = grad_or_zero(State(tuple(new_p), new_opt, buffers, t).tensors(), g + list(lam_d.values()),
-                               cotangent)
-        return out[:len(g)], dict(zip(lam_d, out[len(g):]))
+        nxt = State(tuple(new_p), new_opt, buffers, t)
+
+        def update_vjp(cotangent: Tensors) -> tuple[list[torch.Tensor], Hparams]:
+            with torch.enable_grad():
+                out = grad_or_zero(nxt.tensors(), g + list(lam_d.values()), cotangent)
+            return out[:len(g)], dict(zip(lam_d, out[len(g):]))
+        return nxt.detach(), update_vjp
 
     def lam_grad(self, state: State, lam: HparamsLike, params: Sequence[torch.Tensor], t: int) -> Hparams:
         """∂L_train(w, λ)/∂λ at the weights ``params`` (state's buffers) on the batch of step t; first

@@ -15,8 +15,9 @@ plain SGD), and the mixed term is a central difference of first-order gradients:
 
     ⟨v, ∂g/∂λ⟩ ≈ (∇_λ L_train(w + ε v, λ) − ∇_λ L_train(w − ε v, λ)) / (2ε),    ε = c / ‖v‖
 
-(DARTS' step rule, c = 0.01 there). Error O(ε²); as ε → 0 it is one_step (float64 test). Cost: one step,
-one update VJP, two first-order λ-gradients (``cost.grads``) and the validation gradient.
+(DARTS' step rule, c = 0.01 there). Error O(ε²); as ε → 0 it is one_step (float64 test). Cost: the
+step (its update kept differentiable, so the VJP through it needs no pass over the model), two
+first-order λ-gradients (``cost.grads``) and the validation gradient.
 
     >>> hg = estimate("one_step", problem, lam, T=50)
 """
@@ -28,7 +29,7 @@ import math
 from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.types import Hparams, Tensors
-from .base import register
+from .base import Hypergradient, register
 from .lookahead import Lookahead
 from .shared import padded
 
@@ -45,15 +46,22 @@ class OneStep(Lookahead):
         self.fd = None if fd is None else float(fd)
 
     def indirect(self, problem: InnerProblem, lam: Hparams, prev: State, state: State, alpha: Tensors) -> Hparams:
-        """α_t B_t at ``prev`` = s_{t-1}: one VJP of Φ, or with ``fd`` its finite-difference form."""
+        """α_t B_t at ``prev`` = s_{t-1}: one VJP of Φ."""
+        return problem.vjp(prev, lam, padded(alpha, state))[1]
+
+    def lookahead(self, problem: InnerProblem, lam: Hparams, prev: State) -> Hypergradient:
+        """With ``fd``: the step keeps its optimizer update differentiable (``step_update``), so the
+        update's VJP needs no second pass over the model; then the central difference."""
         if self.fd is None:
-            return problem.vjp(prev, lam, padded(alpha, state))[1]
-        v, through_update = problem.update_vjp(prev, lam, padded(alpha, state))
+            return super().lookahead(problem, lam, prev)
+        state, update_vjp = problem.step_update(prev, lam)
+        loss, alpha, direct = problem.val_grad(state, lam)
+        v, through_update = update_vjp(padded(alpha, state))
         norm = math.sqrt(sum(float((x * x).sum()) for x in v))
-        if norm == 0.0:
-            return through_update
-        eps = self.fd / norm
-        t = prev.t + 1
-        plus = problem.lam_grad(prev, lam, [w + eps * x for w, x in zip(prev.params, v)], t)
-        minus = problem.lam_grad(prev, lam, [w - eps * x for w, x in zip(prev.params, v)], t)
-        return {k: through_update[k] + (plus[k] - minus[k]) / (2 * eps) for k in lam}
+        indirect = through_update
+        if norm > 0.0:
+            eps, t = self.fd / norm, prev.t + 1
+            plus = problem.lam_grad(prev, lam, [w + eps * x for w, x in zip(prev.params, v)], t)
+            minus = problem.lam_grad(prev, lam, [w - eps * x for w, x in zip(prev.params, v)], t)
+            indirect = {k: through_update[k] + (plus[k] - minus[k]) / (2 * eps) for k in lam}
+        return Hypergradient.of(direct, indirect, state=state, val_loss=loss)
