@@ -21,11 +21,10 @@ EXECUTION = ("foreach", "fused", "capturable", "differentiable")
 
 
 def expand_override(override: Override | None, n_groups: int) -> dict[str, list[Any]]:
+    """higher's override format: name -> a list of one value (every group) or one per group."""
     out: dict[str, list[Any]] = {}
     for k, v in (override or {}).items():
-        vals = list(v) if isinstance(v, (list, tuple)) and not (k in ("betas", "etas", "step_sizes")
-                                                              and len(v) == 2 and not isinstance(v[0], (list, tuple)))\
-            else [v]
+        vals = list(v) if isinstance(v, list) else [v]
         if len(vals) == 1:
             vals = vals * n_groups
         if len(vals) != n_groups:
