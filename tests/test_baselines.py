@@ -66,3 +66,62 @@ def test_tpe_resumes_from_its_journal(tmp_path):
     assert [t.value for t in again.trials[:6]] == [t.value for t in first.trials]     # read back, not rerun
     whole = tpe_search(_problem(), boxes, budget=10 * T, seed=0, n_startup_trials=3)
     assert whole.best.value <= max(t.value for t in whole.trials)
+
+
+def test_budgets_in_seconds_and_the_answer_at_an_equal_budget():
+    p = _problem()
+    res = random_search(p, {"lr": (1e-3, 0.5)}, budget=3 * T, seconds=0.05, seed=0)
+    assert res.steps >= 3 * T and res.seconds >= 0.05                  # both budgets spent
+    first = res.within(steps=3 * T)
+    assert len(first) == 3 and res.best_within(steps=3 * T) == min(first, key=lambda t: t.value)
+    assert len(res.within(steps=1)) == 1                                # at least one trial
+    assert len(res.within(seconds=res.seconds)) == len(res.trials)
+    with pytest.raises(ValueError, match="give a budget"):
+        random_search(p, {"lr": (1e-3, 0.5)})
+
+
+def test_step_equivalents_count_every_product():
+    c = hg.Cost(steps=10, vjps=2, jvps=30, hvps=4, val_grads=1, grads=2)
+    assert c.step_equivalents == 49
+    p = _problem()
+    lam = p.init_hparams()
+    before = p.cost.step_equivalents
+    hg.estimate("fmd", p, lam, T=T, closed_form=True)
+    # T steps, 2 HVP columns at each step after the first (Z_0 = 0 needs no product), one validation gradient
+    assert p.cost.step_equivalents - before == T + 2 * (T - 1) + 1
+
+
+def test_grid_values_may_be_per_step_schedules_and_cosine_is_torchs():
+    from hypergradient.baselines import cosine
+    m = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(m.parameters(), lr=0.4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=T)
+    torch_lrs = []
+    for _ in range(T):
+        torch_lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert cosine(0.4, T) == pytest.approx(torch_lrs, abs=1e-15)
+    p = make_problem("sgd", dict(lr=Hyper(0.0, schedule=T, bounds=None), momentum=Hyper(0.0)), T=T)
+    res = grid_search(p, {"lr": [cosine(a, T) for a in (0.05, 0.2)], "momentum": [0.0, 0.9]})
+    assert len(res.trials) == 4
+    assert res.trials[2].lam["optim.lr"].tolist() == pytest.approx(cosine(0.2, T))
+    assert float(res.trials[3].lam["optim.momentum"]) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="has 2 entries"):
+        grid_search(p, {"lr": [[0.1, 0.2]]})
+
+
+def test_greedy_hd_is_sgd_on_the_clipped_one_step_hypergradient():
+    from hypergradient.baselines import greedy_hd
+    p = _problem()
+    lam = p.init_hparams()
+    lam0 = {k: v.detach().clone() for k, v in lam.items()}
+    g1 = hg.estimate("one_step", _problem(), lam0, T=1).value              # the greedy hypergradient at step 1
+    with pytest.warns(UserWarning, match="ended worse"):      # a tiny clip: λ barely moves, the loss is noisy
+        res = greedy_hd(p, lam, lr=0.2, clip=1e-3, T=T)
+    assert not res.diverged and res.state.t == T and res.schedule["optim.lr"].shape == (T,)
+    for k in lam:
+        step1 = lam0[k] - 0.2 * g1[k].clamp(-1e-3, 1e-3)
+        assert torch.allclose(res.schedule[k][1], step1, atol=1e-7), k     # λ used at step 2
+        assert torch.allclose(res.schedule[k][0], lam0[k])
+    assert res.cost.steps == T and res.cost.step_equivalents > T

@@ -1,6 +1,7 @@
 """Random search, grid search and TPE (Optuna) over λ's raw entries in a box, each trial one inner
 optimization of T steps from s_0 scored by the validation loss (or ``score(problem, s_T, λ)``), until
-a budget of step-equivalents (``problem.cost.steps`` spent by the trials) is used up.
+a budget of step-equivalents (:attr:`~hypergradient.core.state.Cost.step_equivalents` of ``problem.cost``
+spent by the trials: a trial of T steps costs T) is used up.
 
 A diverged trial (DivergenceError, a non-finite loss, FloatingPointError) scores ``penalty``, a finite
 number: TPE drops failed trials and NaN would poison a comparison. Boxes are over λ's *raw* leaves
@@ -55,7 +56,7 @@ class Trial:
 class SearchResult:
     method: str
     trials: list[Trial]
-    budget: int
+    budget: int | None           # the budget asked for, in step-equivalents (None: a wall-clock budget only)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -65,6 +66,26 @@ class SearchResult:
     @property
     def steps(self) -> int:
         return sum(t.steps for t in self.trials)
+
+    @property
+    def seconds(self) -> float:
+        return sum(t.seconds for t in self.trials)
+
+    def within(self, steps: float | None = None, seconds: float | None = None) -> list[Trial]:
+        """The first trials (in order) whose cumulative step-equivalents and seconds stay within the
+        given budgets: what the search would have found had it stopped there (at least one trial)."""
+        out: list[Trial] = []
+        n = s = 0.0
+        for t in self.trials:
+            n, s = n + t.steps, s + t.seconds
+            if out and ((steps is not None and n > steps) or (seconds is not None and s > seconds)):
+                break
+            out.append(t)
+        return out
+
+    def best_within(self, steps: float | None = None, seconds: float | None = None) -> Trial:
+        """The best trial of :meth:`within`: the search's answer at an equal budget."""
+        return min(self.within(steps, seconds), key=lambda t: t.value)
 
 
 def _dims(problem: InnerProblem, lam: Hparams, boxes: Mapping[str, Box | tuple]) -> list[tuple[str, int, Box]]:
@@ -109,39 +130,57 @@ def evaluate(problem: InnerProblem, lam: Hparams, T: int | None = None, score: S
 
 def _trial(problem: InnerProblem, number: int, lam: Hparams, T: int | None, score: Score | None,
            penalty: float) -> Trial:
-    before, t0 = problem.cost.steps, time.perf_counter()
+    before, t0 = problem.cost.step_equivalents, time.perf_counter()
     value, diverged = evaluate(problem, lam, T, score, penalty)
-    return Trial(number, lam, value, problem.cost.steps - before, time.perf_counter() - t0, diverged)
+    return Trial(number, lam, value, problem.cost.step_equivalents - before, time.perf_counter() - t0, diverged)
 
 
-def _bar(total: int, desc: str, progress: bool) -> Any:
+def _bar(total: int | None, desc: str, progress: bool) -> Any:
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="step", disable=not progress)
 
 
-def random_search(problem: InnerProblem, boxes: Mapping[str, Box | tuple], budget: int, *, T: int | None = None,
-                  seed: int = 0, score: Score | None = None, penalty: float = 1e3,
-                  progress: bool = False) -> SearchResult:
-    """Uniform (or log-uniform) samples in the box until ``budget`` step-equivalents are spent."""
+def _check_budget(budget: int | None, seconds: float | None) -> None:
+    if budget is None and seconds is None:
+        raise ValueError("give a budget: budget= (step-equivalents) and/or seconds= (wall-clock)")
+    if budget is not None and not budget > 0 or seconds is not None and not seconds > 0:
+        raise ValueError(f"budgets must be positive, got budget={budget!r}, seconds={seconds!r}")
+
+
+def _spent(trials: Sequence[Trial], budget: int | None, seconds: float | None) -> bool:
+    """Every given budget used up (so that the result covers an equal budget in each)."""
+    return ((budget is None or sum(t.steps for t in trials) >= budget)
+            and (seconds is None or sum(t.seconds for t in trials) >= seconds))
+
+
+def random_search(problem: InnerProblem, boxes: Mapping[str, Box | tuple], budget: int | None = None, *,
+                  seconds: float | None = None, T: int | None = None, seed: int = 0, score: Score | None = None,
+                  penalty: float = 1e3, progress: bool = False) -> SearchResult:
+    """Uniform (or log-uniform) samples in the box until ``budget`` step-equivalents and/or ``seconds``
+    of wall-clock are spent (both, when both are given: :meth:`SearchResult.best_within` then answers
+    at either budget)."""
+    _check_budget(budget, seconds)
     lam0 = problem.init_hparams()
     dims = _dims(problem, lam0, boxes)
     gen = torch.Generator().manual_seed(seed)
     trials: list[Trial] = []
     bar = _bar(budget, "random search", progress)
-    while sum(t.steps for t in trials) < budget:
+    while not _spent(trials, budget, seconds):
         u = torch.rand(len(dims), generator=gen, dtype=torch.float64).tolist()
         vals = [math.exp(math.log(b.lo) + x * (math.log(b.hi) - math.log(b.lo))) if b.log else b.lo + x * (b.hi - b.lo)
                 for (_, _, b), x in zip(dims, u)]
         trials.append(_trial(problem, len(trials), _with(lam0, dims, vals), T, score, penalty))
         bar.update(trials[-1].steps)
     bar.close()
-    return SearchResult("random", trials, budget, {"seed": seed, "dims": len(dims)})
+    return SearchResult("random", trials, budget, {"seed": seed, "dims": len(dims), "seconds_budget": seconds})
 
 
-def grid_search(problem: InnerProblem, grid: Mapping[str, Iterable[float]], *, T: int | None = None,
-                score: Score | None = None, penalty: float = 1e3, progress: bool = False) -> SearchResult:
-    """Every combination of the values given per λ key or hyperparameter name (each value set on all
-    of that leaf's entries: a constant schedule): the hand-tuned grid."""
+def grid_search(problem: InnerProblem, grid: Mapping[str, Iterable[float | Sequence[float]]], *,
+                T: int | None = None, score: Score | None = None, penalty: float = 1e3,
+                progress: bool = False) -> SearchResult:
+    """Every combination of the values given per λ key or hyperparameter name: the hand-tuned grid.
+    A value is a float (set on every entry of the leaf: a constant schedule) or a sequence with one
+    value per entry (a fixed per-step schedule such as :func:`~hypergradient.baselines.cosine`)."""
     lam0 = problem.init_hparams()
     keys = list(grid)
     dims = {k: [(d[0], d[1]) for d in _dims(problem, lam0, {k: Box(0.0, 1.0)})] for k in keys}
@@ -151,20 +190,25 @@ def grid_search(problem: InnerProblem, grid: Mapping[str, Iterable[float]], *, T
     for combo in combos:
         lam = {k: v.detach().clone() for k, v in lam0.items()}
         for k, x in zip(keys, combo):
-            for key, i in dims[k]:
-                lam[key].view(-1)[i] = float(x)
+            xs = [float(v) for v in x] if isinstance(x, Sequence) else [float(x)] * len(dims[k])
+            if len(xs) != len(dims[k]):
+                raise ValueError(f"grid value for {k!r} has {len(xs)} entries; the hyperparameter has {len(dims[k])}")
+            for (key, i), v in zip(dims[k], xs):
+                lam[key].view(-1)[i] = v
         trials.append(_trial(problem, len(trials), lam, T, score, penalty))
         bar.update()
     bar.close()
-    return SearchResult("grid", trials, sum(t.steps for t in trials), {"grid": {k: list(grid[k]) for k in keys}})
+    return SearchResult("grid", trials, sum(t.steps for t in trials),
+                        {"grid": {k: [list(x) if isinstance(x, Sequence) else x for x in grid[k]] for k in keys}})
 
 
-def tpe_search(problem: InnerProblem, boxes: Mapping[str, Box | tuple], budget: int, *, T: int | None = None,
-               seed: int = 0, n_startup_trials: int = 10, storage: str | None = None, study_name: str = "tpe",
+def tpe_search(problem: InnerProblem, boxes: Mapping[str, Box | tuple], budget: int | None = None, *,
+               seconds: float | None = None, T: int | None = None, seed: int = 0, n_startup_trials: int = 10, storage: str | None = None, study_name: str = "tpe",
                score: Score | None = None, penalty: float = 1e3, progress: bool = False) -> SearchResult:
     """TPE on Optuna (``pip install optuna``: the ``baselines`` extra) with its sampler's arguments passed
     explicitly; with ``storage`` (a journal file path) the study resumes where it stopped: the trials on
-    file count toward the budget."""
+    file count toward the budget. Budgets as :func:`random_search`."""
+    _check_budget(budget, seconds)
     try:
         import optuna
         from optuna.storages import JournalStorage
@@ -195,10 +239,10 @@ def tpe_search(problem: InnerProblem, boxes: Mapping[str, Box | tuple], budget: 
         return t.value
     bar = _bar(budget, "TPE", progress)
     bar.update(sum(t.steps for t in trials))
-    while sum(t.steps for t in trials) < budget:
+    while not _spent(trials, budget, seconds):
         study.optimize(objective, n_trials=1)
         bar.update(trials[-1].steps)
     bar.close()
-    return SearchResult("tpe", trials, budget, {"seed": seed, "n_startup_trials": n_startup_trials,
+    return SearchResult("tpe", trials, budget, {"seconds_budget": seconds, "seed": seed, "n_startup_trials": n_startup_trials,
                                                 "optuna": optuna.__version__, "dims": len(dims),
                                                 "sampler": "TPESampler(multivariate=False)"})

@@ -56,6 +56,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.experiment == "sinusoid":
         from ..reproduce import sinusoid
         sinusoid.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
+    elif args.experiment == "schedules":
+        from ..reproduce import schedules
+        schedules.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
     return 0
 
 
@@ -84,11 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--threads", type=int, default=0)
     v.set_defaults(func=_verify)
     r = sub.add_parser("reproduce", help="reproduce a paper's experiment (results.json, table.md, plots)")
-    r.add_argument("experiment", choices=["sinusoid"], help="sinusoid: HyperDistill App. G (Tables 3-4, Fig. 3)")
+    r.add_argument("experiment", choices=["sinusoid", "schedules"],
+                   help="sinusoid: HyperDistill App. G (Tables 3-4, Fig. 3); schedules: the non-greedy paper "
+                        "(Table 1, Figs. 2-3) on MNIST-1D and digits")
     r.add_argument("--quick", action="store_true", help="a smoke-test size (minutes; the numbers mean nothing)")
     r.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 5; 1 with --quick)")
-    r.add_argument("--out", default=None, help="output directory (default results/sinusoid, or "
-                   "runs/sinusoid-quick with --quick); finished seeds found there are not run again")
+    r.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT, or "
+                   "runs/EXPERIMENT-quick with --quick); finished seeds found there are not run again")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default 2, 1 with --quick)")
     r.set_defaults(func=_reproduce)
     args = p.parse_args(argv)

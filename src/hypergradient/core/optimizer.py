@@ -8,8 +8,9 @@ tensor) of floats or tensors that broadcast against that parameter, so scalar, p
 element-wise and scheduled hyperparameters all reach the update the same way (see
 :meth:`hypergradient.core.hyper.HyperSpec.coefficients`). ``t`` is the 1-based step index. Nothing is
 mutated in place, so the update can be differentiated with respect to params, state and
-hyperparameters. :meth:`Optimizer.apply` is the step Φ takes: the gradient transforms (clipping), the
-sign (``maximize``), then ``update``.
+hyperparameters. :meth:`Optimizer.apply` is the step Φ takes, ``update(transform(grads))``: the
+gradient transforms (clipping, in order), the sign (``maximize``), then ``update``; forward mode's
+closed form splits the two (:meth:`Optimizer.transform_jvp`).
 
 An optimizer is built the way ``torch.optim`` builds one, less the tensors it cannot know yet::
 
@@ -201,16 +202,56 @@ class Optimizer:
                coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], NamedTuple]:
         raise NotImplementedError
 
-    def apply(self, grads: Sequence[torch.Tensor], state: Any, params: Sequence[torch.Tensor],
-              coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], NamedTuple]:
-        """One optimizer step as Φ takes it: the gradient transforms (``clip``, in order), the sign
-        (``maximize``: ascend, g ← −g, as torch.optim does first thing in its step), then :meth:`update`."""
+    def transform(self, grads: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """g̃ = T(g): the step's gradient transforms, the ``clip`` transforms in order, then the sign
+        (``maximize``: ascend, g ← −g, as torch.optim does first thing in its step). The identity (the
+        same tensors) when there are none (:attr:`has_transforms`)."""
         g = tuple(grads)
         for c in self.clip:
             g = c(g)
         if self.maximize:
             g = tuple(-x for x in g)
-        return self.update(g, state, params, coef, t)
+        return g
+
+    @property
+    def has_transforms(self) -> bool:
+        """Whether :meth:`transform` is other than the identity (a clip, or ``maximize``)."""
+        return bool(self.clip) or bool(self.maximize)
+
+    def transform_jvp(self, grads: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor | None]
+                      ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor | None]]:
+        """(T(g), J_T(g)·V): the transformed gradient and the exact tangent of the transform alone at
+        g = ``grads`` along N columns V = ``tangents`` (per tensor (N, *g.shape); None: zero), detached.
+
+        Forward mode's closed form needs J_T·H·Z (the step's gradient is T(∇L(w)), so its Jacobian is
+        J_T(g)·H), never H·J_T·Z (what a double backward through the transformed gradient would give;
+        ALGORITHMS.md §2, "Two traps"). J_T·V is taken by the double-vjp trick on T only: with
+        y = T(g) and a dummy cotangent u, ∂(uᵀ J_T)/∂u along V is J_T V; one batched backward for the N
+        columns, reverse mode only (what the generic forward path relies on too). Uncounted (T is cheap).
+        """
+        if not self.has_transforms:
+            return tuple(grads), list(tangents)
+        g = [x.detach().requires_grad_() for x in grads]
+        with torch.enable_grad():
+            y = self.transform(g)
+            live = [i for i, x in enumerate(y) if x.requires_grad]
+            u = [torch.zeros_like(y[i], requires_grad=True) for i in live]
+            pulled = torch.autograd.grad([y[i] for i in live], g, u, create_graph=True, allow_unused=True) \
+                if live else ()
+            pairs = [(p, v) for p, v in zip(pulled, tangents) if p is not None and p.requires_grad and v is not None]
+            out: list[torch.Tensor | None] = [None] * len(y)
+            if pairs:
+                jv = torch.autograd.grad([p for p, _ in pairs], u, [v for _, v in pairs], is_grads_batched=True,
+                                         allow_unused=True)
+                for i, j in zip(live, jv):
+                    out[i] = None if j is None else j.detach()
+        return tuple(x.detach() for x in y), out
+
+    def apply(self, grads: Sequence[torch.Tensor], state: Any, params: Sequence[torch.Tensor],
+              coef: Coefficients, t: int) -> tuple[tuple[torch.Tensor, ...], NamedTuple]:
+        """One optimizer step as Φ takes it: ``update(transform(grads), ...)`` (:meth:`transform`: the
+        clips in order, then the sign of ``maximize``)."""
+        return self.update(self.transform(grads), state, params, coef, t)
 
     # ---- forward mode's closed form (estimators/fmd.py) ---------------------------------------------
     # An optimizer with a closed-form tangent recursion names the hyperparameters it covers and
@@ -228,9 +269,12 @@ class Optimizer:
                        coef: Coefficients, grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
                        opt: Any, new_opt: Any, t: int, N: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(Z_t, aux_t) from the tangent Z_{t-1} = dw_{t-1}/dλ and its auxiliary recursion (``tangents``,
-        (None, None) before the first step), the batched HVPs ``hz`` = H_t Z_{t-1}, the step's
-        coefficients ``coef`` and their derivatives ``dcoef`` (name -> per tensor (N, ...) or None)
-        over the N columns of λ."""
+        (None, None) before the first step), the transformed products ``hz`` = J_T(g) H_t Z_{t-1} (H_t
+        the training Hessian at w_{t-1}, J_T the Jacobian of :meth:`transform` at g = ∇L_train(w_{t-1});
+        None entries: zero), the transformed gradient ``grads`` = T(g) (what :meth:`update` received),
+        the step's coefficients ``coef`` and their derivatives ``dcoef`` (name -> per tensor (N, ...) or
+        None) over the N columns of λ. The rule sees the gradient only through T(g) and its tangent, so
+        clipping and ``maximize`` need no case of their own."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -5,7 +5,7 @@
 * :meth:`Primitives.vjp_through`  the same through n steps at once (n VJPs, one backward pass);
 * :meth:`Primitives.jvp`          A_t z + B_t ζ: one forward-mode product (columns batchable);
 * :meth:`Primitives.hvp`          ∂²L_train/∂w² v;
-* :meth:`Primitives.step_hvp`     a step with the training gradient and H_t Z (forward mode's closed forms);
+* :meth:`Primitives.step_hvp`     a step with the transformed gradient T(g) and J_T H_t Z (forward mode's closed forms);
 * :meth:`Primitives.mixed_vjp`    x ∂²L_train/∂w∂λ (implicit differentiation);
 * :meth:`Primitives.step_update`  a step, and ᾱ through its optimizer update alone, the gradient held fixed;
 * :meth:`Primitives.lam_grad`     ∂L_train/∂λ at given weights (first order: finite differences of gradients);
@@ -112,9 +112,15 @@ class Primitives:
 
     def step_hvp(self, state: State, lam: HparamsLike, Z: Sequence[torch.Tensor] | None, coef: Any = None
                  ) -> tuple[State, tuple[torch.Tensor, ...], list[torch.Tensor | None]]:
-        """(s_t, ∇_w L_train(w_{t−1}), H_t Z) for the step from s_{t−1} = ``state``, with H_t the
-        training Hessian at w_{t−1} and Z a batch of N tangents over the weights (leading axis N;
-        ``None``: no product, ``HZ`` all ``None``); ``coef`` are step t's optimizer coefficients when the
+        """(s_t, g̃, J_T H_t Z) for the step from s_{t−1} = ``state``: g = ∇_w L_train(w_{t−1}), H_t the
+        training Hessian at w_{t−1}, T the optimizer's gradient transforms (:meth:`Optimizer.transform`:
+        clips, then the sign of ``maximize``), g̃ = T(g) and J_T = ∂T/∂g at g; Z is a batch of N tangents
+        over the weights (leading axis N; ``None``: no product, the third entry all ``None``).
+
+        H Z is the batched double backward of g (H is symmetric, so the VJP is the JVP); J_T·(H Z) is
+        the exact JVP of T alone (:meth:`Optimizer.transform_jvp`), so the product is M·H·Z for a clip
+        mask M, not the H·M·Z a double backward through T(g) would give (ALGORITHMS.md §2). The step
+        is ``update(g̃)``, the same s_t as Φ. ``coef`` are step t's optimizer coefficients when the
         caller already has them. Counted as one step and N HVPs (forward mode's closed-form recursions)."""
         t = state.t + 1
         params, grads, buffers = self._train_grad(state.detach(), lam, t, create_graph=Z is not None)
@@ -128,9 +134,14 @@ class Primitives:
         self.cost.hvps += Z[0].shape[0] if Z is not None else 0
         self.last_step_loss = self._loss
         grads = tuple(g.detach() for g in grads)
+        if Z is not None:
+            grads, hz = self.optimizer.transform_jvp(grads, hz)
+        else:
+            with torch.no_grad():
+                grads = self.optimizer.transform(grads)
         coef = self.spec.coefficients(lam, t) if coef is None else coef
         with torch.no_grad():
-            new_p, new_opt = self.optimizer.apply(grads, state.opt, state.params, coef, t)
+            new_p, new_opt = self.optimizer.update(grads, state.opt, state.params, coef, t)
         return State(tuple(new_p), new_opt, buffers, t), grads, hz
 
     def step_update(self, state: State, lam: HparamsLike
@@ -179,6 +190,7 @@ class Primitives:
         """(s_t, A_t z + B_t ζ): the next state and its tangent for z = ``tangent_state`` (aligned with
         ``State.tensors()``, ``None`` = 0) and ζ = ``tangent_lam`` (a dict over λ's keys, missing = 0).
         With ``batched`` every tangent carries a leading axis of N columns (vmapped double backward).
+        Counted as one step and N JVPs.
         """
         s = state.detach(requires_grad=True)
         lam_d = detached(lam, requires_grad=True)
@@ -194,6 +206,7 @@ class Primitives:
             inputs.append(lam_d[k])
             tangents.append(v)
         ncol = tangents[0].shape[0] if (batched and tangents) else None
+        self.cost.steps += 1                # the step s_t it returns (its primal), and the N tangent columns
         self.cost.jvps += ncol or 1
         with torch.enable_grad():
             nxt = self._phi(s, lam_d, True)

@@ -38,6 +38,14 @@ class Cost:
     def copy(self) -> "Cost":
         return Cost(**vars(self))
 
+    @property
+    def step_equivalents(self) -> int:
+        """Steps plus every product and gradient, each counted as one step's worth of work (a batched
+        JVP or HVP with N columns counts N): the unit in which the non-greedy paper's methods and the
+        black-box baselines get an equal budget (forward mode over T steps with N columns costs about
+        T·(1 + N); one random-search trial costs T)."""
+        return self.steps + self.vjps + self.jvps + self.hvps + self.val_grads + self.grads
+
 
 class State(NamedTuple):
     """s_t: inner weights, optimizer state, buffers (not differentiated) and the step index t."""

@@ -11,28 +11,40 @@ Memory O(N·|s|), constant in T; cost N JVPs per step. Online: α_t Z_t is a val
 every t (when λ moves between steps, Z carries the past as in real-time recurrent learning).
 
 Closed form for SGD with momentum and coupled weight decay (non-greedy paper, Appendix A), in
-PyTorch's convention g_t = ∇L(w_{t-1}) + μ w_{t-1}, v_t = β v_{t-1} + g_t, w_t = w_{t-1} − α v_t,
-with C = dv/dλ and H_t the training Hessian at w_{t-1}::
+PyTorch's convention g_t = T(∇L(w_{t-1})) + μ w_{t-1}, v_t = β v_{t-1} + g_t, w_t = w_{t-1} − α v_t, with
+T the optimizer's gradient transforms (its ``clip=`` in order, then the sign of ``maximize``; the
+identity without; :meth:`~hypergradient.core.optimizer.Optimizer.transform`), J_T its Jacobian at
+∇L(w_{t-1}), C = dv/dλ and H_t the training Hessian at w_{t-1}::
 
-    C_t = β C_{t-1} + H_t Z_{t-1} + μ Z_{t-1} + β' v_{t-1} + μ' w_{t-1}
+    P_t = J_T H_t Z_{t-1}
+    C_t = β C_{t-1} + P_t + μ Z_{t-1} + β' v_{t-1} + μ' w_{t-1}
     Z_t = Z_{t-1} − α C_t − α' v_t
 
 where α', β', μ' are the derivatives of step t's lr, momentum and weight decay with respect to each
 column (a schedule's active value and a positivity transform included). It spends one batched HVP per
-step instead of a batched JVP of the whole step. The recursion is the optimizer's own
-(:meth:`hypergradient.core.optimizer.Optimizer.tangent_update`; SGD offers it): used with
-``closed_form=True``, or automatically (``None``) where the optimizer offers one for what λ holds (SGD
-without Nesterov, dampening, maximize or clipping, λ only lr / momentum / weight_decay, at any
-granularity, param groups included). Clipping trap (ALGORITHMS.md §2): with ``clip=`` inside Φ
-(:mod:`hypergradient.optim.clip`) the step's Jacobian is J_clip(g)·H, not H, so the closed form
-switches itself off; the generic path is a JVP of the whole map Φ and gives the exact J_clip·H·z
-(``tests/test_optim_surface.py`` checks it against finite differences with the clip binding).
+step (H_t Z by double backward: H is symmetric) and one cheap JVP of T alone instead of a batched JVP
+of the whole step (:meth:`~hypergradient.core.primitives.Primitives.step_hvp`). The recursion is the
+optimizer's own (:meth:`hypergradient.core.optimizer.Optimizer.tangent_update`; SGD offers it): used
+with ``closed_form=True``, or automatically (``None``) where the optimizer offers one for what λ holds
+(SGD without Nesterov or dampening, λ only lr / momentum / weight_decay, at any granularity, param
+groups, clipping and ``maximize`` included). Clipping trap (ALGORITHMS.md §2): for a value clip J_T is
+the mask M, and P_t = M·H·Z; a double backward through the clipped gradient would give H·M·Z. H·Z is
+taken first and pushed through T's JVP, so the closed form is exact under ``clip=`` (by value or by
+norm) and ``maximize`` (J_T = −I), as the generic path is (``tests/test_fmd_clip.py``).
+
+Departure from exact FMD, ``hvp_clip=c`` (non-greedy paper, Appendix B: "The Hessian matrix product
+is clipped to ±10 to prevent one batch from having a dominating contribution to hypergradients"):
+P_t above is replaced by clamp(P_t, −c, c), element by element over the N columns and the weights,
+before it enters C_t. The result is then a biased estimate, not the hypergradient; ``info["hvp_clip"]``
+records c. It needs the closed form (the generic path has no separate Hessian product to clamp).
 
     >>> hg = estimate("fmd", problem, lam, T=1000)          # lam with a few entries
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -120,11 +132,15 @@ class FMDCarry(Carry):
     cache: dict | None = None                        # coefficient tangents per schedule window (offline)
 
 
-def closed_form_step(problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry) -> State:
-    """One step and the optimizer's closed-form update of (Z, C) over the weights (1 step, N HVPs)."""
+def closed_form_step(problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry,
+                     hvp_clip: float | None = None) -> State:
+    """One step and the optimizer's closed-form update of (Z, C) over the weights (1 step, N HVPs);
+    with ``hvp_clip`` = c the product J_T H Z is clamped to [−c, c] first (the paper's departure)."""
     t = state.t + 1
     coef = problem.spec.coefficients(lam, t)
     new, grads, hz = problem.step_hvp(state, lam, carry.Z, coef)
+    if hvp_clip is not None:
+        hz = [None if h is None else h.clamp(-hvp_clip, hvp_clip) for h in hz]
     with torch.no_grad():
         dcoef = coefficient_tangents(problem, lam, carry.cols, t, carry.cache)
         carry.Z, carry.C = problem.optimizer.tangent_update((carry.Z, carry.C), hz, dcoef, coef, grads,
@@ -143,29 +159,47 @@ class FMD(Estimator):
     """Exact forward mode: one batched JVP per step, or the optimizer's closed-form tangent rule.
 
     ``closed_form``: None (the optimizer's closed-form tangent rule where it applies, e.g. SGD with
-    lr / momentum / weight decay), True (require it) or False (always the generic batched JVP)."""
+    lr / momentum / weight decay, clipped or not), True (require it) or False (always the generic
+    batched JVP). ``hvp_clip``: None (exact), or c > 0 to clamp the closed form's Hessian product
+    J_T H_t Z_{t-1} to [−c, c] element-wise (non-greedy paper, Appendix B; a departure from exact
+    FMD, see the module docstring); it requires the closed form."""
 
     name = "fmd"
     exact = True
     online = True
     memory = "O(N·|s|), constant in T"
 
-    def __init__(self, closed_form: bool | None = None) -> None:
+    def __init__(self, closed_form: bool | None = None, hvp_clip: float | None = None) -> None:
         if closed_form not in (None, True, False):
             raise ValueError(f"closed_form must be None, True or False, got {closed_form!r}")
+        if hvp_clip is not None:
+            if isinstance(hvp_clip, bool) or not isinstance(hvp_clip, numbers.Real) or not 0 < hvp_clip < math.inf:
+                raise ValueError(f"fmd hvp_clip must be a positive finite number (the paper uses 10.0) or None, "
+                                 f"got {hvp_clip!r}")
+            if closed_form is False:
+                raise ValueError("fmd hvp_clip clamps the closed form's Hessian product, and closed_form=False "
+                                 "turns the closed form off; drop one of them")
+            hvp_clip = float(hvp_clip)
         self.closed_form = closed_form
+        self.hvp_clip = hvp_clip
 
     def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState,
               offline: bool = False) -> FMDCarry:
         why = closed_form_blocker(problem, lam)
         if self.closed_form and why:
             raise ValueError(f"fmd closed_form=True does not apply: {why}; use closed_form=None")
+        if self.hvp_clip is not None and why:
+            raise ValueError(f"fmd hvp_clip clamps the closed form's Hessian product, but the closed form does not "
+                             f"apply: {why}; drop hvp_clip (exact forward mode), or use SGD (no Nesterov, no "
+                             f"dampening) with λ holding only its lr / momentum / weight_decay")
         cols = columns(lam)
         return FMDCarry(est_state, cols, next(iter(cols.values())).shape[0],
                         closed_form=why is None and self.closed_form is not False, cache={} if offline else None)
 
     def _step(self, problem: InnerProblem, lam: Hparams, state: State, carry: FMDCarry) -> State:
-        return (closed_form_step if carry.closed_form else generic_step)(problem, lam, state, carry)
+        if carry.closed_form:
+            return closed_form_step(problem, lam, state, carry, self.hvp_clip)
+        return generic_step(problem, lam, state, carry)
 
     def _held(self, carry: FMDCarry, state: State) -> int:
         held = (carry.Z or []) + (carry.C or []) + list(carry.cols.values())
@@ -176,7 +210,8 @@ class FMD(Estimator):
         loss, alpha, direct = problem.val_grad(state, lam)
         indirect = contract(alpha, carry.Z, lam) if carry.Z is not None else zeros_like(lam)
         return Hypergradient.of(direct, indirect, state=state, val_loss=loss,
-                                info={"stored_bytes": self._held(carry, state), "closed_form": carry.closed_form})
+                                info={"stored_bytes": self._held(carry, state), "closed_form": carry.closed_form,
+                                      "hvp_clip": self.hvp_clip})
 
     def estimate(self, problem: InnerProblem, lam: Hparams, T: int, state: State,
                  est_state: EstimatorState) -> Hypergradient:

@@ -1,4 +1,5 @@
-"""Datasets that ship inside packages (no download): scikit-learn's digits.
+"""Datasets that ship inside packages (no download): scikit-learn's digits, and MNIST-1D generated
+locally (:func:`mnist1d`, from ``mnist1d.data.make_dataset``; never its downloading ``get_dataset``).
 
 One loader, three forms:
 
@@ -19,7 +20,7 @@ import tempfile
 
 import torch
 
-__all__ = ["digits_arrays", "digits", "digits_batches", "minibatches", "DIGITS_CACHE"]
+__all__ = ["digits_arrays", "digits", "digits_batches", "minibatches", "mnist1d", "DIGITS_CACHE"]
 
 # one file per user: the temp folder is shared, and another user's file could neither be replaced nor trusted
 _USER = os.getuid() if hasattr(os, "getuid") else 0
@@ -106,3 +107,30 @@ def minibatches(X: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int, s
         out.append((X[idx], y[idx]))
         i += batch_size
     return out
+
+
+def mnist1d(seed: int = 0, n_val: int = 400, dtype: torch.dtype = torch.float32) -> tuple[_XY, _XY, _XY]:
+    """MNIST-1D (Greydanus 2020; ``pip install mnist1d``): 5,000 length-40 signals of 10 classes, generated
+    here by ``mnist1d.data.make_dataset`` with its default arguments (generation seed 42, so the same
+    data set on every machine; nothing is downloaded). Its 4,000 training signals are split by a seeded
+    permutation into train (4000 − ``n_val``) and validation (``n_val``); its 1,000 test signals are
+    the test set. Inputs are standardized by the generator. Returns three (X, y) pairs."""
+    try:
+        import numpy as np
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as e:
+        raise ImportError("MNIST-1D needs the mnist1d package: pip install mnist1d "
+                          "(or the 'experiments' extra)") from e
+    import random
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(get_dataset_args())          # seeds numpy's and random's global generators ...
+    finally:
+        np.random.set_state(np_state)                 # ... which are put back as they were
+        random.setstate(py_state)
+    X, y = torch.tensor(d["x"], dtype=dtype), torch.tensor(d["y"], dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    X, y = X[perm], y[perm]
+    Xte, yte = torch.tensor(d["x_test"], dtype=dtype), torch.tensor(d["y_test"], dtype=torch.long)
+    a = len(y) - n_val
+    return (X[:a], y[:a]), (X[a:], y[a:]), (Xte, yte)

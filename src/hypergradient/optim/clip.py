@@ -8,8 +8,11 @@ decay), as ``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_`` act on ``.g
     by value:  g ← clamp(g, −c, c)                      element by element
 
 Exactness: reverse mode differentiates through them like any other op. The step's Jacobian becomes
-J_clip(g)·H rather than H (ALGORITHMS.md §2, "Two traps"), so forward mode's SGD closed form (which
-multiplies by H) switches itself off and the generic JVP of Φ, exact through the clip, runs instead.
+J_clip(g)·H rather than H (ALGORITHMS.md §2, "Two traps"): by value J_clip = M = diag(|g| ≤ c); by norm
+J_clip = s·I + g (∂s/∂g)ᵀ with s = min(1, c / (‖g‖ + 1e-6)). Forward mode's SGD closed form stays exact:
+it takes H·Z by double backward and then the JVP of the clip alone, J_clip·(H·Z) = M·H·Z
+(:meth:`~hypergradient.core.optimizer.Optimizer.transform_jvp`), never the H·M·Z that a double
+backward through the clipped gradient would give.
 """
 
 from __future__ import annotations

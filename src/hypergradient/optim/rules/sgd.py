@@ -9,7 +9,9 @@ PyTorch's convention, for each parameter tensor (t = 1, 2, ...)::
     w_t = w_{t-1} − α u_t                                (lr α)
 
 This is the recursion of the non-greedy paper, Appendix A (with v_0 = 0 and d = 0 the first-step
-special case coincides with the general one).
+special case coincides with the general one). ∇L here is the gradient after the optimizer's
+transforms (``clip``, then the sign of ``maximize``; :meth:`~hypergradient.core.optimizer.Optimizer.transform`),
+which forward mode's closed form follows through their Jacobian J_T.
 """
 
 from __future__ import annotations
@@ -75,21 +77,19 @@ class SGD(Rule):
             return "Nesterov momentum is not covered"
         if "dampening" in learned or any(v != 0 for v in constants.get("dampening", (0.0,))):
             return "dampening must be the constant 0"
-        if self.clip:
-            # the step's Jacobian is J_clip(g)·H, not H (ALGORITHMS.md §2, "Two traps"): the generic JVP is exact
-            return "gradient clipping is on (the clipped gradient's Jacobian is not the Hessian)"
-        if self.maximize:
-            return "maximize is not covered"
-        return None
+        return None     # clip and maximize: the rule sees T(g) and J_T H Z (Primitives.step_hvp)
 
     def tangent_update(self, tangents: tuple[Sequence[torch.Tensor] | None, Sequence[torch.Tensor] | None],
                        hz: Sequence[torch.Tensor | None], dcoef: Mapping[str, Sequence[torch.Tensor | None]],
                        coef: Coefficients, grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
                        opt: SGDState, new_opt: SGDState, t: int, N: int
                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Z_t = Z_{t-1} − α C_t − α' u_t with C_t = β C_{t-1} + H_t Z_{t-1} + μ Z_{t-1} + β' v_{t-1} + μ' w_{t-1}
-        (C = dv/dλ; the momentum terms only where the momentum buffer is in use, as in :meth:`update`),
-        per parameter tensor; ``tangents`` = (Z, C), ``hz`` = H_t Z_{t-1} (None entries: zero)."""
+        """Z_t = Z_{t-1} − α C_t − α' u_t with
+        C_t = β C_{t-1} + J_T H_t Z_{t-1} + μ Z_{t-1} + β' v_{t-1} + μ' w_{t-1} (C = dv/dλ; the momentum
+        terms only where the momentum buffer is in use, as in :meth:`update`), per parameter tensor;
+        ``tangents`` = (Z, C), ``hz`` = J_T H_t Z_{t-1} (None entries: zero) and ``grads`` = g̃ = T(g),
+        the gradient after the clips and the sign of ``maximize``: the step is g_t = g̃ + μ w_{t-1} with
+        dg̃/dλ = J_T(g) H_t Z_{t-1} (J_T = I without transforms)."""
         Z, C = tangents
         newZ, newC = [], []
         for i, w in enumerate(params):

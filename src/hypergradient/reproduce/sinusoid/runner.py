@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
+from ..common import write_json
 from .config import ESTIMATORS, METHODS, SinusoidConfig, options_grid
 from .cost import cost_benchmark
 from .plots import plots
@@ -46,28 +46,8 @@ def _job(payload: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
         tick = lambda: queue.put(1)  # noqa: E731
     rec = train_one(method, cfg, seed, options, shared_cosines=shared, evaluate_test=(kind == "main"), tick=tick)
     rec["kind"] = kind
-    _write_json(path, rec)
+    write_json(path, rec)
     return path, rec
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(_clean(obj), fh, indent=1)
-    os.replace(tmp, path)
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe: tensors to lists, non-finite floats to strings ('inf', 'nan')."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return _clean(x.tolist())
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return x
 
 
 def _load(path: str, cfg: SinusoidConfig, method: str) -> dict[str, Any] | None:
@@ -212,7 +192,7 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
                            "platform": platform.platform(),
                            "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
                   wall_seconds=time.perf_counter() - t0)
-    _write_json(os.path.join(out, "results.json"), result)
+    write_json(os.path.join(out, "results.json"), result)
     md = markdown(result)
     with open(os.path.join(out, "table.md"), "w") as fh:
         fh.write(md)
