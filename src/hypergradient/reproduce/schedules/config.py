@@ -57,7 +57,7 @@ class SchedulesConfig:
     digits_train: int = 1000             # digits: train / validation / test (the rest, 497) by a seeded permutation
     digits_val: int = 300
     inner_clip: float = 1.0              # inner gradients clamped to ±1 (paper: "inner gradients clipped")
-    penalty: float = 10.0                # a diverged trial's validation loss (finite: TPE drops failed trials)
+    penalty: float = 1e3                 # a diverged trial's validation loss (finite: TPE drops failed trials)
     tpe_startup: int = 10
     datasets: tuple = DATASETS
     seeds: int = 5                       # paired seeds 0..seeds-1: split, initial weights, batch order, search

@@ -61,13 +61,19 @@ def _non_greedy(cfg: SchedulesConfig, data: Splits, seed: int, *, lr_values: int
     outer = sign_descent(cfg, lam)
     trace: list[dict[str, list[float]]] = []
     t0 = time.perf_counter()
-    res = run_offline(problem, estimator, lam, outer, cfg.outer_steps, progress=False, divergence="record",
-                      callback=lambda k, hg: trace.append(_values(lam)), **options)
+    history: dict[str, Any] = {}
+    stopped = None
+    try:
+        res = run_offline(problem, estimator, lam, outer, cfg.outer_steps, progress=False, divergence="record",
+                          callback=lambda k, hg: trace.append(_values(lam)), **options)
+        history = res.history
+    except FloatingPointError as e:        # a non-finite hypergradient (λ did not move on it): stop there
+        stopped = {"outer_step": len(trace), "error": str(e)[:200]}
     seconds, spent = time.perf_counter() - t0, problem.cost.step_equivalents
     return {**score(problem, lam, data), "hparams": _values(lam), "schedule": per_step(problem, lam, cfg.T),
-            "step_equivalents": spent, "seconds": seconds, "outer_steps": cfg.outer_steps,
-            "val_loss_history": res.history["val_loss"], "hparams_history": trace,
-            "divergence": res.history.get("divergence", [])}
+            "step_equivalents": spent, "seconds": seconds, "outer_steps": len(trace),
+            "val_loss_history": history.get("val_loss", []), "hparams_history": trace,
+            "divergence": history.get("divergence", []), "stopped": stopped}
 
 
 def _greedy(cfg: SchedulesConfig, data: Splits, seed: int) -> dict[str, Any]:
