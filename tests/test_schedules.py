@@ -81,7 +81,7 @@ def test_random_search_and_tpe_spend_ours_budget():
 def test_ci95_uses_students_t_and_paired_differences():
     m, h = S.ci95([1.0, 2.0, 3.0])
     assert m == 2.0 and h == pytest.approx(4.303 * 1.0 / 3 ** 0.5)
-    from hypergradient.reproduce.schedules.report import _paired
+    from hypergradient.reproduce.common import paired as _paired
     assert _paired([2.0, 3.0, 4.0], [1.0, 2.0, 3.1])["verdict"] == "ours better"
     assert _paired([2.0, 3.0, 4.0], [1.0, 4.0, 3.0])["verdict"] == "not significant"
 

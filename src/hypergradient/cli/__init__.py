@@ -52,13 +52,20 @@ def _verify(args: argparse.Namespace) -> int:
     return verify.main(args.json)
 
 
+# experiment -> (module under hypergradient.reproduce, what it reproduces)
+REPRODUCTIONS = {
+    "sinusoid": ("sinusoid", "HyperDistill App. G (Tables 3-4, Fig. 3)"),
+    "schedules": ("schedules", "the non-greedy paper (Table 1, Figs. 2-3) on MNIST-1D and digits"),
+    "evograd-toy": ("evograd_toy", "EvoGrad's 1-D toy (Sec. 4.1, Fig. 2)"),
+    "rotation": ("rotation", "EvoGrad's learned rotation (Sec. 4.2, Table 3) on digits"),
+    "label-noise": ("label_noise", "EvoGrad's Meta-Weight-Net under 40% label noise (Sec. 4.4, Figs. 5, 7)"),
+}
+
+
 def _reproduce(args: argparse.Namespace) -> int:
-    if args.experiment == "sinusoid":
-        from ..reproduce import sinusoid
-        sinusoid.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
-    elif args.experiment == "schedules":
-        from ..reproduce import schedules
-        schedules.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
+    import importlib
+    module = importlib.import_module(f"..reproduce.{REPRODUCTIONS[args.experiment][0]}", __package__)
+    module.main(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
     return 0
 
 
@@ -87,9 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--threads", type=int, default=0)
     v.set_defaults(func=_verify)
     r = sub.add_parser("reproduce", help="reproduce a paper's experiment (results.json, table.md, plots)")
-    r.add_argument("experiment", choices=["sinusoid", "schedules"],
-                   help="sinusoid: HyperDistill App. G (Tables 3-4, Fig. 3); schedules: the non-greedy paper "
-                        "(Table 1, Figs. 2-3) on MNIST-1D and digits")
+    r.add_argument("experiment", choices=list(REPRODUCTIONS),
+                   help="; ".join(f"{k}: {v[1]}" for k, v in REPRODUCTIONS.items()))
     r.add_argument("--quick", action="store_true", help="a smoke-test size (minutes; the numbers mean nothing)")
     r.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 5; 1 with --quick)")
     r.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT, or "

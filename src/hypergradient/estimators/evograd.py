@@ -25,12 +25,24 @@ first and estimates at s_t. Both use the step's batch D_t and the validation bat
 Defaults K = 2, σ = 1e-3, τ = 0.05 (paper, §4.2 and Appendix B). The offline call runs T online
 steps at fixed λ and returns the last hypergradient (``info["sum"]`` holds Σ_t g_t).
 
+Noise check (``check_noise=True``): a single estimate is a random projection — for small σ and K = 2
+it is (J δ)(αᵀ δ) with δ = ε_1 − ε_2, J = ∂²ℓ/∂λ∂w and α = ∇_w L_val, whose mean is 2σ² J α but whose
+spread is about 2σ² ‖J_i‖ ‖α‖ per hyperparameter: the signal-to-noise ratio is |cos(J_i, α)| √(K−1),
+small for a network whose J_i and α are nearly orthogonal in many dimensions. At the first step of an
+estimator it measures this directly: R = 8 extra estimates at the same state from a separate generator
+(the run's own draws are unchanged; R·K training forwards and R validation gradients, counted in
+``problem.cost``) give the cosine of one estimate to their expectation,
+``c = √(max(‖ḡ‖² − tr Σ̂ / R, 0) / mean ‖g_r‖²)`` (an unbiased ‖μ‖² over the second moment). When
+c < 0.3 (:data:`NOISE_COSINE`: below it, most of each estimate's norm is noise and an online run must
+average ≳ 1/c² ≈ 10 steps before its direction means anything) it warns once, naming the fixes.
+
     >>> hg = estimate("evograd", problem, lam, T=1, population=2, sigma=1e-3, temperature=0.05, when="before")
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence, cast
 
 import torch
@@ -41,13 +53,16 @@ from ..core.problem import InnerProblem
 from ..core.state import State
 from ..core.tree import detached
 from ..core.types import Batch, Hparams
+from ..core.warn import warn_user
 from .base import Carry, Estimator, EstimatorState, GeneratorState, Hypergradient, register
 from .shared import last_of_steps
 
-__all__ = ["EvoGrad", "EvoGradState", "perturbations"]
+__all__ = ["EvoGrad", "EvoGradState", "perturbations", "NOISE_COSINE", "NOISE_REDRAWS"]
 
 NOISE = ("sign", "gaussian")
 WHEN = ("before", "after")
+NOISE_COSINE = 0.3      # warn below this cosine of one estimate to its expectation (module docstring)
+NOISE_REDRAWS = 8       # R: extra estimates the check takes, once
 
 
 _SIGNS: dict = {}
@@ -120,7 +135,12 @@ class _Replay:
         return draw(self.params, self.sigma, self.noise, torch.Generator().set_state(self.saved[k]))
 
 
-EvoGradState = GeneratorState   # EvoGrad's memory across calls: the generator of the perturbations
+@dataclass
+class EvoGradState(GeneratorState):
+    """EvoGrad's memory across calls: the perturbations' generator, and the noise check's measurement
+    (None until it is taken: the check runs once per run, at its first step)."""
+
+    noise_cosine: float | None = None
 
 
 @register
@@ -138,9 +158,11 @@ class EvoGrad(Estimator):
         when: ``"before"`` or ``"after"`` the model's own step.
         seed: seed of the perturbations' generator, which lives in the estimator state
             (:meth:`new_state`; a driver carries one across inner optimizations).
+        check_noise: measure, once at the first step, how much of one estimate is noise, and warn
+            when it dominates (module docstring); ``False`` skips it (and its R extra estimates).
     """
 
-    state_class = GeneratorState
+    state_class = EvoGradState
     name = "evograd"
     online = True
     optimizer_hparams = False
@@ -149,7 +171,7 @@ class EvoGrad(Estimator):
 
     @renamed_kwargs(K="population", tau="temperature")
     def __init__(self, population: int = 2, sigma: float = 1e-3, temperature: float = 0.05, noise: str = "sign",
-                 when: str = "after", seed: int = 0) -> None:
+                 when: str = "after", seed: int = 0, check_noise: bool = True) -> None:
         if not isinstance(population, int) or isinstance(population, bool) or population < 1:
             raise ValueError(f"population (K, the number of candidates) must be a positive int, got {population!r}")
         if not isinstance(sigma, (int, float)) or not sigma > 0:
@@ -162,6 +184,7 @@ class EvoGrad(Estimator):
             raise ValueError(f"when must be one of {WHEN}, got {when!r}")
         self.population, self.sigma, self.temperature = population, float(sigma), float(temperature)
         self.noise, self.when, self.seed = noise, when, seed
+        self.check_noise = bool(check_noise)
 
     def new_state(self) -> "EvoGradState":
         """The perturbations' generator, seeded with ``seed``."""
@@ -199,6 +222,36 @@ class EvoGrad(Estimator):
         info = {"weights": a.detach(), "train_losses": losses.detach(), "forwards": self.population}
         return direct, indirect, loss, info
 
+    def measure_noise(self, problem: InnerProblem, lam: Hparams, state: State, t: int, batch: Batch = None) -> float:
+        """The cosine of one estimate at ``state`` to the expectation of estimates there, from
+        :data:`NOISE_REDRAWS` redraws of a separate generator (module docstring)."""
+        gen = torch.Generator().manual_seed(self.seed + 7919)
+        draws = []
+        for _ in range(NOISE_REDRAWS):
+            direct, indirect, _, _ = self.hypergradient(problem, lam, state, t, gen, batch)
+            draws.append(torch.cat([(direct[k] + indirect[k]).reshape(-1) for k in lam]).double())
+        G = torch.stack(draws)
+        mean = G.mean(0)
+        trace = ((G - mean) ** 2).sum(1).sum() / (len(draws) - 1)
+        second = (G ** 2).sum(1).mean()
+        if not bool(second > 0):
+            return 1.0
+        return float(torch.sqrt(torch.clamp(mean.pow(2).sum() - trace / len(draws), min=0) / second))
+
+    def _check(self, est_state: EvoGradState, problem: InnerProblem, lam: Hparams, state: State, t: int,
+               batch: Batch = None) -> None:
+        if not self.check_noise or est_state.noise_cosine is not None:
+            return
+        c = self.measure_noise(problem, lam, state, t, batch)
+        est_state.noise_cosine = c
+        if c < NOISE_COSINE:
+            warn_user(f"evograd: its estimates are dominated by noise here — one estimate's cosine to their "
+                      f"expectation is about {c:.2f} (< {NOISE_COSINE}; population={self.population}, "
+                      f"sigma={self.sigma:g}, {NOISE_REDRAWS} redraws at the first step), so a single "
+                      f"hypergradient points almost anywhere. Raise population (the noise falls as "
+                      f"1/sqrt(population - 1)), average over many steps with a scale-free outer optimizer "
+                      f"(Adam, sign descent), or use one_step; check_noise=False silences this")
+
     def start(self, problem: InnerProblem, lam: Hparams, state: State, est_state: EstimatorState) -> Carry:
         return Carry(self.own(est_state))
 
@@ -206,12 +259,15 @@ class EvoGrad(Estimator):
         """The model's step and the hypergradient at s_{t−1} (``when="before"``) or s_t; ``val_loss`` is
         L_val at the virtual weights w*."""
         t = state.t + 1
-        gen = cast(EvoGradState, carry.est_state).generator
+        est_state = cast(EvoGradState, carry.est_state)
+        gen = est_state.generator
         if self.when == "before":
+            self._check(est_state, problem, lam, state, t)
             direct, indirect, loss, info = self.hypergradient(problem, lam, state, t, gen)
             state = problem.step(state, lam)
         else:
             state = problem.step(state, lam)
+            self._check(est_state, problem, lam, state, t, problem.train_batch(t))
             direct, indirect, loss, info = self.hypergradient(problem, lam, state, t, gen, problem.train_batch(t))
         info["t"] = t
         return Hypergradient.of(direct, indirect, state=state, val_loss=loss, info=info), carry

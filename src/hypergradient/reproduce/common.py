@@ -1,16 +1,19 @@
 """What every reproduction shares: JSON that survives a crash (written to a temporary file, then
-renamed) and holds no tensors or non-finite floats."""
+renamed) and holds no tensors or non-finite floats; resumable jobs (:class:`JobStore`, :func:`run_jobs`:
+one file per finished job, a pool of spawned worker processes, one progress bar)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Any
+import statistics
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["write_json", "clean"]
+__all__ = ["write_json", "clean", "JobStore", "run_jobs", "ci95", "paired"]
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -32,3 +35,117 @@ def clean(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return x
+
+
+# ---- resumable jobs -------------------------------------------------------------------------------------
+class JobStore:
+    """One JSON per finished job under ``out/seeds/NAME.json``, stamped with the configuration's
+    fingerprint: a file written with another configuration is refused (never silently mixed in)."""
+
+    def __init__(self, out: str, fingerprint: str) -> None:
+        self.out, self.fingerprint = out, fingerprint
+        os.makedirs(os.path.join(out, "seeds"), exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.out, "seeds", f"{name}.json")
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        try:
+            with open(self.path(name)) as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        if rec.get("fingerprint") != self.fingerprint:
+            raise RuntimeError(f"{self.path(name)} was written with a different configuration (fingerprint "
+                               f"{rec.get('fingerprint')} != {self.fingerprint}); use another --out directory or "
+                               "delete the old seed files")
+        return rec
+
+
+def _work(fn: Callable[..., dict[str, Any]], payload: Any, extra: Any, path: str, fingerprint: str,
+          threads: int) -> dict[str, Any]:
+    """Run one job (in a worker process or in this one) and write its JSON there, so that a finished
+    job is on disk whatever happens to the others."""
+    torch.set_num_threads(threads)
+    rec = fn(payload, extra)
+    rec["fingerprint"] = fingerprint
+    write_json(path, rec)
+    return json.loads(json.dumps(clean(rec)))        # what a later run reads back from the file
+
+
+def run_jobs(jobs: Mapping[str, Any], fn: Callable[..., dict[str, Any]], store: JobStore, *, workers: int = 1,
+             threads: int = 1, quiet: bool = False, ready: Callable[[str, dict[str, dict[str, Any]]], Any] | None = None,
+             desc: str = "jobs") -> dict[str, dict[str, Any]]:
+    """Every job not on disk yet, ``fn(payload, extra)`` (a module-level function: it may run in a
+    spawned worker process), ``workers`` at a time, with one progress bar. ``ready(name, done)`` gives
+    a job's ``extra`` from the finished records, or ``False`` while what it needs is not done yet
+    (random search waiting for ours' budget); without it every job is ready with ``extra=None``.
+    Returns {name: record} for all jobs."""
+    from tqdm.auto import tqdm
+    done: dict[str, dict[str, Any]] = {}
+    for name in jobs:
+        rec = store.load(name)
+        if rec is not None:
+            done[name] = rec
+    left = [n for n in jobs if n not in done]
+
+    def extra_of(name: str) -> Any:
+        return None if ready is None else ready(name, done)
+    bar = tqdm(total=len(jobs), initial=len(done), desc=desc, unit="job", disable=quiet, dynamic_ncols=True)
+    pool = None
+    if workers > 1 and len(left) > 1:
+        import multiprocessing as mp
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    running: dict[Future, str] = {}
+    try:
+        while left or running:
+            startable = [n for n in left if extra_of(n) is not False]
+            if not startable and not running:
+                raise RuntimeError(f"jobs {left} wait for records that no job produces")
+            for name in startable:
+                left.remove(name)
+                args = (fn, jobs[name], extra_of(name), store.path(name), store.fingerprint, threads)
+                if pool is None:
+                    bar.set_postfix_str(name[:40])
+                    done[name] = _work(*args)
+                    bar.update()
+                    break                       # re-check readiness after every job run here
+                running[pool.submit(_work, *args)] = name
+            if running:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for f in finished:
+                    name = running.pop(f)
+                    done[name] = f.result()     # re-raises a worker's error
+                    bar.update()
+                    bar.set_postfix_str(f"done {name}"[:40])
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return done
+
+
+# ---- statistics ---------------------------------------------------------------------------------------
+# two-sided 95% Student t quantiles t_{0.975, df}, df = 1..30 (standard tables)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% CI of the mean with Student's t; nan for one value)."""
+    v = [float(x) for x in values]
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, float("nan")
+    t = _T975[len(v) - 2] if len(v) - 1 <= len(_T975) else 1.96
+    return m, t * statistics.stdev(v) / math.sqrt(len(v))
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The paired-seed difference a − b: mean, 95% CI half-width, and whether the CI excludes 0."""
+    d = [x - y for x, y in zip(a, b)]
+    m, h = ci95(d)
+    sig = len(d) > 1 and math.isfinite(h) and abs(m) > h
+    return {"diff": d, "mean": m, "ci95": h, "significant": sig,
+            "verdict": ("ours better" if m > 0 else "ours worse") if sig else "not significant"}

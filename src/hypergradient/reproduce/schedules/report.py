@@ -7,25 +7,10 @@ import math
 import statistics
 from typing import Any, Sequence
 
+from ..common import ci95, paired
 from .config import METHODS, PAPER_TABLE1, SchedulesConfig
 
 __all__ = ["ci95", "summarize", "markdown"]
-
-# two-sided 95% Student t quantiles t_{0.975, df}, df = 1..30 (standard tables)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
-
-def ci95(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% CI of the mean with Student's t; nan for one value)."""
-    v = [float(x) for x in values]
-    m = sum(v) / len(v)
-    if len(v) < 2:
-        return m, float("nan")
-    t = _T975[len(v) - 2] if len(v) - 1 <= len(_T975) else 1.96
-    return m, t * statistics.stdev(v) / math.sqrt(len(v))
-
 
 OURS = "ours"
 VERSUS = ("random search", "greedy HD", "hand-tuned (cosine)", "TPE", "non-greedy, unshared (RMD)",
@@ -48,26 +33,18 @@ def _row(recs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def _paired(a: list[float], b: list[float]) -> dict[str, Any]:
-    d = [x - y for x, y in zip(a, b)]
-    m, h = ci95(d)
-    sig = len(d) > 1 and math.isfinite(h) and abs(m) > h
-    return {"diff": d, "mean": m, "ci95": h, "significant": sig,
-            "verdict": ("ours better" if m > 0 else "ours worse") if sig else "not significant"}
-
-
 def summarize(cfg: SchedulesConfig, records: dict[str, dict[str, list[dict[str, Any]]]],
               spreads: list[dict[str, Any]], costs: dict[str, Any]) -> dict[str, Any]:
     """``records[dataset][method]`` = the per-seed records (same seeds in the same order)."""
     table: dict[str, Any] = {}
-    paired: dict[str, Any] = {}
+    pairs: dict[str, Any] = {}
     goals: list[dict[str, Any]] = []
     for ds, by_method in records.items():
         table[ds] = {m: _row(by_method[m]) for m in METHODS if by_method.get(m)}
         ours = table[ds][OURS]["test_acc"]
-        paired[ds] = {m: _paired(ours, table[ds][m]["test_acc"]) for m in VERSUS if m in table[ds]}
+        pairs[ds] = {m: paired(ours, table[ds][m]["test_acc"]) for m in VERSUS if m in table[ds]}
         for m, what in (("random search", "ours > random search"), ("greedy HD", "ours > greedy HD")):
-            p = paired[ds][m]
+            p = pairs[ds][m]
             lo_o, hi_m = table[ds][OURS]["mean"] - table[ds][OURS]["ci95"], table[ds][m]["mean"] + table[ds][m]["ci95"]
             goals.append({"name": f"{ds}: {what} (paired 95% CI of the difference excludes 0; CIs apart)",
                           "measured": f"{p['mean']:+.2f} ± {p['ci95']:.2f} points; {p['verdict']}; "
@@ -101,7 +78,7 @@ def summarize(cfg: SchedulesConfig, records: dict[str, dict[str, list[dict[str, 
         if a and b:
             goals.append({"name": f"FMD's memory flat in T (peak heap at T={Ts[-1]} / T={Ts[0]})",
                           "measured": f"{b / a:.2f}x", "target": "<= 1.2x", "met": bool(b / a <= 1.2)})
-    return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "table1": table, "paired": paired,
+    return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "table1": table, "paired": pairs,
             "paper_table1": PAPER_TABLE1, "spread": sp, "cost": costs, "goals": goals, "quick": cfg.quick}
 
 

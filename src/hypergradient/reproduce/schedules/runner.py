@@ -1,22 +1,19 @@
-"""The orchestration: one JSON per finished job under ``out/seeds/`` (a method on a (dataset, seed),
-a (kind, source) of the spread study, the cost table), refused when written with another
-configuration; a pool of worker processes; :func:`run` (jobs, tables, plots, ``results.json``) and
-:func:`main`. Random search and TPE start once ours has finished on their (dataset, seed): their
+"""The orchestration: the jobs (a method on a (dataset, seed), a (kind, source) of the spread study,
+the cost table), each one resumable JSON file (:func:`hypergradient.reproduce.common.run_jobs`);
+:func:`run` (jobs, tables, plots, ``results.json``) and :func:`main`. Random search and TPE start once ours has finished on their (dataset, seed): their
 budget is ours' step-equivalents and seconds."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 import torch
 
-from ..common import write_json
+from ..common import JobStore, run_jobs, write_json
 from .config import METHODS, SchedulesConfig
 from .cost import cost_table
 from .methods import run_method
@@ -35,95 +32,49 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in s).strip("_").lower()
 
 
-def job_path(out: str, job: Job) -> str:
+def job_name(job: Job) -> str:
     if job[0] == "table":
         _, ds, method, seed = job
-        return os.path.join(out, "seeds", f"{ds}_{_slug(method)}_seed{seed}.json")
+        return f"{ds}_{_slug(method)}_seed{seed}"
     if job[0] == "spread":
-        return os.path.join(out, "seeds", f"spread_{_slug(job[1])}_{job[2]}.json")
-    return os.path.join(out, "seeds", "cost.json")
+        return f"spread_{_slug(job[1])}_{job[2]}"
+    return "cost"
 
 
-def _load(path: str, cfg: SchedulesConfig) -> dict[str, Any] | None:
-    try:
-        with open(path) as fh:
-            rec = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if rec.get("fingerprint") != cfg.fingerprint():
-        raise RuntimeError(f"{path} was written with a different configuration (fingerprint {rec.get('fingerprint')} "
-                           f"!= {cfg.fingerprint()}); use another --out directory or delete the old seed files")
-    return rec
-
-
-def _job(cfg: SchedulesConfig, job: Job, path: str, budget: dict[str, float] | None) -> dict[str, Any]:
-    """Run one job (in a worker process or in this one) and write its JSON."""
-    torch.set_num_threads(cfg.threads)
+def _job(payload: tuple[SchedulesConfig, Job, str], budget: dict[str, float] | None) -> dict[str, Any]:
+    """One job: a Table 1 row on one (dataset, seed), a (kind, source) of the spread study, or the cost table."""
+    cfg, job, journal = payload
     if job[0] == "table":
         _, ds, method, seed = job
-        journal = path[:-5] + ".journal" if method == "TPE" else None
-        rec = run_method(method, cfg, ds, int(seed), splits(cfg, ds, int(seed)), budget, journal)
-    elif job[0] == "spread":
-        rec = spread_job(cfg, splits(cfg, cfg.spread_dataset, 0, dtype=torch.float64), job[1], job[2])
-    else:
-        rec = cost_table(cfg, splits(cfg, cfg.datasets[0], 0))
-    rec["fingerprint"] = cfg.fingerprint()
-    write_json(path, rec)
-    return rec
+        return run_method(method, cfg, ds, int(seed), splits(cfg, ds, int(seed)), budget,
+                          journal if method == "TPE" else None)
+    if job[0] == "spread":
+        return spread_job(cfg, splits(cfg, cfg.spread_dataset, 0, dtype=torch.float64), job[1], job[2])
+    return cost_table(cfg, splits(cfg, cfg.datasets[0], 0))
 
 
 def run(cfg: SchedulesConfig, out: str, *, workers: int = 1, quiet: bool = False) -> dict[str, Any]:
     """Every job not yet on disk, then the summary, ``table.md``, the plots and ``results.json``."""
     import hypergradient
-    from tqdm.auto import tqdm
     t0 = time.perf_counter()
-    os.makedirs(os.path.join(out, "seeds"), exist_ok=True)
+    store = JobStore(out, cfg.fingerprint())
     seeds = [str(s) for s in range(cfg.seeds)]
-    table_jobs: list[Job] = [("table", ds, m, s) for ds in cfg.datasets for s in seeds for m in METHODS]
-    jobs: list[Job] = table_jobs + [("spread", k, src) for src in SOURCES for k in KINDS] + [("cost",)]
-    done: dict[Job, dict[str, Any]] = {}
-    for j in jobs:
-        rec = _load(job_path(out, j), cfg)
-        if rec is not None:
-            done[j] = rec
-    needs_budget = ("random search", "TPE")
+    jobs: list[Job] = [("table", ds, m, s) for ds in cfg.datasets for s in seeds for m in METHODS]
+    jobs += [("spread", k, src) for src in SOURCES for k in KINDS] + [("cost",)]
+    by_name = {job_name(j): j for j in jobs}
 
-    def ready(j: Job) -> dict[str, float] | None | bool:
-        """The budget a job runs with (None: none needed); False while ours has not finished."""
-        if j[0] != "table" or j[2] not in needs_budget:
+    def ready(name: str, done: dict[str, dict[str, Any]]) -> dict[str, float] | None | bool:
+        """Random search and TPE run with ours' budget on their (dataset, seed): False until it is done."""
+        j = by_name[name]
+        if j[0] != "table" or j[2] not in ("random search", "TPE"):
             return None
-        ours = done.get(("table", j[1], "ours", j[3]))
+        ours = done.get(job_name(("table", j[1], "ours", j[3])))
         return False if ours is None else {"step_equivalents": ours["step_equivalents"], "seconds": ours["seconds"]}
-
-    left = [j for j in jobs if j not in done]
-    bar = tqdm(total=len(jobs), initial=len(done), desc="jobs", unit="job", disable=quiet, dynamic_ncols=True)
-    pool = ProcessPoolExecutor(workers, mp_context=__import__("multiprocessing").get_context("spawn")) \
-        if workers > 1 else None
-    running: dict[Future, Job] = {}
-    try:
-        while left or running:
-            for j in [j for j in left if ready(j) is not False]:
-                if pool is None:
-                    bar.set_postfix_str(" ".join(j[1:])[:40])
-                    done[j] = _job(cfg, j, job_path(out, j), ready(j) or None)  # type: ignore[arg-type]
-                    bar.update()
-                else:
-                    running[pool.submit(_job, cfg, j, job_path(out, j), ready(j) or None)] = j  # type: ignore[arg-type]
-                left.remove(j)
-            if running:
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for f in finished:
-                    j = running.pop(f)
-                    done[j] = f.result()          # re-raises a worker's error
-                    bar.update()
-                    bar.set_postfix_str(f"done {' '.join(j[1:])}"[:40])
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    records = {ds: {m: [done[("table", ds, m, s)] for s in seeds] for m in METHODS} for ds in cfg.datasets}
-    spreads = [done[("spread", k, src)] for src in SOURCES for k in KINDS]
-    result = summarize(cfg, records, spreads, {k: v for k, v in done[("cost",)].items() if k != "fingerprint"})
+    payloads = {n: (cfg, j, store.path(n)[:-5] + ".journal") for n, j in by_name.items()}
+    done = run_jobs(payloads, _job, store, workers=workers, threads=cfg.threads, quiet=quiet, ready=ready)
+    records = {ds: {m: [done[job_name(("table", ds, m, s))] for s in seeds] for m in METHODS} for ds in cfg.datasets}
+    spreads = [done[job_name(("spread", k, src))] for src in SOURCES for k in KINDS]
+    result = summarize(cfg, records, spreads, {k: v for k, v in done["cost"].items() if k != "fingerprint"})
     result.update(version=hypergradient.__version__, torch=torch.__version__, python=platform.python_version(),
                   optuna=_optuna_version(), machine={"cpus": os.cpu_count(), "workers": workers,
                                                      "threads_per_worker": cfg.threads, "platform": platform.platform()},
