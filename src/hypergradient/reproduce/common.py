@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["write_json", "clean", "JobStore", "run_jobs", "ci95", "paired"]
+__all__ = ["write_json", "clean", "slug", "JobStore", "run_jobs", "ci95", "paired"]
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -35,6 +35,11 @@ def clean(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return x
+
+
+def slug(s: str) -> str:
+    """A file-name part for a label: letters and digits kept, the rest '_' ("T1-T2 (one_step)" -> "t1_t2__one_step")."""
+    return "".join(ch if ch.isalnum() else "_" for ch in s).strip("_").lower()
 
 
 # ---- resumable jobs -------------------------------------------------------------------------------------

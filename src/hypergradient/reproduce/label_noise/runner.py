@@ -6,16 +6,12 @@ import os
 import sys
 from typing import Any
 
-from ..common import JobStore, run_jobs, write_json
+from ..common import JobStore, run_jobs, slug, write_json
 from .config import METHODS, LabelNoiseConfig
 from .methods import cost_sweep, run_method
 from .report import markdown, plots, summarize
 
 __all__ = ["run", "main"]
-
-
-def _slug(s: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in s).strip("_").lower()
 
 
 def _job(payload: tuple[LabelNoiseConfig, str, int], extra: Any) -> dict[str, Any]:
@@ -25,10 +21,10 @@ def _job(payload: tuple[LabelNoiseConfig, str, int], extra: Any) -> dict[str, An
 
 def run(cfg: LabelNoiseConfig, out: str, *, workers: int = 1, quiet: bool = False) -> dict[str, Any]:
     store = JobStore(out, cfg.fingerprint())
-    jobs: dict[str, Any] = {f"{_slug(m)}_seed{s}": (cfg, m, s) for s in range(cfg.seeds) for m in METHODS}
+    jobs: dict[str, Any] = {f"{slug(m)}_seed{s}": (cfg, m, s) for s in range(cfg.seeds) for m in METHODS}
     jobs["cost"] = (cfg, "cost", 0)
     done = run_jobs(jobs, _job, store, workers=workers, threads=cfg.threads, quiet=quiet, desc="label-noise jobs")
-    records = {m: [done[f"{_slug(m)}_seed{s}"] for s in range(cfg.seeds)] for m in METHODS}
+    records = {m: [done[f"{slug(m)}_seed{s}"] for s in range(cfg.seeds)] for m in METHODS}
     result = summarize(cfg, records, {k: v for k, v in done["cost"].items() if k != "fingerprint"})
     write_json(os.path.join(out, "results.json"), result)
     md = markdown(result)

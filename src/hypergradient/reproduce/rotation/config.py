@@ -14,6 +14,9 @@ __all__ = ["RotationConfig", "METHODS", "PAPER"]
 METHODS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "baseline": (None, {}),
     "EvoGrad": ("evograd", {"population": 2, "sigma": 1e-3, "temperature": 0.05, "noise": "sign", "when": "after"}),
+    # not in the paper: the fix evograd's noise warning names (a larger population), everything else the same
+    "EvoGrad (population 8)": ("evograd", {"population": 8, "sigma": 1e-3, "temperature": 0.05, "noise": "sign",
+                                           "when": "after"}),
     "T1-T2 (one_step)": ("one_step", {}),
     "online RMD (last 5 steps)": ("online_rmd", {"window": 5}),
 }

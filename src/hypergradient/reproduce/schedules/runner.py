@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..common import JobStore, run_jobs, write_json
+from ..common import JobStore, run_jobs, slug, write_json
 from .config import METHODS, SchedulesConfig
 from .cost import cost_table
 from .methods import run_method
@@ -28,16 +28,12 @@ __all__ = ["run", "main"]
 Job = tuple[str, ...]    # ("table", dataset, method, seed) | ("spread", kind, source) | ("cost",)
 
 
-def _slug(s: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in s).strip("_").lower()
-
-
 def job_name(job: Job) -> str:
     if job[0] == "table":
         _, ds, method, seed = job
-        return f"{ds}_{_slug(method)}_seed{seed}"
+        return f"{ds}_{slug(method)}_seed{seed}"
     if job[0] == "spread":
-        return f"spread_{_slug(job[1])}_{job[2]}"
+        return f"spread_{slug(job[1])}_{job[2]}"
     return "cost"
 
 
