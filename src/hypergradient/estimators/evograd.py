@@ -34,7 +34,10 @@ estimator it measures this directly: R = 8 extra estimates at the same state fro
 ``problem.cost``) give the cosine of one estimate to their expectation,
 ``c = √(max(‖ḡ‖² − tr Σ̂ / R, 0) / mean ‖g_r‖²)`` (an unbiased ‖μ‖² over the second moment). When
 c < 0.3 (:data:`NOISE_COSINE`: below it, most of each estimate's norm is noise and an online run must
-average ≳ 1/c² ≈ 10 steps before its direction means anything) it warns once, naming the fixes.
+average ≳ 1/c² ≈ 10 steps before its direction means anything) it warns once, naming the fixes. It
+measures one state, the first: from a random initialisation the signal is often weaker than later
+in training, so the warning is conservative (``results/rotation``: it fires for 8 candidates too, and
+those runs succeed).
 
     >>> hg = estimate("evograd", problem, lam, T=1, population=2, sigma=1e-3, temperature=0.05, when="before")
 """
