@@ -16,7 +16,7 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "hypergradient"
 # folder -> rank; a module may import a folder of strictly lower rank, or its own folder
 LAYERS = {"core": 0, "optim": 1, "linalg": 1, "estimators": 2, "diagnostics": 3, "drivers": 4, "learners": 5,
           "higher": 5, "baselines": 5, "testing": 6, "reproduce": 7, "cli": 8}
-TOP = {"__init__", "_deprecated"}   # the package root re-exports the public API and keeps the old names
+TOP = {"__init__", "_deprecated", "__main__"}   # the package root: the public API, the old names, `python -m`
 MAX_LINES = 420
 
 

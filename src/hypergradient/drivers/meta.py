@@ -13,11 +13,8 @@ tasks, start each inner optimization from the shared initialization φ and
 * with an offline one, take B offline hypergradients, their mean and one outer step
   (:func:`~hypergradient.drivers.offline.offline_step`);
 
-then update φ (:class:`InitUpdate`):
-
-* Reptile (Nichol et al. 2018): φ ← φ − η (φ − mean_b w_T^b)   (HyperDistill uses η = 1);
-* first-order MAML: φ ← φ − η mean_b ∇_w L_query(w_T^b);
-* second-order MAML (Finn et al. 2017; offline ``rmd`` / ``truncated_rmd``): φ ← φ − η mean_b dL_query(w_T^b)/dφ.
+then update φ (Reptile, first-order or second-order MAML: :mod:`hypergradient.drivers.init_updates`).
+A meta-batch may be spread over ``torch.distributed`` ranks (:mod:`hypergradient.drivers.distributed`).
 
 :func:`meta_test` adapts from φ with λ fixed on many fresh tasks and reports the mean and a 95%
 confidence interval, mean ± 1.96 · std/√n (normal approximation, sample std with n − 1).
@@ -35,7 +32,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -47,6 +44,8 @@ from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
 from .checkpoint import Checkpointer, capture, estimator_config, restore
+from .distributed import MetaBatch, current
+from .init_updates import MAML, MAML_NEEDS, FirstOrderMAML, InitUpdate, Reptile, init_update_of
 from .offline import offline_step
 from .online import NONFINITE, LinearDecay, check_outer, lockstep, new_history, warn_if_worse
 
@@ -118,78 +117,6 @@ class MetaIteration:
     est_state: EstimatorState      # the estimator's state now
 
 
-class InitUpdate(Protocol):
-    """φ ← update(φ, tasks' problems, their final states, λ, their offline hypergradients): the
-    shared-initialization step. ``hgs`` are the meta-batch's offline hypergradients (None with an
-    online estimator): a second-order MAML update reads the reverse pass's gradient at the initial
-    weights from them. Returns (new φ, the per-task query losses when it computed them, else None)."""
-
-    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
-                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
-        ...
-
-
-@dataclass
-class Reptile:
-    """φ ← φ − η (φ − mean_b w_T^b) (Nichol et al. 2018; η = ``lr``)."""
-
-    lr: float = 1.0
-
-    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
-                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
-        names = problems[0].names
-        mean_w = [sum(s.params[i] for s in finals) / len(finals) for i in range(len(names))]
-        return {n: phi[n] - self.lr * (phi[n] - w) for n, w in zip(names, mean_w)}, None
-
-
-@dataclass
-class FirstOrderMAML:
-    """φ ← φ − η mean_b ∇_w L_query(w_T^b) (first-order MAML; η = ``lr``)."""
-
-    lr: float = 1.0
-
-    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
-                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
-        names = problems[0].names
-        grads = [p.val_grad(s, lam, wrt_lam=False) for p, s in zip(problems, finals)]
-        mean_g = [sum(g[1][i] for g in grads) / len(grads) for i in range(len(names))]
-        return {n: phi[n] - self.lr * g for n, g in zip(names, mean_g)}, [float(g[0]) for g in grads]
-
-
-@dataclass
-class MAML:
-    """Second-order MAML: φ ← φ − η mean_b dL_query(w_T^b)/dφ, the meta-gradient at the initialization
-    φ = w_0 through the whole inner loop (λ constant during the episode), read from the reverse pass of
-    the meta-batch's offline hypergradients (``rmd(wrt_init=True)``; ``truncated_rmd(K, wrt_init=True)``
-    for truncated MAML, where it is the gradient at w_{T−K})."""
-
-    lr: float = 1.0
-
-    def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
-                 hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
-        if hgs is None or any("init_grad" not in h.info for h in hgs):
-            raise ValueError(MAML_NEEDS)
-        names = problems[0].names
-        mean_g = [sum(h.info["init_grad"][n] for h in hgs) / len(hgs) for n in names]
-        vals = [float(h.val_loss) for h in hgs if h.val_loss is not None]
-        return {n: phi[n] - self.lr * g for n, g in zip(names, mean_g)}, vals if len(vals) == len(hgs) else None
-
-
-MAML_NEEDS = ("second-order MAML needs the reverse pass's gradient at the initial weights: use the estimator "
-              "'rmd' or 'truncated_rmd' (meta_train(..., init_update='maml') turns on their wrt_init=True), "
-              "or init_update='fomaml' / 'reptile' with any other")
-INIT_UPDATES: dict[str, type] = {"reptile": Reptile, "fomaml": FirstOrderMAML, "maml": MAML}
-
-
-def init_update_of(kind: str | InitUpdate | None, lr: float) -> InitUpdate | None:
-    """``"reptile"`` / ``"fomaml"`` with η = ``lr``, an :class:`InitUpdate`, or None (φ fixed)."""
-    if kind is None or callable(kind):
-        return kind
-    if kind not in INIT_UPDATES:
-        raise ValueError(f"init_update must be one of {sorted(INIT_UPDATES)}, None or an InitUpdate, got {kind!r}")
-    return INIT_UPDATES[kind](lr)
-
-
 @dataclass
 class MetaTestResult:
     mean: float
@@ -212,17 +139,18 @@ def confidence_interval(values: Sequence[float] | torch.Tensor, z: float = Z95) 
 def inner_optimizations(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
                         outer: torch.optim.Optimizer, starts: Sequence[State], T: int, est_state: EstimatorState, *,
                         decay: LinearDecay | None = None, nonfinite: str = "raise", history: dict | None = None,
-                        divergence: str = "raise") -> tuple[list[State], int, list[Hypergradient] | None]:
+                        divergence: str = "raise", meta: MetaBatch | None = None,
+                        tasks: Sequence[int] | None = None) -> tuple[list[State], int, list[Hypergradient] | None]:
     """One meta-iteration's inner optimizations with their outer steps: online estimators in
     :func:`~hypergradient.drivers.online.lockstep` (λ updated at every active step), offline ones by
     :func:`~hypergradient.drivers.offline.offline_step` (one outer step). Returns (final states,
     outer steps taken, the offline hypergradients or None)."""
     if estimator.online:
         r = lockstep(problems, estimator, hparams, outer, starts, T, est_state, decay=decay, nonfinite=nonfinite,
-                     history=history, divergence=divergence)
+                     history=history, divergence=divergence, meta=meta, tasks=tasks)
         return r.states, r.outer_steps, None
     hgs = offline_step(problems, estimator, hparams, outer, starts, T, est_state, divergence=divergence,
-                       history=history)
+                       history=history, meta=meta, tasks=tasks)
     return [h.next_state(estimator.name) for h in hgs], 1, hgs
 
 
@@ -233,7 +161,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                lr_decay: bool = False, nonfinite: str = "raise", est_state: EstimatorState | None = None,
                callback: Callable[[MetaIteration], Any] | None = None, progress: bool = True,
                checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-               divergence: str = "raise", **estimator_options: Any) -> MetaTrainResult:
+               divergence: str = "raise", gather: bool = False, **estimator_options: Any) -> MetaTrainResult:
     """Meta-train λ (online or offline) and φ (Reptile / first-order MAML) over ``iterations`` meta-batches.
 
     Args:
@@ -255,6 +183,18 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         progress: a tqdm bar over the meta-iterations with the query loss (``False``: none).
         checkpoint: a file to save the run to every ``checkpoint_every`` meta-iterations and on Ctrl-C,
             and to resume from when it exists (:mod:`hypergradient.drivers.checkpoint`; bit for bit).
+        gather: distributed only — sum the tasks' values in task order after an all-gather
+            (bit-identical to one process) instead of one all-reduce.
+
+    Distributed (under ``torchrun``, or with a ``torch.distributed`` process group initialized;
+    :mod:`hypergradient.drivers.distributed`): every rank draws the same meta-batch and runs tasks
+    b ≡ rank (mod W); hypergradients (per outer step), the initialization update and the query losses
+    are averaged over all B tasks by one collective each; λ and φ stay identical on every rank. The
+    progress bar and the checkpoint file are rank 0's (a checkpoint resumes with any number of ranks:
+    rank 0 reads it and sends it to the others); ``callback`` runs on every rank with its own tasks'
+    problems; ``result.cost`` is summed over the ranks. Estimators that draw random numbers from
+    their state (EvoGrad, ES, PES, HyperDistill) are refused when W > 1 (their draws would depend on
+    how tasks are split).
     """
     update = init_update_of(init_update, init_lr)
     for name, v in (("iterations", iterations), ("meta_batch", meta_batch)):
@@ -270,6 +210,18 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
             raise ValueError(MAML_NEEDS)
     est = _base.resolve(estimator, **estimator_options)
     est_state = est.new_state() if est_state is None else est_state
+    mb = current("gather" if gather else "sum")
+    if mb.distributed:
+        mb.tasks(meta_batch)      # B < W: a clear error on every rank
+        if any(isinstance(v, torch.Generator) for v in vars(est_state).values()):
+            raise ValueError(f"{est.name} draws random numbers from one generator across the meta-batch's tasks, so "
+                             f"a run over {mb.world} ranks would differ from one process; run it in one process "
+                             "(without torchrun), or use rmd, truncated_rmd, one_step, first_order, online_rmd, "
+                             "fmd, ift or drmad")
+        if update is not None and not hasattr(update, "meta"):
+            raise ValueError(f"the initialization update {type(update).__name__} does not average over a "
+                             "distributed meta-batch; use 'reptile', 'fomaml' or 'maml' (or give it meta and tasks "
+                             "attributes and average with hypergradient.drivers.distributed.MetaBatch.mean_tensors)")
     phi = {k: v.detach().clone() for k, v in (learner.init_weights() if init is None else init).items()}
     gen = torch.Generator().manual_seed(seed)
     history = new_history()
@@ -281,7 +233,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         "init_update": init_update, "init_lr": init_lr, "seed": seed, "lr_decay": lr_decay, "nonfinite": nonfinite,
         "divergence": divergence,
         "init": {k: list(v.shape) for k, v in phi.items()}})
-    saved = ck.load()
+    saved = _load_on_main(ck, mb)
     if saved is not None:
         restore(saved, hparams, outer, est_state)
         gen.set_state(saved["generator"])
@@ -297,14 +249,16 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                        cost=dataclasses.asdict(run["cost"]), steps=run["steps"], generator=gen.get_state(),
                        decay=None if d is None else {"total": d.total, "base": d.base, "k": d.k})
     last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
-    bar = tqdm(total=iterations, initial=run["done"], desc=f"meta-iterations ({est.name})", disable=not progress,
-               leave=False)
+    bar = tqdm(total=iterations, initial=run["done"], desc=f"meta-iterations ({est.name})",
+               disable=not progress or not mb.main, leave=False)
+    mine = mb.tasks(meta_batch) if mb.distributed else list(range(meta_batch))
 
     def body() -> None:
         nonlocal last
         first = run["done"]
         for it in range(first, iterations):
-            problems = [learner.problem(sampler.sample(gen)) for _ in range(meta_batch)]
+            drawn = [sampler.sample(gen) for _ in range(meta_batch)]     # every rank draws all B (same generator)
+            problems = [learner.problem(drawn[b]) for b in mine]
             if it == first and est.online:       # once per run (offline calls validate themselves)
                 _base.validate(problems[0], est, hparams)
             before = [p.cost.copy() for p in problems]
@@ -313,32 +267,67 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
             if lr_decay and run["decay"] is None and est.online:
                 run["decay"] = LinearDecay(outer, iterations * Ti)
             starts = [p.init_state(run["phi"]) for p in problems]
+            spread = mb if mb.distributed else None
+            seen = len(run["history"].get("divergence", []))
             finals, steps, hgs = inner_optimizations(problems, est, hparams, outer, starts, Ti, est_state,
                                                      decay=run["decay"], nonfinite=nonfinite, history=run["history"],
-                                                     divergence=divergence)
+                                                     divergence=divergence, meta=spread, tasks=mine)
+            if spread is not None:      # every rank logs every rank's divergence events, in one process's order
+                new = run["history"].get("divergence", [])[seen:]
+                merged = sorted((e for part in mb.gather_objects(new) for e in part),
+                                key=lambda e: (e.get("step", 0), e["problem"]))
+                if merged:
+                    run["history"]["divergence"] = run["history"].get("divergence", [])[:seen] + merged
             seconds = time.perf_counter() - t0
             lam = detached(hparams)
             vals = None
             if update is not None:
+                if spread is not None:
+                    update.meta, update.tasks = spread, mine     # type: ignore[attr-defined]
                 run["phi"], vals = update(run["phi"], problems, finals, lam, hgs)
             if vals is None:
                 with torch.no_grad():
                     vals = [float(p.val_loss_at(s, lam)) for p, s in zip(problems, finals)]
             spent = sum((p.cost - b for p, b in zip(problems, before)), Cost())
+            query = mb.mean_floats(list(zip(mine, vals))) if spread is not None else sum(vals) / len(vals)
+            if spread is not None:
+                names = [f.name for f in dataclasses.fields(Cost)]
+                spent = Cost(**dict(zip(names, mb.sum_counts([getattr(spent, k) for k in names]))))
             run.update(done=it + 1, cost=run["cost"] + spent, steps=run["steps"] + steps)
-            run["history"]["meta_val_loss"].append(sum(vals) / len(vals))
+            run["history"]["meta_val_loss"].append(query)
             last = snapshot() if ck.path else {}   # (a copy only when there is a file to save it to)
-            if ck.due(run["done"], iterations):
+            if mb.main and ck.due(run["done"], iterations):
                 ck.save(last)
             bar.update()
             bar.set_postfix(query_loss=f"{run['history']['meta_val_loss'][-1]:.4g}", refresh=False)
             if callback is not None:
-                callback(MetaIteration(it, run["phi"], hparams, problems, finals, sum(vals) / len(vals), steps, spent,
+                callback(MetaIteration(it, run["phi"], hparams, problems, finals, query, steps, spent,
                                        seconds, est_state))
-    ck.run(body, lambda: last)
+    (ck.run if mb.main else _run_without_saving)(body, lambda: last)
     bar.close()
-    warn_if_worse(run["history"]["meta_val_loss"], "query loss after the inner optimization")
+    if mb.main:
+        warn_if_worse(run["history"]["meta_val_loss"], "query loss after the inner optimization")
     return MetaTrainResult(hparams, run["phi"], run["history"], run["cost"], est_state, run["steps"])
+
+
+def _run_without_saving(body: Callable[[], None], snapshot: Callable[[], Any]) -> None:
+    body()
+
+
+def _load_on_main(ck: Checkpointer, mb: MetaBatch) -> dict[str, Any] | None:
+    """The checkpoint, read on rank 0 and sent to every rank (a refusal reaches every rank too)."""
+    if not mb.distributed:
+        return ck.load()
+    got: tuple[dict[str, Any] | None, str | None] = (None, None)
+    if mb.main:
+        try:
+            got = (ck.load(), None)
+        except Exception as e:      # noqa: BLE001 - re-raised on every rank below
+            got = (None, f"{type(e).__name__}: {e}")
+    saved, error = mb.broadcast(got)
+    if error is not None:
+        raise RuntimeError(f"rank 0 could not resume from the checkpoint: {error}")
+    return saved
 
 
 def meta_test(learner: MetaLearner, hparams: Mapping[str, torch.Tensor], init: Mapping[str, torch.Tensor],

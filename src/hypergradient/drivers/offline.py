@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +33,7 @@ from ..core.types import HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
 from .checkpoint import Checkpointer, capture, estimator_config, restore
+from .distributed import MetaBatch
 from .online import DIVERGENCE, apply, check_outer, mean_value
 
 __all__ = ["offline_step", "run_offline", "OfflineResult"]
@@ -52,26 +53,43 @@ class OfflineResult:
 def offline_step(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
                  outer: torch.optim.Optimizer, starts: Sequence[State], T: int | None,
                  est_state: EstimatorState, *, divergence: str = "raise",
-                 history: dict | None = None) -> list[Hypergradient]:
+                 history: dict | None = None, meta: MetaBatch | None = None,
+                 tasks: Sequence[int] | None = None) -> list[Hypergradient]:
     """B offline hypergradients (one per problem, from its start state), their mean, one outer step.
     Returns the hypergradients (``hg.state`` is each final state). A non-finite hypergradient raises
     before λ moves. ``divergence`` as in :func:`~hypergradient.drivers.online.lockstep`: a diverged
     inner loop raises, is recorded, or (``"skip"``, ``"restart"``: the same offline) leaves its
-    hypergradient out of the mean; no outer step when every one is left out."""
+    hypergradient out of the mean; no outer step when every one is left out. ``meta`` with ``tasks``:
+    this rank's share of a distributed meta-batch (:func:`~hypergradient.drivers.online.lockstep`);
+    the mean is over every rank's hypergradients, one collective."""
     if divergence not in DIVERGENCE:
         raise ValueError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
-    hgs, used = [], []
-    for i, (p, s) in enumerate(zip(problems, starts)):
-        with p.divergence_mode("raise" if divergence == "raise" else "record") as events:
-            h = estimator(p, hparams, T=T, state=s, est_state=est_state)
-        hgs.append(h)
-        for e in events[:1]:
-            if history is not None:
-                history.setdefault("divergence", []).append({"problem": i, **e, "action": divergence})
-        if not events or divergence == "record":
-            used.append(h)
-    if used:
-        apply(outer, hparams, mean_value(used))
+    spread = meta is not None and meta.distributed
+    ids = list(range(len(problems))) if tasks is None else list(tasks)
+    hgs: list[Hypergradient] = []
+    used: list[tuple[int, Hypergradient]] = []
+    failed: BaseException | None = None
+    try:
+        for i, (p, s) in enumerate(zip(problems, starts)):
+            with p.divergence_mode("raise" if divergence == "raise" else "record") as events:
+                h = estimator(p, hparams, T=T, state=s, est_state=est_state)
+            hgs.append(h)
+            for e in events[:1]:
+                if history is not None:
+                    history.setdefault("divergence", []).append({"problem": ids[i], **e, "action": divergence})
+            if not events or divergence == "record":
+                used.append((ids[i], h))
+    except Exception as e:              # distributed: every rank learns of it in the collective below
+        if not spread:
+            raise
+        failed = e
+    if spread:
+        value, _ = cast(MetaBatch, meta).mean([(b, h.value) for b, h in used], hparams, failed)
+        if value is not None:
+            _base.check(value, estimator.name)
+            apply(outer, hparams, value)
+    elif used:
+        apply(outer, hparams, mean_value([h for _, h in used]))
     return hgs
 
 

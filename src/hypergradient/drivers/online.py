@@ -36,6 +36,7 @@ from ..core.types import Hparams, HparamsLike
 from ..estimators import base as _base
 from ..core.warn import warn_user
 from ..estimators.base import EstimatorState, Hypergradient
+from .distributed import MetaBatch
 from .checkpoint import Checkpointer, capture, estimator_config, pack_states, restore, unpack_states
 
 __all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "lockstep", "Lockstep", "apply",
@@ -138,7 +139,8 @@ def _norm(value: Hparams) -> float:
 def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hparams: HparamsLike,
              outer: torch.optim.Optimizer, states: Sequence[State], T: int, est_state: EstimatorState, *,
              decay: LinearDecay | None = None, nonfinite: str = "raise", history: dict | None = None,
-             callback: Callable | None = None, divergence: str = "raise") -> Lockstep:
+             callback: Callable | None = None, divergence: str = "raise", meta: MetaBatch | None = None,
+             tasks: Sequence[int] | None = None) -> Lockstep:
     """One inner optimization of every problem in lockstep, λ updated after each step with the mean
     hypergradient of the problems whose estimator is active there (``hg.active``; no outer step where
     none is). ``est_state`` is advanced in place. ``callback(states, mean or None)`` after every step.
@@ -148,7 +150,11 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
     :class:`DivergenceError`; ``"record"``: nothing (its hypergradients are used); ``"skip"``: its
     hypergradient is left out of the mean at that step (and each later one of the episode);
     ``"restart"``: its inner optimization starts again from its start state (left out at that step).
-    Every non-raising case appends one event per diverged trajectory to ``history["divergence"]``."""
+    Every non-raising case appends one event per diverged trajectory to ``history["divergence"]``.
+
+    ``meta`` (a distributed :class:`~hypergradient.drivers.distributed.MetaBatch`) with ``tasks`` (the
+    meta-batch indices of ``problems``): this rank's share of the meta-batch; the mean over every rank's
+    active hypergradients is one collective per inner step, and every decision follows it."""
     if divergence not in DIVERGENCE:
         raise ValueError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
     starts, states = list(states), list(states)
@@ -156,30 +162,41 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
     monitors = [None if p.divergence is None else Monitor(p.divergence) for p in problems]
     cost, steps = Cost(), 0
     passthrough = getattr(outer, "skips_nonfinite", False)
+    spread = meta is not None and meta.distributed
+    ids = list(range(len(problems))) if tasks is None else list(tasks)
     for k in range(T):
-        active = []
-        for i, p in enumerate(problems):
-            hg, carries[i] = estimator.online_step(p, hparams, states[i], carries[i])
-            states[i] = hg.next_state(estimator.name)
-            cost = cost + hg.cost
-            m = monitors[i]
-            if m is not None and p.last_step_loss is not None and m.update(p.last_step_loss):
-                if divergence == "raise":
-                    raise DivergenceError(f"problem {i}: {m.why(states[i].t)}")
-                if not m.reported and history is not None:
-                    history.setdefault("divergence", []).append(
-                        {"problem": i, "step": k + 1, "t": states[i].t, "mean": m.mean, "first": m.first,
-                         "action": divergence})
-                m.reported = True
-                if divergence == "restart":
-                    states[i] = starts[i]
-                    carries[i] = estimator.online_init(p, hparams, starts[i], est_state)
-                    monitors[i] = Monitor(m.rule)
-                if divergence in ("skip", "restart"):
-                    continue
-            if hg.active:
-                active.append(hg)
-        value = mean_value(active) if active else None
+        active: list[tuple[int, Hypergradient]] = []
+        failed: BaseException | None = None
+        try:
+            for i, p in enumerate(problems):
+                hg, carries[i] = estimator.online_step(p, hparams, states[i], carries[i])
+                states[i] = hg.next_state(estimator.name)
+                cost = cost + hg.cost
+                m = monitors[i]
+                if m is not None and p.last_step_loss is not None and m.update(p.last_step_loss):
+                    if divergence == "raise":
+                        raise DivergenceError(f"problem {ids[i]}: {m.why(states[i].t)}")
+                    if not m.reported and history is not None:
+                        history.setdefault("divergence", []).append(
+                            {"problem": ids[i], "step": k + 1, "t": states[i].t, "mean": m.mean, "first": m.first,
+                             "action": divergence})
+                    m.reported = True
+                    if divergence == "restart":
+                        states[i] = starts[i]
+                        carries[i] = estimator.online_init(p, hparams, starts[i], est_state)
+                        monitors[i] = Monitor(m.rule)
+                    if divergence in ("skip", "restart"):
+                        continue
+                if hg.active:
+                    active.append((ids[i], hg))
+        except Exception as e:          # distributed: every rank learns of it in the next collective
+            if not spread:
+                raise
+            failed = e
+        if spread:
+            value, _ = cast(MetaBatch, meta).mean([(b, h.value) for b, h in active], hparams, failed)
+        else:
+            value = mean_value([h for _, h in active]) if active else None
         skip = value is None
         if value is not None and not passthrough and not all(bool(torch.isfinite(v).all()) for v in value.values()):
             if nonfinite == "raise":
@@ -191,8 +208,12 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
             apply(outer, hparams, value)
             steps += 1
         if history is not None:
-            losses = [float(h.val_loss) for h in active if h.val_loss is not None]
-            history["val_loss"].append(sum(losses) / len(losses) if losses else math.nan)
+            if spread:
+                history["val_loss"].append(cast(MetaBatch, meta).mean_floats(
+                    [(b, float(h.val_loss)) for b, h in active if h.val_loss is not None]))
+            else:
+                losses = [float(h.val_loss) for _, h in active if h.val_loss is not None]
+                history["val_loss"].append(sum(losses) / len(losses) if losses else math.nan)
             history["hypergrad_norm"].append(_norm(value) if value is not None else math.nan)
             history["lr"].append(outer.param_groups[0]["lr"])
             history["skipped"].append(value is not None and skip)
