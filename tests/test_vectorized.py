@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import hypergradient as hg
-from hypergradient.core.stacked import check_vectorizable, stack_problems
+from hypergradient.core.stacked import stack_problems
 from hypergradient.estimators import get
 from hypergradient.learners import ANIL, MetaSGD, ProblemLearner, SinusoidTasks, anil_mlp, supervised
 
@@ -169,12 +169,44 @@ def test_mismatched_tasks_are_refused():
         stack_problems([])
 
 
-def test_nonlinear_estimators_are_named_as_not_vectorizable():
-    for name in ("rmd", "one_step", "first_order", "online_rmd"):
-        check_vectorizable(name)
-    for name in ("hyperdistill", "evograd", "fmd", "es", "pes"):
-        with pytest.raises(ValueError, match="sequentially"):
-            check_vectorizable(name)
+def test_nonlinear_estimators_refuse_a_stacked_problem_and_name_why():
+    tasks = SinusoidTasks(dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    learner = ANIL(anil_mlp((1, 8, 8, 1), act=torch.nn.Tanh).double(), horizon=3)
+    stacked = stack_problems([learner.problem(tasks.sample(g)) for _ in range(2)])
+    lam = learner.init_hparams()
+    for name in ("rmd", "truncated_rmd", "one_step", "first_order", "online_rmd", "drmad"):
+        hg.estimate(name, stacked, lam, T=3, **({"K": 2} if name == "truncated_rmd" else {}))
+    for name, opts in (("hyperdistill", {}), ("evograd", {}), ("fmd", {}), ("es", {}), ("pes", {}),
+                       ("one_step", {"fd": 0.01})):
+        with pytest.raises(ValueError, match="vectorized meta-batch.*sequentially"):
+            hg.estimate(name, stacked, lam, T=3, **opts)
+
+
+@pytest.mark.parametrize("est,init", [("rmd", "reptile"), ("one_step", "reptile"), ("first_order", "fomaml"),
+                                      ("rmd", "maml"), ("online_rmd", "reptile")])
+def test_meta_train_vectorized_equals_sequential(est, init):
+    """meta_train(vectorize=True): λ, φ, the logged losses and the cost equal the sequential run's."""
+    from hypergradient.drivers import meta_train
+    out = []
+    for vec in (False, True):
+        torch.manual_seed(0)
+        learner = ANIL(anil_mlp((1, 8, 8, 1), act=torch.nn.Tanh).double(), horizon=4)
+        lam = learner.init_hparams()
+        res = meta_train(learner, est, lam, torch.optim.Adam(list(lam.values()), lr=0.01),
+                         SinusoidTasks(dtype=torch.float64), iterations=3, meta_batch=4, init_update=init,
+                         progress=False, vectorize=vec)
+        out.append(res)
+    a, b = out
+    for k in a.hparams:
+        torch.testing.assert_close(b.hparams[k], a.hparams[k], rtol=1e-10, atol=1e-13)
+    for k in a.init:
+        torch.testing.assert_close(b.init[k], a.init[k], rtol=1e-10, atol=1e-13)
+    assert b.history["meta_val_loss"] == pytest.approx(a.history["meta_val_loss"], rel=1e-10)
+    assert b.history["val_loss"] == pytest.approx(a.history["val_loss"], rel=1e-10, nan_ok=True)
+    with pytest.raises(ValueError, match="vectorize=True: evograd"):
+        meta_train(learner, "evograd", lam, torch.optim.Adam(list(lam.values())), SinusoidTasks(), iterations=1,
+                   vectorize=True, progress=False)
 
 
 def test_timing_stacked_vs_sequential_rmd():

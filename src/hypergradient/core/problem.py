@@ -138,6 +138,7 @@ class InnerProblem(Primitives, Probe):
         self.on_divergence = "raise"             # what run / unroll do on a diverged trajectory (divergence_mode)
         self.divergences: list[dict[str, Any]] = []   # the trajectories recorded as diverged ("record" mode)
         self.last_step_loss: float | None = None      # L_train of the last step taken (step, step_hvp, jvp)
+        self.tasks = 1          # tasks this problem sums over (a vectorized meta-batch: core.stacked, B)
         self._loss: float | None = None
         self._unused: dict[tuple, list[str]] = {}
         self._val_unreached: dict[tuple, list[str]] = {}

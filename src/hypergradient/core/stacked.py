@@ -14,8 +14,8 @@ B_t^B), so reverse (and forward) mode through the stacked loop gives
     dL_val/dλ = Σ_b dL_val^b/dλ                 (exactly: the sum of the per-task hypergradients),
 
 and every estimator that is linear in the adjoint (rmd, truncated_rmd, online_rmd, one_step,
-first_order, drmad) works on the stacked problem unchanged; the caller divides by B for the meta-batch
-mean. BatchNorm buffers stack like the weights (train-mode statistics per task).
+first_order, drmad: ``Estimator.vectorizable``) works on the stacked problem unchanged; the others
+refuse it. ``problem.tasks`` = B is what the drivers divide by for the meta-batch mean. BatchNorm buffers stack like the weights (train-mode statistics per task).
 
 The forward runs the per-task loss under ``torch.func.vmap`` over (weights, buffers, batch): each
 task's batch is stacked on a leading axis (equal shapes), λ's model parts are not mapped (one body for
@@ -42,28 +42,7 @@ from .problem import InnerProblem
 from .state import Cost, State
 from .types import Batch, HparamsLike
 
-__all__ = ["StackedProblem", "StackedForward", "stack_problems", "VECTORIZABLE", "check_vectorizable"]
-
-# estimators whose hypergradient is linear in the per-task contributions (exact on a stacked problem)
-VECTORIZABLE = frozenset({"rmd", "truncated_rmd", "online_rmd", "one_step", "first_order", "drmad"})
-WHY_NOT = {
-    "hyperdistill": "its θ is fitted from norms and ratios of the whole hypergradient (nonlinear in the tasks)",
-    "evograd": "its population weights are a softmax of each task's own perturbed losses",
-    "fmd": "its per-task tangent columns do not broadcast over the task axis (element-wise coefficients)",
-    "es": "its perturbations and loss differences would be shared by all tasks (correlated noise, another estimator)",
-    "pes": "its perturbations and loss differences would be shared by all tasks (correlated noise, another estimator)",
-    "ift": "CG and dense solves couple the tasks' blocks (a different iterate at finite maxiter)",
-}
-
-
-def check_vectorizable(name: str) -> None:
-    """ValueError unless the estimator ``name`` gives the sum of per-task hypergradients on a
-    :class:`StackedProblem` (:data:`VECTORIZABLE`), naming why and the alternative."""
-    if name not in VECTORIZABLE:
-        why = WHY_NOT.get(name, "it is not known to be linear in the per-task contributions")
-        raise ValueError(f"{name} cannot run on a vectorized meta-batch: {why}; run the meta-batch sequentially "
-                         f"(one problem per task) or use one of {sorted(VECTORIZABLE)}")
-
+__all__ = ["StackedProblem", "StackedForward", "stack_problems"]
 
 def _stack(items: Sequence[Any], where: str) -> Any:
     """The per-task batches (or buffers) ``items`` stacked on a leading task axis, leaf by leaf."""
@@ -149,6 +128,7 @@ class StackedProblem(InnerProblem):
         p0 = problems[0]
         self.__dict__.update(p0.__dict__)             # the shared configuration (model, spec, optimizer, settings)
         self.problems, self.B = tuple(problems), len(problems)
+        self.tasks = self.B             # the meta-batch mean divides the summed hypergradient by this
         starts = [p.init_state() for p in problems]
         self._w0 = tuple(torch.stack([s.params[i] for s in starts]) for i in range(len(self.names)))
         self._buffers0 = cast(dict, _stack([s.buffers for s in starts], "buffers"))

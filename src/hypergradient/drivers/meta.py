@@ -32,12 +32,13 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from tqdm.auto import tqdm
 
 from ..core.problem import InnerProblem
+from ..core.stacked import StackedProblem, stack_problems
 from ..core.state import Cost, State
 from ..core.tree import detached
 from ..core.types import Hparams, HparamsLike
@@ -161,7 +162,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                lr_decay: bool = False, nonfinite: str = "raise", est_state: EstimatorState | None = None,
                callback: Callable[[MetaIteration], Any] | None = None, progress: bool = True,
                checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-               divergence: str = "raise", gather: bool = False, **estimator_options: Any) -> MetaTrainResult:
+               divergence: str = "raise", gather: bool = False, vectorize: bool = False,
+               **estimator_options: Any) -> MetaTrainResult:
     """Meta-train λ (online or offline) and φ (Reptile / first-order MAML) over ``iterations`` meta-batches.
 
     Args:
@@ -185,6 +187,12 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
             and to resume from when it exists (:mod:`hypergradient.drivers.checkpoint`; bit for bit).
         gather: distributed only — sum the tasks' values in task order after an all-gather
             (bit-identical to one process) instead of one all-reduce.
+        vectorize: run the meta-batch's B tasks as one batched inner loop (weights with a leading task
+            axis, the forward under ``torch.func.vmap``: :mod:`hypergradient.core.stacked`); exact for
+            the estimators that are linear in the tasks (``Estimator.vectorizable``: rmd, truncated_rmd,
+            online_rmd, one_step, first_order, drmad; the others refuse). The tasks' batches must have
+            equal shapes; the per-task divergence policies ``"skip"`` / ``"restart"`` do not apply (the
+            divergence rule sees the summed loss).
 
     Distributed (under ``torchrun``, or with a ``torch.distributed`` process group initialized;
     :mod:`hypergradient.drivers.distributed`): every rank draws the same meta-batch and runs tasks
@@ -211,6 +219,15 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
     est = _base.resolve(estimator, **estimator_options)
     est_state = est.new_state() if est_state is None else est_state
     mb = current("gather" if gather else "sum")
+    if vectorize:
+        if not est.vectorizable:
+            raise ValueError(f"vectorize=True: {est.name} cannot run on a vectorized meta-batch: "
+                             f"{est.not_vectorizable}; use vectorize=False")
+        if divergence in ("skip", "restart"):
+            raise ValueError(f"vectorize=True sees the meta-batch's summed training loss, so divergence={divergence!r} "
+                             "cannot act on one task; use divergence='raise' or 'record', or vectorize=False")
+        if mb.distributed:
+            raise ValueError("vectorize=True over several ranks is not supported yet: use one or the other")
     if mb.distributed:
         mb.tasks(meta_batch)      # B < W: a clear error on every rank
         if any(isinstance(v, torch.Generator) for v in vars(est_state).values()):
@@ -259,19 +276,30 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         for it in range(first, iterations):
             drawn = [sampler.sample(gen) for _ in range(meta_batch)]     # every rank draws all B (same generator)
             problems = [learner.problem(drawn[b]) for b in mine]
+            runs: list[InnerProblem] = [stack_problems(problems)] if vectorize else problems
             if it == first and est.online:       # once per run (offline calls validate themselves)
-                _base.validate(problems[0], est, hparams)
-            before = [p.cost.copy() for p in problems]
+                _base.validate(runs[0], est, hparams)
+            counted = runs + problems if vectorize else problems     # (the init update may use the task problems)
+            before = [p.cost.copy() for p in counted]
             Ti = problems[0].horizon_or(T)
             t0 = time.perf_counter()
             if lr_decay and run["decay"] is None and est.online:
                 run["decay"] = LinearDecay(outer, iterations * Ti)
-            starts = [p.init_state(run["phi"]) for p in problems]
+            starts = [p.init_state(run["phi"]) for p in runs]
             spread = mb if mb.distributed else None
+            lam_used = {k: v.detach().clone() for k, v in hparams.items()} if vectorize else {}   # the episode's λ
             seen = len(run["history"].get("divergence", []))
-            finals, steps, hgs = inner_optimizations(problems, est, hparams, outer, starts, Ti, est_state,
+            finals, steps, hgs = inner_optimizations(runs, est, hparams, outer, starts, Ti, est_state,
                                                      decay=run["decay"], nonfinite=nonfinite, history=run["history"],
                                                      divergence=divergence, meta=spread, tasks=mine)
+            if vectorize:                         # back to one state (and one MAML gradient) per task
+                stacked = cast(StackedProblem, runs[0])
+                finals = stacked.unstack_state(finals[0])
+                if hgs is not None and "init_grad" in hgs[0].info:
+                    with torch.no_grad():         # (MAML logs each task's L_query(w_T) at the episode's λ)
+                        hgs = [dataclasses.replace(hgs[0], val_loss=p.val_loss_at(f, lam_used), info={
+                            **hgs[0].info, "init_grad": {n: g[b] for n, g in hgs[0].info["init_grad"].items()}})
+                            for b, (p, f) in enumerate(zip(problems, finals))]
             if spread is not None:      # every rank logs every rank's divergence events, in one process's order
                 new = run["history"].get("divergence", [])[seen:]
                 merged = sorted((e for part in mb.gather_objects(new) for e in part),
@@ -288,7 +316,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
             if vals is None:
                 with torch.no_grad():
                     vals = [float(p.val_loss_at(s, lam)) for p, s in zip(problems, finals)]
-            spent = sum((p.cost - b for p, b in zip(problems, before)), Cost())
+            spent = sum((p.cost - b for p, b in zip(counted, before)), Cost())
             query = mb.mean_floats(list(zip(mine, vals))) if spread is not None else sum(vals) / len(vals)
             if spread is not None:
                 names = [f.name for f in dataclasses.fields(Cost)]

@@ -89,7 +89,8 @@ def offline_step(problems: Sequence[InnerProblem], estimator: _base.Estimator, h
             _base.check(value, estimator.name)
             apply(outer, hparams, value)
     elif used:
-        apply(outer, hparams, mean_value([h for _, h in used]))
+        by_id = dict(zip(ids, problems))
+        apply(outer, hparams, mean_value([h for _, h in used], [by_id[b].tasks for b, _ in used]))
     return hgs
 
 

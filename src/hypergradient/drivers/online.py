@@ -112,15 +112,17 @@ def check_outer(outer: torch.optim.Optimizer, hparams: HparamsLike) -> None:
         raise ValueError(f"hyperparameters {bad} are not leaf tensors; use problem.init_hparams()")
 
 
-def mean_value(hgs: Sequence[Hypergradient]) -> Hparams:
-    """(1/B) Σ_b g_b over the hypergradients given, detached."""
+def mean_value(hgs: Sequence[Hypergradient], tasks: Sequence[int] | None = None) -> Hparams:
+    """(1/B) Σ_b g_b over the hypergradients given, detached; ``tasks`` counts the tasks each one sums
+    over (a vectorized meta-batch's is the sum over its B tasks), so B = Σ tasks (default: one each)."""
     total: Hparams | None = None
     for h in hgs:
         total = {k: v.detach().clone() for k, v in h.value.items()} if total is None else \
             {k: total[k] + h.value[k].detach() for k in total}
     if total is None:
         raise ValueError("no hypergradients to average")
-    return {k: v / len(hgs) for k, v in total.items()}
+    B = len(hgs) if tasks is None else sum(tasks)
+    return {k: v / B for k, v in total.items()}
 
 
 def apply(outer: torch.optim.Optimizer, hparams: HparamsLike, value: Hparams) -> None:
@@ -166,6 +168,7 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
     ids = list(range(len(problems))) if tasks is None else list(tasks)
     for k in range(T):
         active: list[tuple[int, Hypergradient]] = []
+        counts: list[int] = []          # tasks each active hypergradient sums over (vectorized meta-batches)
         failed: BaseException | None = None
         try:
             for i, p in enumerate(problems):
@@ -189,6 +192,7 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
                         continue
                 if hg.active:
                     active.append((ids[i], hg))
+                    counts.append(p.tasks)
         except Exception as e:          # distributed: every rank learns of it in the next collective
             if not spread:
                 raise
@@ -196,7 +200,7 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
         if spread:
             value, _ = cast(MetaBatch, meta).mean([(b, h.value) for b, h in active], hparams, failed)
         else:
-            value = mean_value([h for _, h in active]) if active else None
+            value = mean_value([h for _, h in active], counts) if active else None
         skip = value is None
         if value is not None and not passthrough and not all(bool(torch.isfinite(v).all()) for v in value.values()):
             if nonfinite == "raise":
@@ -212,8 +216,8 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
                 history["val_loss"].append(cast(MetaBatch, meta).mean_floats(
                     [(b, float(h.val_loss)) for b, h in active if h.val_loss is not None]))
             else:
-                losses = [float(h.val_loss) for _, h in active if h.val_loss is not None]
-                history["val_loss"].append(sum(losses) / len(losses) if losses else math.nan)
+                pairs = [(float(h.val_loss), c) for (_, h), c in zip(active, counts) if h.val_loss is not None]
+                history["val_loss"].append(sum(v for v, _ in pairs) / sum(c for _, c in pairs) if pairs else math.nan)
             history["hypergrad_norm"].append(_norm(value) if value is not None else math.nan)
             history["lr"].append(outer.param_groups[0]["lr"])
             history["skipped"].append(value is not None and skip)

@@ -193,6 +193,10 @@ def validate(problem: InnerProblem, estimator: "Estimator", hparams: HparamsLike
     ``online_init``); with ``probe`` also, by the problem's pre-flight probe (two steps with a graph),
     a validation loss that is not a scalar or depends on nothing, and a warning for λ entries nothing
     depends on (offline calls, and once per run in the online drivers). Returns λ detached."""
+    if problem.tasks > 1 and not estimator.vectorizable:
+        raise ValueError(f"{estimator.name} cannot run on a vectorized meta-batch of {problem.tasks} tasks: "
+                         f"{estimator.not_vectorizable}; run the meta-batch sequentially (vectorize=False) or use "
+                         f"one of {sorted(n for n, c in REGISTRY.items() if c.vectorizable is True)}")
     problem.spec.validate(hparams)
     estimator.check_hparams(hparams)
     lam = detached(hparams)
@@ -217,7 +221,14 @@ def check(value: Mapping[str, torch.Tensor], name: str) -> None:
 class Estimator:
     """Base class. Subclasses set the class attributes and implement :meth:`estimate` (offline) and,
     when ``online``, :meth:`start` and :meth:`advance`; those receive λ validated and detached, and
-    the cost they spend on the problem's primitives is measured around them."""
+    the cost they spend on the problem's primitives is measured around them.
+
+    ``vectorizable``: on a vectorized meta-batch (:class:`~hypergradient.core.stacked.StackedProblem`,
+    the tasks' losses summed) the estimator returns exactly the sum of the per-task hypergradients —
+    true of the estimators linear in the adjoint; the others say why not in ``not_vectorizable``."""
+
+    vectorizable = False
+    not_vectorizable = "it is not known to be linear in the per-task contributions"
 
     name: ClassVar[str] = ""
     exact: ClassVar[bool] = False          # equals dL_val/dλ up to floating point

@@ -25,6 +25,8 @@ from .shared import Interpolated, padded, reverse_sweep
 class DrMAD(Estimator):
     """Reverse mode over the linear interpolation of s_0 and s_T; memory O(|s|)."""
 
+    vectorizable = True
+
     name = "drmad"
     memory = "O(|s|), constant in T"
 

@@ -33,6 +33,8 @@ class ES(Estimator):
     """Antithetic evolution strategies over λ through the whole unroll (zeroth order; ``population``
     antithetic pairs, scale ``sigma``); the direct term exact."""
 
+    not_vectorizable = "its perturbations and loss differences would be shared by all tasks (correlated noise: another estimator)"
+
     name = "es"
     online = False
     memory = "O(|s|)"

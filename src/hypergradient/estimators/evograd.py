@@ -165,6 +165,8 @@ class EvoGrad(Estimator):
             when it dominates (module docstring); ``False`` skips it (and its R extra estimates).
     """
 
+    not_vectorizable = "its population weights are a softmax of each task's own perturbed losses"
+
     state_class = EvoGradState
     name = "evograd"
     online = True

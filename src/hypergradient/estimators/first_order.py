@@ -22,6 +22,8 @@ from .lookahead import Lookahead
 class FirstOrder(Lookahead):
     """g = g^FO_T; memory O(|s|); one validation gradient."""
 
+    vectorizable = True
+
     name = "first_order"
 
     def indirect(self, problem: InnerProblem, lam: Hparams, prev: State, state: State, alpha: Tensors) -> Hparams:

@@ -164,6 +164,8 @@ class FMD(Estimator):
     J_T H_t Z_{t-1} to [−c, c] element-wise (non-greedy paper, Appendix B; a departure from exact
     FMD, see the module docstring); it requires the closed form."""
 
+    not_vectorizable = "its tangent columns do not broadcast over the task axis"
+
     name = "fmd"
     exact = True
     online = True

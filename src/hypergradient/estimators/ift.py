@@ -54,6 +54,8 @@ class IFT(Estimator):
 
     ``window=K``: online over the last K steps of the horizon only (N.IFT(N, K))."""
 
+    not_vectorizable = "CG and dense solves couple the tasks' blocks (a different iterate at finite maxiter)"
+
     name = "ift"
     optimizer_hparams = False
     no_optimizer_hparams = ("it treats w_T as a stationary point of the training loss, where the optimizer's "

@@ -45,6 +45,13 @@ class OneStep(Lookahead):
             raise ValueError(f"fd must be None (the exact product) or a positive float (ε = fd / ‖v‖), got {fd!r}")
         self.fd = None if fd is None else float(fd)
 
+    @property
+    def vectorizable(self) -> bool:     # type: ignore[override]
+        """Exact on stacked tasks without ``fd`` (with it, ε = c/‖v‖ takes the norm over all tasks)."""
+        return self.fd is None
+
+    not_vectorizable = "with fd= its step ε = c/‖v‖ takes the norm over all tasks together"
+
     def indirect(self, problem: InnerProblem, lam: Hparams, prev: State, state: State, alpha: Tensors) -> Hparams:
         """α_t B_t at ``prev`` = s_{t-1}: one VJP of Φ."""
         return problem.vjp(prev, lam, padded(alpha, state))[1]

@@ -60,6 +60,8 @@ class OnlineRMD(Estimator):
     ``window``: None (every step since the start) or K ≥ 1; ``storage``: recompute | graph
     (graph: ``window=None`` only)."""
 
+    vectorizable = True
+
     name = "online_rmd"
     exact = True
     online = True

@@ -54,6 +54,8 @@ class PES(Estimator):
     """Persistent ES over truncations of ``K`` steps (``population`` antithetic pairs, scale ``sigma``);
     ``persistent=False`` is truncated ES (biased)."""
 
+    not_vectorizable = "its perturbations and loss differences would be shared by all tasks (correlated noise: another estimator)"
+
     name = "pes"
     online = True
     memory = "O(P·|s|): 2P perturbed trajectories"

@@ -77,6 +77,7 @@ def stored(problem: InnerProblem, lam: Hparams, state: State, T: int, K: int,
 
 class _Reverse(Estimator):
     exact = True
+    vectorizable = True   # linear in the adjoint: the sum over stacked tasks is exact
     memory = "graph: O(T·activations); recompute: O(T·|s|); checkpoint(k): O((T/k + k)·|s|)"
 
     def __init__(self, storage: str = "graph", every: int | None = None, K: int | None = None,

@@ -146,6 +146,8 @@ class HyperDistill(Estimator):
     carry and return.
     """
 
+    not_vectorizable = "its θ is fitted from norms and ratios of the whole hypergradient (nonlinear in the tasks)"
+
     name = "hyperdistill"
     online = True
     memory = "O(|s| + |D|): s*, D*; LinearEstimation O(|s|)"
