@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import torch
 
@@ -63,7 +63,15 @@ def init_from_env(backend: str | None = None, timeout: datetime.timedelta = TIME
         return False
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     dist.init_process_group(backend=backend, timeout=timeout)
+    import atexit
+    atexit.register(_leave)         # a process that exits with the group alive aborts in gloo's threads
     return True
+
+
+def _leave() -> None:
+    dist = _dist()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class MetaBatch:
@@ -108,17 +116,10 @@ class MetaBatch:
         flag = self._reduce(torch.tensor([0.0 if failed is None else 1.0 + self.rank], dtype=torch.float64), "max")
         self._raise(failed, flag.item())
 
-    def mean_flat(self, local: Sequence[tuple[int, torch.Tensor]], size: int, dtype: torch.dtype,
-                  failed: BaseException | None = None) -> tuple[torch.Tensor | None, int]:
-        """(Σ_b v_b / n, n) over every rank's (b, v_b) — flat tensors of ``size`` entries — with n the
-        global number of values; (None, 0) when no rank has one. ``failed``: this rank's exception
-        (it travels in the same collective; every rank raises). One collective."""
-        if not self.distributed:
-            if failed is not None:
-                raise failed
-            return _ordered_mean([v for _, v in sorted(local, key=lambda x: x[0])])
-        if self.mode == "gather":
-            return self._gather_mean(local, size, dtype, failed)
+    def _sum_mode(self, local: Sequence[tuple[int, torch.Tensor]], size: int, failed: BaseException | None
+                  ) -> tuple[torch.Tensor | None, int]:
+        """(Σ over every rank's flat values / n, n) by one all-reduce of a float64 buffer (plus the count
+        and the failure flag); (None, 0) when no rank has a value."""
         buf = torch.zeros(size + 2, dtype=torch.float64)   # float64 on the wire: float32 sums stay exact in it
         if local and failed is None:
             total = local[0][1].detach().clone()
@@ -130,11 +131,11 @@ class MetaBatch:
         self._reduce(buf)
         self._raise(failed, buf[size + 1].item())
         n = int(round(buf[size].item()))
-        return (None, 0) if n == 0 else ((buf[:size] / n).to(dtype), n)
+        return (None, 0) if n == 0 else (buf[:size] / n, n)
 
-    def _gather_mean(self, local: Sequence[tuple[int, torch.Tensor]], size: int, dtype: torch.dtype,
-                     failed: BaseException | None) -> tuple[torch.Tensor | None, int]:
-        """Every rank's values gathered and summed in task order (as one process sums): bit-identical."""
+    def _gathered(self, local: Sequence[tuple[int, torch.Tensor]], size: int, failed: BaseException | None
+                  ) -> list[torch.Tensor]:
+        """Every rank's flat values (as float64 rows: float32 round-trips exactly), in task order."""
         dist = _dist()
         counts = [torch.zeros(2, dtype=torch.float64) for _ in range(self.world)]
         dist.all_gather(counts, torch.tensor([float(len(local)), 0.0 if failed is None else 1.0],
@@ -143,13 +144,13 @@ class MetaBatch:
         most = max(int(c[0].item()) for c in counts)
         rows = torch.zeros(max(most, 1), size + 1, dtype=torch.float64)
         for i, (b, v) in enumerate(local):
-            rows[i, :size] = v.detach().to(torch.float64)          # float32 round-trips exactly
+            rows[i, :size] = v.detach().to(torch.float64)
             rows[i, size] = float(b)
         got = [torch.zeros_like(rows) for _ in range(self.world)]
         dist.all_gather(got, rows, group=self.group)
-        items = sorted(((int(g[i, size].item()), g[i, :size].to(dtype)) for g, c in zip(got, counts)
+        items = sorted(((int(g[i, size].item()), g[i, :size]) for g, c in zip(got, counts)
                         for i in range(int(c[0].item()))), key=lambda x: x[0])
-        return _ordered_mean([v for _, v in items])
+        return [v for _, v in items]
 
     def _raise(self, failed: BaseException | None, flag: float) -> None:
         if failed is not None:
@@ -160,26 +161,29 @@ class MetaBatch:
 
     def mean_tensors(self, local: Sequence[tuple[int, Sequence[torch.Tensor]]], like: Sequence[torch.Tensor],
                      failed: BaseException | None = None) -> tuple[list[torch.Tensor] | None, int]:
-        """(mean, n) over every rank's tasks of lists of tensors shaped like ``like`` (one flat buffer,
-        one collective); (None, 0) when no rank has a value."""
+        """(mean, n) over every rank's tasks of lists of tensors shaped (and typed) like ``like`` — one
+        flat buffer, one collective; (None, 0) when no rank has a value. In gather mode the per-task
+        values are summed part by part in task order in their own dtype, as one process sums."""
+        def split(flat: torch.Tensor) -> list[torch.Tensor]:
+            parts, o = [], 0
+            for t in like:
+                parts.append(flat[o:o + t.numel()].reshape(t.shape).to(t.dtype))
+                o += t.numel()
+            return parts
         if not self.distributed:
             if failed is not None:
                 raise failed
-            if not local:
-                return None, 0
-            ordered = [ts for _, ts in sorted(local, key=lambda x: x[0])]
-            n = len(ordered)
-            return [_ordered_mean([ts[i] for ts in ordered])[0] for i in range(len(like))], n   # type: ignore[misc]
-        flat = [(b, torch.cat([t.detach().reshape(-1) for t in ts])) for b, ts in local]
-        size = sum(int(t.numel()) for t in like)
-        out, n = self.mean_flat(flat, size, like[0].dtype, failed)
-        if out is None:
+            ordered = [list(ts) for _, ts in sorted(local, key=lambda x: x[0])]
+        else:
+            size = sum(int(t.numel()) for t in like)
+            flat = [(b, torch.cat([t.detach().reshape(-1).to(torch.float64) for t in ts])) for b, ts in local]
+            if self.mode == "sum":
+                out, n = self._sum_mode(flat, size, failed)
+                return (None, 0) if out is None else (split(out), n)
+            ordered = [split(row) for row in self._gathered(flat, size, failed)]
+        if not ordered:
             return None, 0
-        parts, o = [], 0
-        for t in like:
-            parts.append(out[o:o + t.numel()].reshape(t.shape))
-            o += t.numel()
-        return parts, n
+        return [cast(torch.Tensor, _ordered_mean([ts[i] for ts in ordered])[0]) for i in range(len(like))], len(ordered)
 
     def mean(self, local: Sequence[tuple[int, Mapping[str, torch.Tensor]]], like: Mapping[str, torch.Tensor],
              failed: BaseException | None = None

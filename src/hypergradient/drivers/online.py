@@ -43,6 +43,7 @@ __all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "loc
            "mean_value", "check_outer", "new_history", "online_sum"]
 
 NONFINITE = ("raise", "skip")
+VAL = "\0val_loss"     # the validation loss's slot in a distributed step's buffer (never a λ key)
 DIVERGENCE = ("raise", "record", "skip", "restart")
 
 
@@ -197,8 +198,16 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
             if not spread:
                 raise
             failed = e
-        if spread:
-            value, _ = cast(MetaBatch, meta).mean([(b, h.value) for b, h in active], hparams, failed)
+        val_mean = math.nan
+        if spread:      # one collective per step: the hypergradients and (packed with them) the validation losses
+            packed = all(h.val_loss is not None for _, h in active)
+            like = {**hparams, VAL: torch.zeros((), dtype=torch.float64)} if packed else hparams
+            both, _ = cast(MetaBatch, meta).mean(
+                [(b, {**h.value, VAL: torch.as_tensor(float(cast(torch.Tensor, h.val_loss)), dtype=torch.float64)}
+                  if packed else h.value) for b, h in active], like, failed)
+            value = None if both is None else {k: v for k, v in both.items() if k != VAL}
+            if both is not None and packed:
+                val_mean = float(both[VAL])
         else:
             value = mean_value([h for _, h in active], counts) if active else None
         skip = value is None
@@ -213,8 +222,7 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
             steps += 1
         if history is not None:
             if spread:
-                history["val_loss"].append(cast(MetaBatch, meta).mean_floats(
-                    [(b, float(h.val_loss)) for b, h in active if h.val_loss is not None]))
+                history["val_loss"].append(val_mean)
             else:
                 pairs = [(float(h.val_loss), c) for (_, h), c in zip(active, counts) if h.val_loss is not None]
                 history["val_loss"].append(sum(v for v, _ in pairs) / sum(c for _, c in pairs) if pairs else math.nan)
