@@ -106,3 +106,22 @@ def test_through_the_real_torchrun():
     one = run_case({"estimator": "rmd"})
     norm = float(torch.sqrt(sum((v.double() ** 2).sum() for v in one["lam"].values())))
     assert f"world 2: |λ| = {norm:.12f}"[:-3] in out.stdout, (out.stdout, norm)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(
+    sys.executable), "torchrun")), reason="torchrun is not on PATH")
+def test_a_reproduction_under_torchrun_shares_its_jobs_and_matches_one_process(tmp_path):
+    """``torchrun --standalone --nproc_per_node=2 -m hypergradient reproduce NAME --quick``: the ranks share
+    the jobs (one worker each), rank 0 writes the summary, equal to a one-process run's."""
+    import json
+    exe = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two, one = tmp_path / "two", tmp_path / "one"
+    out = subprocess.run([exe, "--standalone", "--nproc_per_node=2", "-m", "hypergradient", "reproduce", "rotation",
+                          "--quick", "--out", str(two)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    subprocess.run([sys.executable, "-m", "hypergradient", "reproduce", "rotation", "--quick", "--out", str(one)],
+                   check=True, capture_output=True, timeout=300, env=env)
+    a, b = (json.loads((d / "results.json").read_text())["rows"] for d in (two, one))
+    drop = lambda rows: {m: {k: v for k, v in r.items() if k != "seconds_mean"} for m, r in rows.items()}  # noqa: E731
+    assert drop(a) == drop(b)

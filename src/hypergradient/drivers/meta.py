@@ -163,7 +163,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                callback: Callable[[MetaIteration], Any] | None = None, progress: bool = True,
                checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
                divergence: str = "raise", gather: bool = False, vectorize: bool = False,
-               **estimator_options: Any) -> MetaTrainResult:
+               distributed: bool | None = None, **estimator_options: Any) -> MetaTrainResult:
     """Meta-train λ (online or offline) and φ (Reptile / first-order MAML) over ``iterations`` meta-batches.
 
     Args:
@@ -185,6 +185,9 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         progress: a tqdm bar over the meta-iterations with the query loss (``False``: none).
         checkpoint: a file to save the run to every ``checkpoint_every`` meta-iterations and on Ctrl-C,
             and to resume from when it exists (:mod:`hypergradient.drivers.checkpoint`; bit for bit).
+        distributed: ``None`` (spread the meta-batch over the ranks when a process group exists or
+            ``torchrun`` launched this process), ``False`` (this process alone, e.g. one job of several
+            that torchrun's ranks share), ``True`` (require a process group).
         gather: distributed only — sum the tasks' values in task order after an all-gather
             (bit-identical to one process) instead of one all-reduce.
         vectorize: run the meta-batch's B tasks as one batched inner loop (weights with a leading task
@@ -218,7 +221,10 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
             raise ValueError(MAML_NEEDS)
     est = _base.resolve(estimator, **estimator_options)
     est_state = est.new_state() if est_state is None else est_state
-    mb = current("gather" if gather else "sum")
+    mb = MetaBatch() if distributed is False else current("gather" if gather else "sum")
+    if distributed and not mb.distributed:
+        raise ValueError("distributed=True, but there is no process group of more than one rank: launch with torchrun "
+                         "(torchrun --nproc_per_node=2 script.py) or call torch.distributed.init_process_group first")
     if vectorize:
         if not est.vectorizable:
             raise ValueError(f"vectorize=True: {est.name} cannot run on a vectorized meta-batch: "

@@ -9,11 +9,13 @@ import math
 import os
 import statistics
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import torch
 
-__all__ = ["write_json", "clean", "slug", "JobStore", "run_jobs", "ci95", "paired"]
+_T = TypeVar("_T")
+
+__all__ = ["write_json", "clean", "slug", "JobStore", "run_jobs", "ranks_of_torchrun", "is_main", "share", "barrier", "ci95", "paired"]
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -85,8 +87,15 @@ def run_jobs(jobs: Mapping[str, Any], fn: Callable[..., dict[str, Any]], store: 
     spawned worker process), ``workers`` at a time, with one progress bar. ``ready(name, done)`` gives
     a job's ``extra`` from the finished records, or ``False`` while what it needs is not done yet
     (random search waiting for ours' budget); without it every job is ready with ``extra=None``.
-    Returns {name: record} for all jobs."""
+    Returns {name: record} for all jobs.
+
+    Under ``torchrun`` (W ranks, one worker each, as DESIGN.md asks): in rounds, every rank takes its
+    share (every W-th) of the jobs that are ready and not on disk, runs them, and waits for the others
+    (a barrier) before all read the finished files back (the output directory must be shared)."""
     from tqdm.auto import tqdm
+    ranks = ranks_of_torchrun()
+    if ranks is not None:
+        return _run_jobs_over_ranks(jobs, fn, store, ranks, threads=threads, quiet=quiet, ready=ready)
     done: dict[str, dict[str, Any]] = {}
     for name in jobs:
         rec = store.load(name)
@@ -127,6 +136,55 @@ def run_jobs(jobs: Mapping[str, Any], fn: Callable[..., dict[str, Any]], store: 
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return done
+
+
+def ranks_of_torchrun() -> tuple[int, int] | None:
+    """(rank, W) when this process is one of W > 1 ranks of ``torchrun`` (joining its process group);
+    None otherwise."""
+    from ..drivers.distributed import current
+    mb = current()
+    return (mb.rank, mb.world) if mb.distributed else None
+
+
+def is_main() -> bool:
+    """Whether this process writes a reproduction's summary (rank 0 under torchrun; always otherwise)."""
+    r = ranks_of_torchrun()
+    return r is None or r[0] == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing outside torchrun)."""
+    if ranks_of_torchrun() is not None:
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def share(items: Sequence[_T]) -> list[_T]:
+    """This rank's share of ``items`` (every W-th, from its rank) under torchrun; all of them otherwise."""
+    r = ranks_of_torchrun()
+    return list(items) if r is None else list(items)[r[0]::r[1]]
+
+
+def _run_jobs_over_ranks(jobs: Mapping[str, Any], fn: Callable[..., dict[str, Any]], store: JobStore,
+                         ranks: tuple[int, int], *, threads: int, quiet: bool,
+                         ready: Callable[[str, dict[str, dict[str, Any]]], Any] | None) -> dict[str, dict[str, Any]]:
+    rank, world = ranks
+
+    def on_disk() -> dict[str, dict[str, Any]]:
+        return {n: r for n in jobs if (r := store.load(n)) is not None}
+    done = on_disk()
+    while len(done) < len(jobs):
+        left = [n for n in jobs if n not in done and (ready is None or ready(n, done) is not False)]
+        if not left:
+            raise RuntimeError(f"jobs {[n for n in jobs if n not in done]} wait for records that no job produces")
+        for name in left[rank::world]:
+            if not quiet:
+                print(f"rank {rank}: {name}", flush=True)
+            _work(fn, jobs[name], None if ready is None else ready(name, done), store.path(name), store.fingerprint,
+                  threads)
+        barrier()
+        done = on_disk()
     return done
 
 

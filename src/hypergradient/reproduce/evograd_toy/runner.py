@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..common import JobStore, run_jobs, write_json
+from ..common import JobStore, is_main, run_jobs, write_json
 from .config import ToyConfig
 from .experiment import closed_form, estimates, trajectories
 from .report import markdown, plots, summarize
@@ -37,6 +37,8 @@ def run(cfg: ToyConfig, out: str, *, workers: int = 1, quiet: bool = False) -> d
             for K in (None, 2, 100):
                 jobs[f"traj_{'closed' if K is None else f'K{K}'}_x{x0}_l{lam0}_n{steps}"] = (cfg, "traj", (K, x0, lam0, steps))
     done = run_jobs(jobs, _job, store, workers=workers, quiet=quiet, desc="toy jobs")
+    if not is_main():
+        return {"note": "under torchrun the summary, tables and plots are rank 0's"}
     est = {K: done[f"estimates_K{K}"] for K in cfg.populations}
     traj: dict[str, Any] = {}
     for name, rec in done.items():

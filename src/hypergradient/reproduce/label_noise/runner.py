@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from ..common import JobStore, run_jobs, slug, write_json
+from ..common import JobStore, is_main, run_jobs, slug, write_json
 from .config import METHODS, LabelNoiseConfig
 from .methods import cost_sweep, run_method
 from .report import markdown, plots, summarize
@@ -24,6 +24,8 @@ def run(cfg: LabelNoiseConfig, out: str, *, workers: int = 1, quiet: bool = Fals
     jobs: dict[str, Any] = {f"{slug(m)}_seed{s}": (cfg, m, s) for s in range(cfg.seeds) for m in METHODS}
     jobs["cost"] = (cfg, "cost", 0)
     done = run_jobs(jobs, _job, store, workers=workers, threads=cfg.threads, quiet=quiet, desc="label-noise jobs")
+    if not is_main():
+        return {"note": "under torchrun the summary, tables and plots are rank 0's"}
     records = {m: [done[f"{slug(m)}_seed{s}"] for s in range(cfg.seeds)] for m in METHODS}
     result = summarize(cfg, records, {k: v for k, v in done["cost"].items() if k != "fingerprint"})
     write_json(os.path.join(out, "results.json"), result)

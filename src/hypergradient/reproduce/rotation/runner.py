@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from ..common import JobStore, run_jobs, slug, write_json
+from ..common import JobStore, is_main, run_jobs, slug, write_json
 from .config import METHODS, RotationConfig
 from .methods import run_method
 from .report import markdown, plots, summarize
@@ -23,6 +23,8 @@ def run(cfg: RotationConfig, out: str, *, workers: int = 1, quiet: bool = False)
     store = JobStore(out, cfg.fingerprint())
     jobs = {f"{slug(m)}_seed{s}": (cfg, m, s) for s in range(cfg.seeds) for m in METHODS}
     done = run_jobs(jobs, _job, store, workers=workers, threads=cfg.threads, quiet=quiet, desc="rotation jobs")
+    if not is_main():
+        return {"note": "under torchrun the summary, tables and plots are rank 0's"}
     records = {m: [done[f"{slug(m)}_seed{s}"] for s in range(cfg.seeds)] for m in METHODS}
     result = summarize(cfg, records)
     write_json(os.path.join(out, "results.json"), result)

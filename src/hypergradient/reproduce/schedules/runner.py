@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..common import JobStore, run_jobs, slug, write_json
+from ..common import JobStore, is_main, run_jobs, slug, write_json
 from .config import METHODS, SchedulesConfig
 from .cost import cost_table
 from .methods import run_method
@@ -68,6 +68,8 @@ def run(cfg: SchedulesConfig, out: str, *, workers: int = 1, quiet: bool = False
         return False if ours is None else {"step_equivalents": ours["step_equivalents"], "seconds": ours["seconds"]}
     payloads = {n: (cfg, j, store.path(n)[:-5] + ".journal") for n, j in by_name.items()}
     done = run_jobs(payloads, _job, store, workers=workers, threads=cfg.threads, quiet=quiet, ready=ready)
+    if not is_main():
+        return {"note": "under torchrun the summary, tables and plots are rank 0's"}
     records = {ds: {m: [done[job_name(("table", ds, m, s))] for s in seeds] for m in METHODS} for ds in cfg.datasets}
     spreads = [done[job_name(("spread", k, src))] for src in SOURCES for k in KINDS]
     result = summarize(cfg, records, spreads, {k: v for k, v in done["cost"].items() if k != "fingerprint"})

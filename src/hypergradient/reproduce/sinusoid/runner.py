@@ -9,11 +9,11 @@ import os
 import platform
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
 import torch
 
-from ..common import write_json
+from ..common import barrier, ranks_of_torchrun, share, write_json
 from .config import ESTIMATORS, METHODS, SinusoidConfig, options_grid
 from .cost import cost_benchmark
 from .plots import plots
@@ -157,13 +157,25 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
     fixed = todo([("main", m, s, {}) for s in eval_seeds for m in METHODS if m not in grid])
     tuned: list[tuple[str, str, int, dict]] = [("main", m, s, {}) for m in grid for s in eval_seeds]
     tuned_left = [j for j in tuned if _load(path_of(*j), cfg, j[1]) is None]
-    runner = _Runner(cfg, out, workers, cfg.iterations * (len(tune) + len(fixed) + len(tuned_left)), quiet)
+    ranks = ranks_of_torchrun()       # under torchrun: each rank runs its share of the jobs, one at a time
+    if ranks is not None:
+        workers = 1
+
+    def reload(jobs: list[Job]) -> None:
+        """(torchrun) every rank reads back what the others finished."""
+        if ranks is not None:
+            barrier()
+            for j in jobs:
+                records[path_of(*j)] = cast(dict, _load(path_of(*j), cfg, j[1]))
+    runner = _Runner(cfg, out, workers, cfg.iterations * (len(tune) + len(fixed) + len(tuned_left)),
+                     quiet or (ranks is not None and ranks[0] != 0))
     rec: dict[str, Any] | None    # a job's record; None where it is not on disk yet
     try:
-        h_tune = runner.start([runner.payload(*j, None) for j in tune])
+        h_tune = runner.start([runner.payload(*j, None) for j in share(tune)])
         h_fixed = runner.start([runner.payload(*j, None) for j in fixed]) if runner.pool is not None else None
-        for j, rec in zip(tune, runner.wait(h_tune)):
+        for j, rec in zip(share(tune), runner.wait(h_tune)):
             records[path_of(*j)] = rec
+        reload(tune)
         tuning, chosen = choose(cfg, grid, records, path_of)
         shared = {m: chosen.get(m, {}) for m in ESTIMATORS if m != "HyperDistill"}
         left = []
@@ -174,14 +186,18 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
             if rec is not None and rec.get("options") != chosen[j[1]]:
                 raise RuntimeError(f"{path_of(*j)} was run with {rec.get('options')}, but the tuning now "
                                    f"chooses {chosen[j[1]]}; delete it to rerun")
+        left = share(left)
         h_tuned = runner.start([runner.payload(k, m, s, chosen[m], shared if m == "HyperDistill" else None)
                                 for k, m, s, _ in left])
         if h_fixed is None:
-            h_fixed = runner.start([runner.payload(*j, None) for j in fixed])
-        for j, rec in zip(fixed + left, runner.wait(h_fixed + h_tuned)):
+            h_fixed = runner.start([runner.payload(*j, None) for j in share(fixed)])
+        for j, rec in zip((share(fixed) if runner.pool is None else fixed) + left, runner.wait(h_fixed + h_tuned)):
             records[path_of(*j)] = rec
+        reload(fixed + tuned)
     finally:
         runner.close()
+    if ranks is not None and ranks[0] != 0:
+        return {"rank": ranks[0], "note": "the summary, the cost benchmark and the plots are rank 0's"}
     main = {m: [records[path_of("main", m, s, {})] for s in eval_seeds] for m in METHODS}
     if not quiet:
         print("cost benchmark (Table 3) ...", file=sys.stderr)

@@ -145,7 +145,8 @@ def train_one(method: str, cfg: SinusoidConfig, seed: int, options: dict | None 
         meta_train(learner, est, lam, outer, _sampler(cfg, cfg.query), iterations=cfg.iterations,
                    meta_batch=cfg.meta_batch, T=cfg.T, init=phi, init_update="reptile", init_lr=cfg.reptile_lr,
                    seed=seed, est_state=est_state, callback=record, progress=False, divergence="record",
-                   lr_decay=bool(options.get("lr_decay", False)))
+                   lr_decay=bool(options.get("lr_decay", False)),
+                   distributed=False)   # under torchrun the ranks share the jobs (runner.py), not a meta-batch
     except (DivergenceError, FloatingPointError) as e:
         rec["diverged"] = f"meta-iteration {len(rec['meta_train_loss'])}: {e}"
         if tick is not None:
