@@ -243,3 +243,25 @@ def test_timing_stacked_vs_sequential_rmd():
     finally:
         torch.set_num_threads(threads)
         torch.set_default_dtype(dtype)
+
+
+def test_lockstep_vectorized_equals_sequential():
+    from hypergradient.drivers import lockstep
+    tasks = SinusoidTasks(dtype=torch.float64)
+    out = []
+    for vec in (False, True):
+        torch.manual_seed(0)
+        learner = ANIL(anil_mlp((1, 8, 8, 1), act=torch.nn.Tanh).double(), horizon=4)
+        g = torch.Generator().manual_seed(0)
+        ps = [learner.problem(tasks.sample(g)) for _ in range(3)]
+        lam = learner.init_hparams()
+        est = get("one_step")
+        r = lockstep(ps, est, lam, torch.optim.Adam(list(lam.values()), lr=0.01), [p.init_state() for p in ps], 4,
+                     est.new_state(), vectorize=vec)
+        out.append((lam, r))
+    (la, ra), (lb, rb) = out
+    for k in la:
+        torch.testing.assert_close(lb[k], la[k], rtol=1e-10, atol=1e-13)
+    for sa, sb in zip(ra.states, rb.states):
+        torch.testing.assert_close(sb.params[0], sa.params[0], rtol=1e-10, atol=1e-13)
+    assert ra.outer_steps == rb.outer_steps == 4

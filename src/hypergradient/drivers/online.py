@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.problem import InnerProblem
+from ..core.stacked import stack_problems
 from ..core.divergence import Monitor
 from ..core.state import Cost, DivergenceError, State
 from ..core.types import Hparams, HparamsLike
@@ -143,7 +144,7 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
              outer: torch.optim.Optimizer, states: Sequence[State], T: int, est_state: EstimatorState, *,
              decay: LinearDecay | None = None, nonfinite: str = "raise", history: dict | None = None,
              callback: Callable | None = None, divergence: str = "raise", meta: MetaBatch | None = None,
-             tasks: Sequence[int] | None = None) -> Lockstep:
+             tasks: Sequence[int] | None = None, vectorize: bool = False) -> Lockstep:
     """One inner optimization of every problem in lockstep, λ updated after each step with the mean
     hypergradient of the problems whose estimator is active there (``hg.active``; no outer step where
     none is). ``est_state`` is advanced in place. ``callback(states, mean or None)`` after every step.
@@ -157,9 +158,20 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
 
     ``meta`` (a distributed :class:`~hypergradient.drivers.distributed.MetaBatch`) with ``tasks`` (the
     meta-batch indices of ``problems``): this rank's share of the meta-batch; the mean over every rank's
-    active hypergradients is one collective per inner step, and every decision follows it."""
+    active hypergradients is one collective per inner step, and every decision follows it.
+
+    ``vectorize``: run ``problems`` as one batched inner loop (:mod:`hypergradient.core.stacked`; the
+    estimator must be ``vectorizable``); the returned states are split back per problem."""
     if divergence not in DIVERGENCE:
         raise ValueError(f"divergence must be one of {DIVERGENCE}, got {divergence!r}")
+    if vectorize:           # the problems as one batched inner loop (core.stacked), the states split back at the end
+        if divergence in ("skip", "restart") or (meta is not None and meta.distributed):
+            raise ValueError("vectorize=True runs the tasks as one problem: the per-task divergence policies 'skip' / "
+                             "'restart' and a distributed meta-batch do not apply (use vectorize=False)")
+        stacked = stack_problems(problems)
+        r = lockstep([stacked], estimator, hparams, outer, [stacked.stack_states(list(states))], T, est_state,
+                     decay=decay, nonfinite=nonfinite, history=history, callback=callback, divergence=divergence)
+        return Lockstep(stacked.unstack_state(r.states[0]), r.cost, r.outer_steps)
     starts, states = list(states), list(states)
     carries = [estimator.online_init(p, hparams, s, est_state) for p, s in zip(problems, states)]
     monitors = [None if p.divergence is None else Monitor(p.divergence) for p in problems]
