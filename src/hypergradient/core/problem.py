@@ -17,6 +17,7 @@ catches losses that do not use the inner weights before any work.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import math
 from typing import Any, Callable, Iterator, Mapping, Sequence, cast
@@ -142,6 +143,22 @@ class InnerProblem(Primitives, Probe):
         self._loss: float | None = None
         self._unused: dict[tuple, list[str]] = {}
         self._val_unreached: dict[tuple, list[str]] = {}
+
+    def with_data(self, data: Data) -> "InnerProblem":
+        """The same problem — model, losses, optimizer, λ's structure, settings, horizon: shared, not
+        rebuilt — on other data (a meta-learner's next task), with its own cost counter, divergence
+        records and probe results. Much cheaper than a new ``InnerProblem`` (no copy of the model)."""
+        if not isinstance(data, Data):
+            raise TypeError(f"with_data takes a hypergradient Data(train=..., val=...), got {type(data).__name__}")
+        new = copy.copy(self)
+        new.data = data
+        new._train = stream(data.train, "Data.train")
+        val = data.val
+        new._val = val if callable(val) else (lambda t: val)
+        new.cost = Cost()
+        new.on_divergence, new.divergences, new.last_step_loss, new._loss = "raise", [], None, None
+        new._unused, new._val_unreached = {}, {}
+        return new
 
     # ---- divergence (core/divergence.py) ---------------------------------------------------------------
     def _monitor(self) -> Monitor | None:

@@ -3,7 +3,7 @@ data and builds one problem per task (support = training batches, query = valida
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, Mapping, NoReturn, cast
 
 import torch
 from torch import nn
@@ -46,13 +46,25 @@ class ProblemLearner(MetaLearner):
         self.model, self.train_loss, self.val_loss, self.optimizer = model, train_loss, val_loss, optimizer
         self.hypers, self.settings, self.horizon = hypers, settings, horizon
         self._reference = self._problem(_unused, _unused)
+        self._versions = self._model_versions()
 
     def _problem(self, support: Any, query: Any) -> InnerProblem:
         return InnerProblem(self.model, self.train_loss, self.val_loss, self.optimizer, self.hypers,
                             Data(support, query), horizon=self.horizon, settings=self.settings)
 
+    def _model_versions(self) -> tuple:
+        """What the reference problem was built from: the model's tensors and their in-place versions,
+        and the objects the problem holds (an attribute replaced after construction is seen)."""
+        held = (self.model, self.train_loss, self.val_loss, self.optimizer, self.hypers, self.settings)
+        return (tuple(id(x) for x in held), self.horizon,
+                tuple((id(t), t._version) for t in list(self.model.parameters()) + list(self.model.buffers())))
+
     def problem(self, task: Task) -> InnerProblem:
-        return self._problem(task.support, task.query)
+        """The task's problem: the reference problem on the task's data (``InnerProblem.with_data``:
+        no copy of the model per task); rebuilt first if the model changed since."""
+        if self._model_versions() != self._versions:
+            self._reference, self._versions = self._problem(_unused, _unused), self._model_versions()
+        return self._reference.with_data(Data(cast(Any, task.support), cast(Any, task.query)))
 
     def init_hparams(self) -> dict:
         return self._reference.init_hparams()
