@@ -75,6 +75,14 @@ def test_a_divergence_on_one_rank_follows_the_policy_on_both(tmp_path):
     assert [r.get("error") for r in ranks] == ["RankFailed", "DivergenceError"]
 
 
+def test_an_error_in_one_ranks_set_up_stops_every_rank(tmp_path):
+    """Task 1's NaN inputs are refused by the pre-flight check on rank 1 before any collective of the
+    step; rank 0 must learn of it (RankFailed), not wait for rank 1 in the next all-reduce."""
+    for est in ("online_rmd", "rmd", "first_order"):
+        ranks = spawn(2, {"estimator": est, "poison": 1, "init_update": "fomaml"}, str(tmp_path / est))
+        assert [r.get("error") for r in ranks] == ["RankFailed", "ValueError"], (est, ranks)
+
+
 def test_a_checkpoint_resumes_with_another_number_of_ranks(tmp_path):
     ck = str(tmp_path / "run.pt")
     full = run_case({"estimator": "rmd"})

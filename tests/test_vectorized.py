@@ -204,6 +204,7 @@ def test_meta_train_vectorized_equals_sequential(est, init):
         torch.testing.assert_close(b.init[k], a.init[k], rtol=1e-10, atol=1e-13)
     assert b.history["meta_val_loss"] == pytest.approx(a.history["meta_val_loss"], rel=1e-10)
     assert b.history["val_loss"] == pytest.approx(a.history["val_loss"], rel=1e-10, nan_ok=True)
+    assert (b.cost.steps, b.cost.vjps) == (a.cost.steps, a.cost.vjps)       # a stacked step counts B steps
     with pytest.raises(ValueError, match="vectorize=True: evograd"):
         meta_train(learner, "evograd", lam, torch.optim.Adam(list(lam.values())), SinusoidTasks(), iterations=1,
                    vectorize=True, progress=False)

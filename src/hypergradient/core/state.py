@@ -35,6 +35,10 @@ class Cost:
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
+    def __mul__(self, k: int) -> "Cost":
+        """Every counter × k (a vectorized meta-batch's step is k tasks' steps)."""
+        return Cost(**{f.name: getattr(self, f.name) * k for f in fields(self)})
+
     def copy(self) -> "Cost":
         return Cost(**vars(self))
 

@@ -52,8 +52,9 @@ def _dist() -> Any:
 
 
 def init_from_env(backend: str | None = None, timeout: datetime.timedelta = TIMEOUT) -> bool:
-    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1), with gloo on
-    CPU (nccl where CUDA is available) and ``timeout``; True when a group is (now) initialized."""
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1) with gloo (the
+    meta-batch's buffers are small CPU tensors; an nccl path has not been run on a GPU here) and
+    ``timeout``; True when a group is (now) initialized."""
     dist = _dist()
     if not dist.is_available():
         return False
@@ -61,8 +62,7 @@ def init_from_env(backend: str | None = None, timeout: datetime.timedelta = TIME
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    dist.init_process_group(backend=backend, timeout=timeout)
+    dist.init_process_group(backend=backend or "gloo", timeout=timeout)
     import atexit
     atexit.register(_leave)         # a process that exits with the group alive aborts in gloo's threads
     return True
@@ -167,7 +167,7 @@ class MetaBatch:
         def split(flat: torch.Tensor) -> list[torch.Tensor]:
             parts, o = [], 0
             for t in like:
-                parts.append(flat[o:o + t.numel()].reshape(t.shape).to(t.dtype))
+                parts.append(flat[o:o + t.numel()].reshape(t.shape).to(device=t.device, dtype=t.dtype))
                 o += t.numel()
             return parts
         if not self.distributed:
@@ -176,7 +176,7 @@ class MetaBatch:
             ordered = [list(ts) for _, ts in sorted(local, key=lambda x: x[0])]
         else:
             size = sum(int(t.numel()) for t in like)
-            flat = [(b, torch.cat([t.detach().reshape(-1).to(torch.float64) for t in ts])) for b, ts in local]
+            flat = [(b, torch.cat([t.detach().reshape(-1).to("cpu", torch.float64) for t in ts])) for b, ts in local]
             if self.mode == "sum":
                 out, n = self._sum_mode(flat, size, failed)
                 return (None, 0) if out is None else (split(out), n)

@@ -39,13 +39,16 @@ class InitUpdate(Protocol):
 
 
 def _mean_over_tasks(per_task: Sequence[Sequence[torch.Tensor]], like: Sequence[torch.Tensor],
-                     meta: MetaBatch | None, tasks: Sequence[int] | None) -> list[torch.Tensor]:
+                     meta: MetaBatch | None, tasks: Sequence[int] | None,
+                     failed: BaseException | None = None) -> list[torch.Tensor]:
     """mean_b of per-task lists of tensors: over this process's tasks, or over every rank's (one
     collective) when ``meta`` is distributed."""
     if meta is None or not meta.distributed:
+        if failed is not None:
+            raise failed
         return [sum(ts[i] for ts in per_task) / len(per_task) for i in range(len(like))]   # type: ignore[misc]
     ids = list(range(len(per_task))) if tasks is None else list(tasks)
-    mean, _ = meta.mean_tensors(list(zip(ids, per_task)), like)
+    mean, _ = meta.mean_tensors([] if failed is not None else list(zip(ids, per_task)), like, failed)
     if mean is None:
         raise RuntimeError("no task of the meta-batch gave an initialization update")
     return mean
@@ -77,8 +80,15 @@ class FirstOrderMAML:
     def __call__(self, phi: Weights, problems: Sequence[InnerProblem], finals: Sequence[State], lam: Hparams,
                  hgs: Sequence[Hypergradient] | None = None) -> tuple[Weights, list[float] | None]:
         names = problems[0].names
-        grads = [p.val_grad(s, lam, wrt_lam=False) for p, s in zip(problems, finals)]
-        mean_g = _mean_over_tasks([g[1] for g in grads], [phi[n] for n in names], self.meta, self.tasks)
+        failed: BaseException | None = None
+        grads: list = []
+        try:                    # (distributed: an error here reaches every rank in the collective)
+            grads = [p.val_grad(s, lam, wrt_lam=False) for p, s in zip(problems, finals)]
+        except Exception as e:
+            if self.meta is None or not self.meta.distributed:
+                raise
+            failed = e
+        mean_g = _mean_over_tasks([g[1] for g in grads], [phi[n] for n in names], self.meta, self.tasks, failed)
         return {n: phi[n] - self.lr * g for n, g in zip(names, mean_g)}, [float(g[0]) for g in grads]
 
 

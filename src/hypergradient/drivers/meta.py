@@ -281,18 +281,26 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         first = run["done"]
         for it in range(first, iterations):
             drawn = [sampler.sample(gen) for _ in range(meta_batch)]     # every rank draws all B (same generator)
-            problems = [learner.problem(drawn[b]) for b in mine]
-            runs: list[InnerProblem] = [stack_problems(problems)] if vectorize else problems
-            if it == first and est.online:       # once per run (offline calls validate themselves)
-                _base.validate(runs[0], est, hparams)
+            spread = mb if mb.distributed else None
+            failed: BaseException | None = None
+            try:                                  # this rank's local set-up: an error here must reach every rank
+                problems = [learner.problem(drawn[b]) for b in mine]
+                runs: list[InnerProblem] = [stack_problems(problems)] if vectorize else problems
+                if it == first and est.online:       # once per run (offline calls validate themselves)
+                    _base.validate(runs[0], est, hparams)
+                Ti = problems[0].horizon_or(T)
+                starts = [p.init_state(run["phi"]) for p in runs]
+            except Exception as e:
+                if spread is None:
+                    raise
+                failed = e
+            if spread is not None:
+                mb.check(failed)
             counted = runs + problems if vectorize else problems     # (the init update may use the task problems)
             before = [p.cost.copy() for p in counted]
-            Ti = problems[0].horizon_or(T)
             t0 = time.perf_counter()
             if lr_decay and run["decay"] is None and est.online:
                 run["decay"] = LinearDecay(outer, iterations * Ti)
-            starts = [p.init_state(run["phi"]) for p in runs]
-            spread = mb if mb.distributed else None
             lam_used = {k: v.detach().clone() for k, v in hparams.items()} if vectorize else {}   # the episode's λ
             seen = len(run["history"].get("divergence", []))
             finals, steps, hgs = inner_optimizations(runs, est, hparams, outer, starts, Ti, est_state,
@@ -303,7 +311,8 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
                 finals = stacked.unstack_state(finals[0])
                 if hgs is not None and "init_grad" in hgs[0].info:
                     with torch.no_grad():         # (MAML logs each task's L_query(w_T) at the episode's λ)
-                        hgs = [dataclasses.replace(hgs[0], val_loss=p.val_loss_at(f, lam_used), info={
+                        hgs = [dataclasses.replace(hgs[0], value={k: v / stacked.B for k, v in hgs[0].value.items()},
+                                                   val_loss=p.val_loss_at(f, lam_used), info={
                             **hgs[0].info, "init_grad": {n: g[b] for n, g in hgs[0].info["init_grad"].items()}})
                             for b, (p, f) in enumerate(zip(problems, finals))]
             if spread is not None:      # every rank logs every rank's divergence events, in one process's order
@@ -322,7 +331,7 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
             if vals is None:
                 with torch.no_grad():
                     vals = [float(p.val_loss_at(s, lam)) for p, s in zip(problems, finals)]
-            spent = sum((p.cost - b for p, b in zip(counted, before)), Cost())
+            spent = sum(((p.cost - b) * p.tasks for p, b in zip(counted, before)), Cost())   # a stacked step is B
             query = mb.mean_floats(list(zip(mine, vals))) if spread is not None else sum(vals) / len(vals)
             if spread is not None:
                 names = [f.name for f in dataclasses.fields(Cost)]

@@ -44,7 +44,7 @@ __all__ = ["run_online", "OnlineResult", "LinearDecay", "online_estimator", "loc
            "mean_value", "check_outer", "new_history", "online_sum"]
 
 NONFINITE = ("raise", "skip")
-VAL = "\0val_loss"     # the validation loss's slot in a distributed step's buffer (never a λ key)
+VAL, HAS = "\0val_loss", "\0has_val_loss"   # the validation loss's slots in a distributed step's buffer (never λ keys)
 DIVERGENCE = ("raise", "record", "skip", "restart")
 
 
@@ -171,13 +171,21 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
         stacked = stack_problems(problems)
         r = lockstep([stacked], estimator, hparams, outer, [stacked.stack_states(list(states))], T, est_state,
                      decay=decay, nonfinite=nonfinite, history=history, callback=callback, divergence=divergence)
-        return Lockstep(stacked.unstack_state(r.states[0]), r.cost, r.outer_steps)
+        return Lockstep(stacked.unstack_state(r.states[0]), r.cost * stacked.B, r.outer_steps)
     starts, states = list(states), list(states)
-    carries = [estimator.online_init(p, hparams, s, est_state) for p, s in zip(problems, states)]
+    spread = meta is not None and meta.distributed
+    carries: list[Any] = []
+    try:                        # (distributed: an error in one rank's set-up reaches every rank)
+        carries = [estimator.online_init(p, hparams, s, est_state) for p, s in zip(problems, states)]
+    except Exception as e:
+        if not spread:
+            raise
+        cast(MetaBatch, meta).check(e)
+    if spread:
+        cast(MetaBatch, meta).check(None)
     monitors = [None if p.divergence is None else Monitor(p.divergence) for p in problems]
     cost, steps = Cost(), 0
     passthrough = getattr(outer, "skips_nonfinite", False)
-    spread = meta is not None and meta.distributed
     ids = list(range(len(problems))) if tasks is None else list(tasks)
     for k in range(T):
         active: list[tuple[int, Hypergradient]] = []
@@ -212,14 +220,14 @@ def lockstep(problems: Sequence[InnerProblem], estimator: _base.Estimator, hpara
             failed = e
         val_mean = math.nan
         if spread:      # one collective per step: the hypergradients and (packed with them) the validation losses
-            packed = all(h.val_loss is not None for _, h in active)
-            like = {**hparams, VAL: torch.zeros((), dtype=torch.float64)} if packed else hparams
+            like = {**hparams, VAL: torch.zeros((), dtype=torch.float64), HAS: torch.zeros((), dtype=torch.float64)}
             both, _ = cast(MetaBatch, meta).mean(
-                [(b, {**h.value, VAL: torch.as_tensor(float(cast(torch.Tensor, h.val_loss)), dtype=torch.float64)}
-                  if packed else h.value) for b, h in active], like, failed)
-            value = None if both is None else {k: v for k, v in both.items() if k != VAL}
-            if both is not None and packed:
-                val_mean = float(both[VAL])
+                [(b, {**h.value, VAL: torch.tensor(0.0 if h.val_loss is None else float(h.val_loss), dtype=torch.float64),
+                      HAS: torch.tensor(0.0 if h.val_loss is None else 1.0, dtype=torch.float64)}) for b, h in active],
+                like, failed)
+            value = None if both is None else {k: v for k, v in both.items() if k not in (VAL, HAS)}
+            if both is not None and float(both[HAS]) > 0:
+                val_mean = float(both[VAL]) / float(both[HAS])
         else:
             value = mean_value([h for _, h in active], counts) if active else None
         skip = value is None

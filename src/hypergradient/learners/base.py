@@ -53,11 +53,13 @@ class ProblemLearner(MetaLearner):
                             Data(support, query), horizon=self.horizon, settings=self.settings)
 
     def _model_versions(self) -> tuple:
-        """What the reference problem was built from: the model's tensors and their in-place versions,
-        and the objects the problem holds (an attribute replaced after construction is seen)."""
+        """What the reference problem was built from: the model's tensors (their in-place versions,
+        storage, dtype, device, requires_grad) and the objects the problem holds (an attribute replaced
+        after construction is seen). Not seen: a write through ``p.data`` (its own version counter)."""
         held = (self.model, self.train_loss, self.val_loss, self.optimizer, self.hypers, self.settings)
         return (tuple(id(x) for x in held), self.horizon,
-                tuple((id(t), t._version) for t in list(self.model.parameters()) + list(self.model.buffers())))
+                tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device, t.requires_grad)
+                      for t in list(self.model.parameters()) + list(self.model.buffers())))
 
     def problem(self, task: Task) -> InnerProblem:
         """The task's problem: the reference problem on the task's data (``InnerProblem.with_data``:

@@ -173,9 +173,19 @@ def _run_jobs_over_ranks(jobs: Mapping[str, Any], fn: Callable[..., dict[str, An
 
     def on_disk() -> dict[str, dict[str, Any]]:
         return {n: r for n in jobs if (r := store.load(n)) is not None}
-    done = on_disk()
+    import torch.distributed as dist
+
+    def decided() -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """Rank 0 reads the disk and decides the round for everyone (ranks reading it themselves could
+        see different files while a fast rank writes, and split the jobs differently)."""
+        box: list[Any] = [None]
+        if rank == 0:
+            done0 = on_disk()
+            box = [(done0, [n for n in jobs if n not in done0 and (ready is None or ready(n, done0) is not False)])]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    done, left = decided()
     while len(done) < len(jobs):
-        left = [n for n in jobs if n not in done and (ready is None or ready(n, done) is not False)]
         if not left:
             raise RuntimeError(f"jobs {[n for n in jobs if n not in done]} wait for records that no job produces")
         for name in left[rank::world]:
@@ -184,7 +194,7 @@ def _run_jobs_over_ranks(jobs: Mapping[str, Any], fn: Callable[..., dict[str, An
             _work(fn, jobs[name], None if ready is None else ready(name, done), store.path(name), store.fingerprint,
                   threads)
         barrier()
-        done = on_disk()
+        done, left = decided()
     return done
 
 

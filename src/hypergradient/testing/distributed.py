@@ -22,21 +22,25 @@ __all__ = ["CASE", "run_case", "spawn"]
 
 CASE: dict[str, Any] = {"estimator": "rmd", "options": {}, "init_update": "reptile", "B": 4, "iterations": 3,
                         "T": 5, "gather": False, "wild": None, "divergence": "raise", "checkpoint": None,
-                        "interrupt_after": None, "seed": 0}
+                        "interrupt_after": None, "seed": 0, "poison": None}
 
 
 class _Wild(TaskSampler):
     """A sampler whose ``wild``-th draw (counted over the run) has its support inputs scaled by 100: its
-    inner loop diverges (finite losses growing past the divergence rule's factor)."""
+    inner loop diverges (finite losses growing past the divergence rule's factor); its ``poison``-th
+    draw has NaN inputs."""
 
-    def __init__(self, base: Any, wild: int | None) -> None:
-        self.base, self.wild, self.n = base, wild, 0
+    def __init__(self, base: Any, wild: int | None, poison: int | None = None) -> None:
+        self.base, self.wild, self.poison, self.n = base, wild, poison, 0
 
     def sample(self, generator: torch.Generator) -> Task:
         task = self.base.sample(generator)
         if self.n == self.wild:
             x, y = task.support
             task = dataclasses.replace(task, support=(100 * x, y), info={**task.info, "wild": True})
+        if self.n == self.poison:            # a NaN input: the pre-flight checks refuse this task
+            x, y = task.support
+            task = dataclasses.replace(task, support=(x * float("nan"), y))
         self.n += 1
         return task
 
@@ -56,7 +60,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         torch.set_default_dtype(old)
     lam = learner.init_hparams()
     outer = torch.optim.Adam(list(lam.values()), lr=0.01)
-    sampler = _Wild(SinusoidTasks(dtype=torch.float64), c["wild"])
+    sampler = _Wild(SinusoidTasks(dtype=torch.float64), c["wild"], c["poison"])
 
     def stop(it: Any) -> None:
         if c["interrupt_after"] is not None and it.iteration + 1 == c["interrupt_after"]:

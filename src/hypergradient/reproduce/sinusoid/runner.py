@@ -160,6 +160,7 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
     ranks = ranks_of_torchrun()       # under torchrun: each rank runs its share of the jobs, one at a time
     if ranks is not None:
         workers = 1
+        barrier()                     # every rank has listed what is on disk before any rank writes
 
     def reload(jobs: list[Job]) -> None:
         """(torchrun) every rank reads back what the others finished."""
@@ -186,6 +187,8 @@ def run(cfg: SinusoidConfig, out: str, *, workers: int = 1, quiet: bool = False)
             if rec is not None and rec.get("options") != chosen[j[1]]:
                 raise RuntimeError(f"{path_of(*j)} was run with {rec.get('options')}, but the tuning now "
                                    f"chooses {chosen[j[1]]}; delete it to rerun")
+        if ranks is not None:
+            barrier()       # every rank has read the disk before any writes its share of the main jobs
         left = share(left)
         h_tuned = runner.start([runner.payload(k, m, s, chosen[m], shared if m == "HyperDistill" else None)
                                 for k, m, s, _ in left])
