@@ -5,12 +5,10 @@ the cost sweep's measurements, and each run's resume. The paper-scale runs are
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 
-import hypergradient as hg
 from hypergradient.reproduce import evograd_toy as toy
 from hypergradient.reproduce import label_noise as ln
 from hypergradient.reproduce import rotation as rot

@@ -232,17 +232,25 @@ class InnerProblem(Primitives, Probe):
         """s_0: the module's weights (or ``params``), a fresh optimizer state, the module's buffers."""
         if params is None:
             w = tuple(p.clone() for p in self._w0)
-        elif isinstance(params, Mapping):
-            missing = set(self.names) - set(params)
-            if missing:
-                raise ValueError(f"initial weights miss {sorted(missing)}")
-            w = tuple(params[n].detach().clone() for n in self.names)
-            for n, a, b in zip(self.names, w, self._w0):
-                if a.shape != b.shape:
-                    raise ValueError(f"initial weight {n!r} has shape {tuple(a.shape)}, expected {tuple(b.shape)}")
         else:
-            w = tuple(p.detach().clone() for p in params)
-        return State(w, self.optimizer.init(w), dict(self._buffers0), 0)
+            if isinstance(params, Mapping):
+                missing = set(self.names) - set(params)
+                if missing:
+                    raise ValueError(f"initial weights miss {sorted(missing)}")
+                params = [params[n] for n in self.names]
+            w = tuple(self._initial(i, x) for i, x in enumerate(params))
+        return State(w, self.optimizer.init(w), self._initial_buffers(), 0)
+
+    def _initial(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """The i-th initial weight from a given tensor (a copy, checked against the module's shape)."""
+        a = x.detach().clone()
+        if a.shape != self._w0[i].shape:
+            raise ValueError(f"initial weight {self.names[i]!r} has shape {tuple(a.shape)}, expected "
+                             f"{tuple(self._w0[i].shape)}")
+        return a
+
+    def _initial_buffers(self) -> dict[str, torch.Tensor]:
+        return dict(self._buffers0)
 
     def params_dict(self, state: State) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, state.params))

@@ -171,7 +171,9 @@ class StackedProblem(InnerProblem):
         return StackedForward(self.fmodel, dict(zip(self.names, params)), parts, buffers, training, seed, self.device)
 
     # ---- states ------------------------------------------------------------------------------------
-    def _stacked(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def _initial(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """``init_state``'s i-th weight with the task axis: given shared (the per-task shape: φ broadcast
+        to B copies) or stacked (B, ...)."""
         n, full = self.names[i], self._w0[i].shape
         if x.shape == full:
             return x.detach().clone()
@@ -180,19 +182,8 @@ class StackedProblem(InnerProblem):
         raise ValueError(f"initial weight {n!r} has shape {tuple(x.shape)}; expected {tuple(full[1:])} (shared by "
                          f"the tasks) or {tuple(full)} (one per task)")
 
-    def init_state(self, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | None = None) -> State:
-        """s_0 with the task axis: each task's own initial weights (None), or ``params`` by name or in
-        order, either shared (the per-task shape: φ broadcast to B copies) or stacked (B, ...)."""
-        if params is None:
-            w = tuple(x.clone() for x in self._w0)
-        elif isinstance(params, Mapping):
-            missing = set(self.names) - set(params)
-            if missing:
-                raise ValueError(f"initial weights miss {sorted(missing)}")
-            w = tuple(self._stacked(i, params[n]) for i, n in enumerate(self.names))
-        else:
-            w = tuple(self._stacked(i, x) for i, x in enumerate(params))
-        return State(w, self.optimizer.init(w), {k: v.clone() for k, v in self._buffers0.items()}, 0)
+    def _initial_buffers(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self._buffers0.items()}
 
     def stack_states(self, states: Sequence[State]) -> State:
         """One stacked state from B per-task states (of one step t)."""

@@ -42,13 +42,9 @@ def _mean_over_tasks(per_task: Sequence[Sequence[torch.Tensor]], like: Sequence[
                      meta: MetaBatch | None, tasks: Sequence[int] | None,
                      failed: BaseException | None = None) -> list[torch.Tensor]:
     """mean_b of per-task lists of tensors: over this process's tasks, or over every rank's (one
-    collective) when ``meta`` is distributed."""
-    if meta is None or not meta.distributed:
-        if failed is not None:
-            raise failed
-        return [sum(ts[i] for ts in per_task) / len(per_task) for i in range(len(like))]   # type: ignore[misc]
+    collective) when ``meta`` is distributed (:meth:`MetaBatch.mean_tensors` either way)."""
     ids = list(range(len(per_task))) if tasks is None else list(tasks)
-    mean, _ = meta.mean_tensors([] if failed is not None else list(zip(ids, per_task)), like, failed)
+    mean, _ = (meta or MetaBatch()).mean_tensors([] if failed is not None else list(zip(ids, per_task)), like, failed)
     if mean is None:
         raise RuntimeError("no task of the meta-batch gave an initialization update")
     return mean

@@ -41,7 +41,7 @@ from ..core.problem import InnerProblem
 from ..core.stacked import StackedProblem, stack_problems
 from ..core.state import Cost, State
 from ..core.tree import detached
-from ..core.types import Hparams, HparamsLike
+from ..core.types import HparamsLike
 from ..estimators import base as _base
 from ..estimators.base import EstimatorState, Hypergradient
 from .checkpoint import Checkpointer, capture, estimator_config, restore

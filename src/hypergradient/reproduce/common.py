@@ -4,18 +4,80 @@ one file per finished job, a pool of spawned worker processes, one progress bar)
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
 import statistics
+import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar, cast
 
 import torch
 
 _T = TypeVar("_T")
+_C = TypeVar("_C", bound="ReproConfig")
 
-__all__ = ["write_json", "clean", "slug", "JobStore", "run_jobs", "ranks_of_torchrun", "is_main", "share", "barrier", "ci95", "paired"]
+__all__ = ["ReproConfig", "finish", "entry", "write_json", "clean", "slug", "JobStore", "run_jobs", "ranks_of_torchrun", "is_main", "share", "barrier", "ci95", "paired"]
+
+
+class ReproConfig:
+    """What every reproduction's configuration dataclass shares: the full and the smoke-test sizes
+    (``QUICK``: the fields a ``--quick`` run changes), a JSON-ready dict, and a fingerprint of every field
+    that changes a run's numbers (not ``NOT_FINGERPRINTED``; plus :meth:`fingerprinted`, e.g. the
+    methods) that stamps each job file, so a file written with another configuration is refused."""
+
+    QUICK: ClassVar[dict[str, Any]] = {}
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("seeds", "threads")
+
+    @classmethod
+    def full(cls: type[_C], **kw: Any) -> _C:
+        return cls(**kw)
+
+    @classmethod
+    def make_quick(cls: type[_C], **kw: Any) -> _C:
+        """The smoke-test size (the numbers mean nothing)."""
+        return cls(**{**cls.QUICK, "quick": True, **kw})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(cast(Any, self))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """What else changes the numbers besides the fields (the methods run)."""
+        return {}
+
+    def fingerprint(self) -> str:
+        d = {k: v for k, v in self.to_dict().items() if k not in self.NOT_FINGERPRINTED}
+        d.update(self.fingerprinted())
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def finish(out: str, result: dict[str, Any], markdown: Callable[[dict[str, Any]], str], plots: Callable[[], object],
+           quiet: bool) -> dict[str, Any]:
+    """A reproduction's last step: ``results.json``, ``table.md`` and the plots in ``out``; the table printed."""
+    write_json(os.path.join(out, "results.json"), result)
+    md = markdown(result)
+    with open(os.path.join(out, "table.md"), "w") as fh:
+        fh.write(md)
+    plots()
+    if not quiet:
+        print(md)
+    return result
+
+
+def entry(cfg_class: type[ReproConfig], name: str, run: Callable[..., dict[str, Any]], *, quick: bool,
+          seeds: int | None, out: str | None, workers: int | None, quiet: bool) -> dict[str, Any]:
+    """``hypergradient reproduce NAME``: the configuration (``--quick``, ``--seeds``), the output folder
+    (``results/NAME``, or ``runs/NAME-quick``), the workers (2, 1 with --quick), then ``run``."""
+    kw = {} if seeds is None else {"seeds": seeds}
+    cfg = cfg_class.make_quick(**kw) if quick else cfg_class.full(**kw)
+    out = out or (f"runs/{name}-quick" if quick else f"results/{name}")
+    workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
+    if not quiet:
+        print(f"{name}: {getattr(cfg, 'seeds', 1)} seeds, {workers} workers -> {out}", file=sys.stderr)
+    return run(cfg, out, workers=workers, quiet=quiet)
 
 
 def write_json(path: str, obj: Any) -> None:

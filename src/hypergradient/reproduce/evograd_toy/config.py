@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from ..common import ReproConfig
 
 __all__ = ["ToyConfig"]
 
 
 @dataclass
-class ToyConfig:
+class ToyConfig(ReproConfig):
     # -- the paper (§4.1, App. C.1): f_T = (x−1)² + λx², f_V = (x−0.5)²; 100 values of λ from 0.1 to 2.0,
     #    100 repetitions each, populations 2 / 10 / 100, ε ~ N(0, 1) (σ = 1), τ = 0.5; trajectories by
     #    Algorithm 2 with 5 steps of SGD at learning rate 0.1
@@ -33,19 +32,5 @@ class ToyConfig:
     seeds: int = 1                     # (the estimates' noise is seeded by population and trial)
     quick: bool = False
 
-    @classmethod
-    def full(cls, **kw: Any) -> "ToyConfig":
-        return cls(**kw)
-
-    @classmethod
-    def make_quick(cls, **kw: Any) -> "ToyConfig":
-        base: dict[str, Any] = dict(n_lams=20, trials=20, traj_long=20, traj_trials=3, quick=True)
-        base.update(kw)
-        return cls(**base)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def fingerprint(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k != "seeds"}
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    QUICK: ClassVar[dict[str, Any]] = dict(n_lams=20, trials=20, traj_long=20, traj_trials=3)
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("seeds",)

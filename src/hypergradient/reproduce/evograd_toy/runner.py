@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import statistics
-import sys
 from typing import Any
 
 import torch
 
-from ..common import JobStore, is_main, run_jobs, write_json
+from ..common import JobStore, entry, finish, is_main, run_jobs
 from .config import ToyConfig
 from .experiment import closed_form, estimates, trajectories
 from .report import markdown, plots, summarize
@@ -48,24 +46,12 @@ def run(cfg: ToyConfig, out: str, *, workers: int = 1, quiet: bool = False) -> d
             label = f"{'closed form' if K is None else f'EvoGrad K={K}'}, (x0, λ0) = ({x0}, {lam0}), {steps} steps"
             traj[label] = {"runs": rec["runs"], "lam_end_mean": statistics.mean(ends),
                            "lam_end_std": statistics.stdev(ends) if len(ends) > 1 else None}
-    result = summarize(cfg, est, traj)
-    write_json(os.path.join(out, "results.json"), result)
-    md = markdown(result)
-    with open(os.path.join(out, "table.md"), "w") as fh:
-        fh.write(md)
-    plots(cfg, est, {k: v for k, v in traj.items() if k.endswith(f"{cfg.traj_long} steps")}, out)
-    if not quiet:
-        print(md)
-    return result
+    long = {k: v for k, v in traj.items() if k.endswith(f"{cfg.traj_long} steps")}
+    return finish(out, summarize(cfg, est, traj), markdown, lambda: plots(cfg, est, long, out), quiet)
 
 
 def main(quick: bool = False, seeds: int | None = None, out: str | None = None, workers: int | None = None,
          quiet: bool = False) -> dict[str, Any]:
     """Entry point of ``hypergradient reproduce evograd-toy`` (``--seeds`` is not used: the noise of every
     estimate is seeded by its population and trial)."""
-    cfg = ToyConfig.make_quick() if quick else ToyConfig.full()
-    out = out or ("runs/evograd-toy-quick" if quick else "results/evograd-toy")
-    workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
-    if not quiet:
-        print(f"EvoGrad toy -> {out}", file=sys.stderr)
-    return run(cfg, out, workers=workers, quiet=quiet)
+    return entry(ToyConfig, "evograd-toy", run, quick=quick, seeds=None, out=out, workers=workers, quiet=quiet)

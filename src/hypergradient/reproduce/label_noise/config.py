@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from ..common import ReproConfig
 
 __all__ = ["LabelNoiseConfig", "METHODS", "PAPER"]
 
@@ -27,7 +26,7 @@ PAPER = {"dataset": "CIFAR-10, 40% uniform noise", "T1-T2 (one_step)": (89.27, 0
 
 
 @dataclass
-class LabelNoiseConfig:
+class LabelNoiseConfig(ReproConfig):
     # -- the paper (App. C.4): 40% uniform label noise, Meta-Weight-Net 1-hidden-layer MLP (the library's
     #    WeightNet, 1-100-1, sigmoid output), EvoGrad K = 2, σ = 1e-3, τ = 0.05; inner SGD with momentum
     noise: float = 0.4
@@ -54,21 +53,7 @@ class LabelNoiseConfig:
     threads: int = 1
     quick: bool = False
 
-    @classmethod
-    def full(cls, **kw: Any) -> "LabelNoiseConfig":
-        return cls(**kw)
+    QUICK: ClassVar[dict[str, Any]] = dict(T=60, seeds=1, widths=(64, 256), cost_steps=3)
 
-    @classmethod
-    def make_quick(cls, **kw: Any) -> "LabelNoiseConfig":
-        base: dict[str, Any] = dict(T=60, seeds=1, widths=(64, 256), cost_steps=3, quick=True)
-        base.update(kw)
-        return cls(**base)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def fingerprint(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in ("seeds", "threads")}
-        d["methods"] = {m: [n, {k: list(v) if isinstance(v, tuple) else v for k, v in o.items()}]
-                        for m, (n, o) in METHODS.items()}
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    def fingerprinted(self) -> dict[str, Any]:
+        return {"methods": {m: [n, o] for m, (n, o) in METHODS.items()}}   # (tuples: lists in JSON)

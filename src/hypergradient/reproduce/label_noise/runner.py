@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
-from ..common import JobStore, is_main, run_jobs, slug, write_json
+from ..common import JobStore, entry, finish, is_main, run_jobs, slug
 from .config import METHODS, LabelNoiseConfig
 from .methods import cost_sweep, run_method
 from .report import markdown, plots, summarize
@@ -28,23 +26,11 @@ def run(cfg: LabelNoiseConfig, out: str, *, workers: int = 1, quiet: bool = Fals
         return {"note": "under torchrun the summary, tables and plots are rank 0's"}
     records = {m: [done[f"{slug(m)}_seed{s}"] for s in range(cfg.seeds)] for m in METHODS}
     result = summarize(cfg, records, {k: v for k, v in done["cost"].items() if k != "fingerprint"})
-    write_json(os.path.join(out, "results.json"), result)
-    md = markdown(result)
-    with open(os.path.join(out, "table.md"), "w") as fh:
-        fh.write(md)
-    plots(result, out)
-    if not quiet:
-        print(md)
-    return result
+    return finish(out, result, markdown, lambda: plots(result, out), quiet)
 
 
 def main(quick: bool = False, seeds: int | None = None, out: str | None = None, workers: int | None = None,
          quiet: bool = False) -> dict[str, Any]:
     """Entry point of ``hypergradient reproduce label-noise``."""
-    kw = {} if seeds is None else {"seeds": seeds}
-    cfg = LabelNoiseConfig.make_quick(**kw) if quick else LabelNoiseConfig.full(**kw)
-    out = out or ("runs/label-noise-quick" if quick else "results/label-noise")
-    workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
-    if not quiet:
-        print(f"label noise: {cfg.seeds} seeds x {len(METHODS)} methods, {workers} workers -> {out}", file=sys.stderr)
-    return run(cfg, out, workers=workers, quiet=quiet)
+    return entry(LabelNoiseConfig, "label-noise", run, quick=quick, seeds=seeds, out=out, workers=workers,
+                 quiet=quiet)

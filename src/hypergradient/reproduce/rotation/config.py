@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from ..common import ReproConfig
 
 __all__ = ["RotationConfig", "METHODS", "PAPER"]
 
@@ -24,7 +23,7 @@ PAPER = {"baseline": (81.79, 0.64), "EvoGrad": (98.11, 0.32), "angle": (28.47, 5
 
 
 @dataclass
-class RotationConfig:
+class RotationConfig(ReproConfig):
     # -- the paper (App. C.2): validation and test images rotated by 30°, training images upright; one
     #    learnable angle λ applied to the training images (rotation matrix [[cos, −sin], [sin, cos]]),
     #    started at 0; a LeNet (2 conv + 3 fully connected, ReLU, max-pooling) trained by Adam 1e-3, the
@@ -46,20 +45,7 @@ class RotationConfig:
     threads: int = 1
     quick: bool = False
 
-    @classmethod
-    def full(cls, **kw: Any) -> "RotationConfig":
-        return cls(**kw)
+    QUICK: ClassVar[dict[str, Any]] = dict(T=40, seeds=1)
 
-    @classmethod
-    def make_quick(cls, **kw: Any) -> "RotationConfig":
-        base: dict[str, Any] = dict(T=40, seeds=1, quick=True)
-        base.update(kw)
-        return cls(**base)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def fingerprint(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in ("seeds", "threads")}
-        d["methods"] = {m: [n, o] for m, (n, o) in METHODS.items()}
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    def fingerprinted(self) -> dict[str, Any]:
+        return {"methods": {m: [n, o] for m, (n, o) in METHODS.items()}}

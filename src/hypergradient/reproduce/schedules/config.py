@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from ..common import ReproConfig
 
 __all__ = ["METHODS", "DATASETS", "PAPER_TABLE1", "SchedulesConfig"]
 
@@ -34,7 +33,7 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
 
 
 @dataclass
-class SchedulesConfig:
+class SchedulesConfig(ReproConfig):
     """The paper's values (Sec. 5, App. B, D) where it gives them, then our choices (scaled to 2 CPU cores)."""
 
     # -- Table 1 (paper): 7 shared learning rates, 1 momentum, 1 weight decay, all raw and started at 0;
@@ -74,25 +73,10 @@ class SchedulesConfig:
     threads: int = 1                     # torch threads per worker process
     quick: bool = False
 
-    @classmethod
-    def full(cls, **kw: Any) -> "SchedulesConfig":
-        return cls(**kw)
+    QUICK: ClassVar[dict[str, Any]] = dict(T=40, lr_values=4, outer_steps=3, hand_alpha0=(0.1, 0.4),
+                                           hand_momentum=(0.9,), seeds=1, spread_T=40, spread_values=4,
+                                           spread_samples=3, n_val=200, cost_T=(20, 40))
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("seeds", "threads", "datasets")
 
-    @classmethod
-    def make_quick(cls, **kw: Any) -> "SchedulesConfig":
-        """A smoke-test size (the numbers mean nothing): short horizons, 3 outer steps, 1 seed."""
-        base: dict[str, Any] = dict(T=40, lr_values=4, outer_steps=3, hand_alpha0=(0.1, 0.4), hand_momentum=(0.9,),
-                                    seeds=1, spread_T=40, spread_values=4, spread_samples=3, n_val=200,
-                                    cost_T=(20, 40), quick=True)
-        base.update(kw)
-        return cls(**base)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes a run's numbers (not the number of seeds or threads)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("seeds", "threads", "datasets")}
-        d["methods"] = METHODS
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    def fingerprinted(self) -> dict[str, Any]:
+        return {"methods": METHODS}

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from ...baselines import SearchResult, cosine, greedy_hd, grid_search, random_search, tpe_search
-from ...core.hyper import Hyper
 from ...core.problem import InnerProblem
 from ...core.types import Hparams
 from ...drivers.offline import run_offline

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Sequence
+from typing import Any
 
 from ..common import ci95, paired
 from .config import METHODS, PAPER_TABLE1, SchedulesConfig

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from typing import Any
 
 import torch
 
-from ..common import JobStore, is_main, run_jobs, slug, write_json
+from ..common import JobStore, entry, finish, is_main, run_jobs, slug
 from .config import METHODS, SchedulesConfig
 from .cost import cost_table
 from .methods import run_method
@@ -77,14 +76,7 @@ def run(cfg: SchedulesConfig, out: str, *, workers: int = 1, quiet: bool = False
                   optuna=_optuna_version(), machine={"cpus": os.cpu_count(), "workers": workers,
                                                      "threads_per_worker": cfg.threads, "platform": platform.platform()},
                   wall_seconds_this_call=time.perf_counter() - t0)
-    write_json(os.path.join(out, "results.json"), result)
-    md = markdown(result)
-    with open(os.path.join(out, "table.md"), "w") as fh:
-        fh.write(md)
-    plots(records, spreads, out)
-    if not quiet:
-        print(md)
-    return result
+    return finish(out, result, markdown, lambda: plots(records, spreads, out), quiet)
 
 
 def _optuna_version() -> str | None:
@@ -98,11 +90,4 @@ def _optuna_version() -> str | None:
 def main(quick: bool = False, seeds: int | None = None, out: str | None = None, workers: int | None = None,
          quiet: bool = False) -> dict[str, Any]:
     """Entry point of ``hypergradient reproduce schedules``."""
-    kw = {} if seeds is None else {"seeds": seeds}
-    cfg = SchedulesConfig.make_quick(**kw) if quick else SchedulesConfig.full(**kw)
-    out = out or ("runs/schedules-quick" if quick else "results/schedules")
-    workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
-    if not quiet:
-        print(f"schedules reproduction: {cfg.seeds} seeds x {len(cfg.datasets)} data sets, {workers} workers -> {out}",
-              file=sys.stderr)
-    return run(cfg, out, workers=workers, quiet=quiet)
+    return entry(SchedulesConfig, "schedules", run, quick=quick, seeds=seeds, out=out, workers=workers, quiet=quiet)
