@@ -146,8 +146,10 @@ class InnerProblem(Primitives, Probe):
 
     def with_data(self, data: Data) -> "InnerProblem":
         """The same problem — model, losses, optimizer, λ's structure, settings, horizon: shared, not
-        rebuilt — on other data (a meta-learner's next task), with its own cost counter, divergence
-        records and probe results. Much cheaper than a new ``InnerProblem`` (no copy of the model)."""
+        rebuilt — on other data (a meta-learner's next task), with its own cost counter and divergence
+        records. Much cheaper than a new ``InnerProblem`` (no copy of the model). The pre-flight probe's
+        answers (which λ entries nothing reaches; losses that ignore ``f``) are about the losses' structure,
+        so the problems of one reference share them: a meta-batch probes once per λ key set, not per task."""
         if not isinstance(data, Data):
             raise TypeError(f"with_data takes a hypergradient Data(train=..., val=...), got {type(data).__name__}")
         new = copy.copy(self)
@@ -157,7 +159,6 @@ class InnerProblem(Primitives, Probe):
         new._val = val if callable(val) else (lambda t: val)
         new.cost = Cost()
         new.on_divergence, new.divergences, new.last_step_loss, new._loss = "raise", [], None, None
-        new._unused, new._val_unreached = {}, {}
         return new
 
     # ---- divergence (core/divergence.py) ---------------------------------------------------------------

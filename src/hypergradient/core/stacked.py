@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch.func import vmap
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .functional import Forward, FunctionalModel
 from .inputs import Data
@@ -104,12 +105,26 @@ class StackedForward(Forward):
         return out
 
     def total(self, loss: Callable, batch: Batch, hp: Any, name: str) -> torch.Tensor:
-        """Σ_b loss(f^b, batch^b, hp): each task's loss on its slice; the new buffers go to ``self.buffers``."""
-        def one(p: Any, b: Any, x: Any) -> tuple[torch.Tensor, Any]:
-            f = self._task(p, b, self._seed)
-            return check_scalar(loss(f, x, hp), name), f.buffers
-        dims = (0, 0, _dims(batch))
-        losses, self.buffers = vmap(one, in_dims=dims, randomness=self.randomness)(self.params, self.buffers, batch)
+        """Σ_b loss(f^b, batch^b, hp): each task's loss on its slice; the new buffers go to ``self.buffers``.
+
+        vmap is handed a flat list of tensors (its pytree handling of nested inputs costs as much as a
+        small model's arithmetic): the weights, the buffers and the batch's tensor leaves, rebuilt inside."""
+        pn, bn = tuple(self.params), tuple(self.buffers)
+        leaves, spec = tree_flatten(batch)
+        mapped = tuple(i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor))
+
+        n_p, n_b = len(pn), len(bn)
+
+        def one(*xs: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+            items = list(leaves)
+            for i, x in zip(mapped, xs[n_p + n_b:]):
+                items[i] = x
+            f = self._task(dict(zip(pn, xs[:n_p])), dict(zip(bn, xs[n_p:n_p + n_b])), self._seed)
+            out = check_scalar(loss(f, tree_unflatten(items, spec), hp), name)
+            return out, tuple(f.buffers[k] for k in bn)
+        losses, new = vmap(one, randomness=self.randomness)(
+            *self.params.values(), *self.buffers.values(), *(leaves[i] for i in mapped))
+        self.buffers = dict(zip(bn, new))
         return losses.sum()
 
 
@@ -144,7 +159,8 @@ class StackedProblem(InnerProblem):
         self.layout = self._layout(self.settings.layout)
         self.on_divergence, self.divergences = "raise", []
         self.last_step_loss, self._loss = None, None
-        self._unused, self._val_unreached = {}, {}
+        # the probe's answers are the per-task problems' (one learner's, checked alike): share their cache
+        self._unused, self._val_unreached = p0._unused, p0._val_unreached
 
     # ---- data: each task's batch of step t, stacked --------------------------------------------------
     def _train_batch(self, t: int) -> Batch:
