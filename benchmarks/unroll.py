@@ -1,10 +1,18 @@
 """Exact reverse-mode hypergradient through T unrolled steps: ours against the peers.
 
-Task: scikit-learn's digits, SGD with momentum 0.9 and weight decay 5e-4, the learning rate learned
-per parameter tensor ("tensor") or per element ("element"), T ∈ {10, 50, 100, 200} inner steps on
-fixed batches of 128 (the same order everywhere), the hypergradient of the validation loss with
-respect to the learning rates. Models: MLPs 64-128-128-10 and 64-512-512-10 and a deep narrow MLP
-of 20 linear layers of width 32 (40 parameter tensors: per-tensor overhead dominates).
+Task: scikit-learn's digits, the inner optimizer SGD (momentum 0.9, weight decay 5e-4, lr 0.05) or
+Adam (β = 0.9 / 0.999, ε = 1e-8, lr 1e-3), the learning rate learned per parameter tensor ("tensor")
+or per element ("element"), T inner steps on fixed batches of 128 (the same order everywhere), the
+hypergradient of the validation loss with respect to the learning rates. Models: MLPs 64-128-128-10
+and 64-512-512-10 and a deep narrow MLP of 20 linear layers of width 32 (40 parameter tensors:
+per-tensor overhead dominates). Full grid: SGD on the MLPs at T ∈ {10, 50, 100, 200} and on deep20
+at T ∈ {50, 100, 200}; Adam on all three at T = 100 (``--models``, ``--opts``, ``--horizons`` select).
+
+Adam's square root: where a gradient entry is exactly zero at every step (digits' always-blank
+pixels), ∂√s/∂s = ∞ meets a zero and reverse-over-reverse gives NaN. Ours uses a square root with
+derivative 0 at 0 (same values); higher does the equivalent; TorchOpt needs its ``eps_root`` option
+(here 1e-30: the values are unchanged in float32, the derivative finite), and the hand-written loops
+(torchfunc, manual, manual-flat) take √(s + 1e-30) the same way.
 
 Implementations:
   ours-graph / ours-recompute / ours-checkpoint   ``hypergradient.estimate("rmd", storage=...)``
@@ -13,8 +21,9 @@ Implementations:
   manual-flat    ``manual`` on one flat buffer (weights, momentum, learning rates): what our flat
                  layout does, written out for this MLP (exact; agrees to rounding, not bitwise)
   higher         ``higher.innerloop_ctx`` (one param group per tensor to learn per-tensor lrs)
-  torchopt       TorchOpt's functional API (weight decay + trace + a custom per-leaf -lr scaling)
-  train          plain training, torch.optim.SGD, no graph: the cost of the steps themselves
+  torchopt       TorchOpt's functional API (SGD: weight decay + trace; Adam: scale_by_adam; then a
+                 custom per-leaf −lr scaling, the only way it takes per-tensor or element-wise rates)
+  train          plain training, torch.optim, no graph: the cost of the steps themselves
 "peers" for the goals are torchfunc, higher and torchopt (the issue's list); ``manual`` and
 ``manual-flat`` are references. ``higher`` and ``torchopt`` are optional and skipped when they cannot be imported.
 
@@ -40,6 +49,8 @@ from hypergradient.diagnostics import saved_bytes  # noqa: E402
 from hypergradient.learners.data import digits_batches  # noqa: E402
 
 LR0, MOM, WD, BATCH = 0.05, 0.9, 5e-4, 128
+ADAM_LR0, B1, B2, EPS, EPS_ROOT = 1e-3, 0.9, 0.999, 1e-8, 1e-30
+OPTS = ("sgd", "adam")
 MODELS = {
     "mlp128": (64, 128, 128, 10),
     "mlp512": (64, 512, 512, 10),
@@ -63,21 +74,32 @@ def available(impl: str) -> bool:
 
 
 class Task:
-    """One model, its initial weights, the data and the initial learning rates."""
+    """One model, its initial weights, the data, the inner optimizer and the initial learning rates."""
 
-    def __init__(self, model: str, gran: str, dtype=torch.float32):
+    def __init__(self, model: str, gran: str, opt: str = "sgd", dtype=torch.float32):
         self.model = C.mlp(MODELS[model], dtype)
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params0 = [p.detach().clone() for p in self.model.parameters()]
         self.train, self.val = digits_batches(BATCH, 10, dtype)
-        self.name, self.gran, self.dtype = model, gran, dtype
+        self.name, self.gran, self.opt, self.dtype = model, gran, opt, dtype
+        self.lr0 = LR0 if opt == "sgd" else ADAM_LR0
+
+    def step(self, params, state, grads, lrs, t):
+        """The hand-written loops' step t (0-based): (new params, new state)."""
+        return (_sgd_step if self.opt == "sgd" else _adam_step)(params, state, grads, lrs, t)
+
+    def torch_optimizer(self, groups, lr=None):
+        lr = self.lr0 if lr is None else lr
+        if self.opt == "sgd":
+            return torch.optim.SGD(groups, lr=lr, momentum=MOM, weight_decay=WD)
+        return torch.optim.Adam(groups, lr=lr, betas=(B1, B2), eps=EPS)
 
     def batch(self, t: int):  # t = 0 .. T-1
         return self.train[t % len(self.train)]
 
     def lrs(self):
         shape = (lambda p: ()) if self.gran == "tensor" else (lambda p: p.shape)
-        return [torch.full(shape(p), LR0, dtype=self.dtype, requires_grad=True) for p in self.params0]
+        return [torch.full(shape(p), self.lr0, dtype=self.dtype, requires_grad=True) for p in self.params0]
 
     @property
     def nparams(self):
@@ -87,8 +109,9 @@ class Task:
 # ---- implementations: each returns run(T) -> list of hypergradients aligned with task.names --------
 def make_ours(task: Task, storage: str):
     ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])  # noqa: E731
-    pb = hg.InnerProblem(task.model, ce, ce, hg.optim.sgd(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD),
-                         hg.Hypers(), hg.Data(task.train, task.val))
+    opt = hg.optim.sgd(lr=hg.Hyper(LR0, task.gran), momentum=MOM, weight_decay=WD) if task.opt == "sgd" else \
+        hg.optim.adam(lr=hg.Hyper(ADAM_LR0, task.gran), betas=(B1, B2), eps=EPS)
+    pb = hg.InnerProblem(task.model, ce, ce, opt, hg.Hypers(), hg.Data(task.train, task.val))
     lam = pb.init_hparams()
     keys = [f"optim.lr[{n}]" for n in task.names]
     est = hg.estimators.get("rmd", storage=storage)
@@ -101,14 +124,28 @@ def make_ours(task: Task, storage: str):
     return run
 
 
-def _sgd_step(params, bufs, grads, lrs, first):
+def _sgd_step(params, bufs, grads, lrs, t):
     new_p, new_v = [], []
     for i, (p, g) in enumerate(zip(params, grads)):
         g = g + WD * p
-        v = g if first else MOM * bufs[i] + g
+        v = g if t == 0 else MOM * bufs[i] + g
         new_p.append(p - lrs[i] * v)
         new_v.append(v)
     return new_p, new_v
+
+
+def _adam_step(params, state, grads, lrs, t):
+    """Adam as a user writes it (Kingma & Ba, Algorithm 1), with √(s + 1e-30) (module docstring)."""
+    ms, ss = state if state is not None else ([0.0] * len(params), [0.0] * len(params))
+    c1, c2 = 1 - B1 ** (t + 1), (1 - B2 ** (t + 1)) ** 0.5
+    new_p, new_m, new_s = [], [], []
+    for p, g, m, s, lr in zip(params, grads, ms, ss, lrs):
+        m = B1 * m + (1 - B1) * g
+        s = B2 * s + (1 - B2) * g * g
+        new_p.append(p - (lr / c1) * m / ((s + EPS_ROOT).sqrt() / c2 + EPS))
+        new_m.append(m)
+        new_s.append(s)
+    return new_p, (new_m, new_s)
 
 
 def make_torchfunc(task: Task):
@@ -123,7 +160,7 @@ def make_torchfunc(task: Task):
         bufs = None
         for t in range(T):
             grads = torch.autograd.grad(loss_at(params, task.batch(t)), params, create_graph=True)
-            params, bufs = _sgd_step(params, bufs, grads, lrs, t == 0)
+            params, bufs = task.step(params, bufs, grads, lrs, t)
         return list(torch.autograd.grad(loss_at(params, task.val), lrs))
     return run
 
@@ -146,15 +183,15 @@ def make_manual(task: Task):
         for t in range(T):
             x, y = task.batch(t)
             grads = torch.autograd.grad(F.cross_entropy(mlp_forward(params, x), y), params, create_graph=True)
-            params, bufs = _sgd_step(params, bufs, grads, lrs, t == 0)
+            params, bufs = task.step(params, bufs, grads, lrs, t)
         return list(torch.autograd.grad(F.cross_entropy(mlp_forward(params, task.val[0]), task.val[1]), lrs))
     return run
 
 
 def make_manual_flat(task: Task):
     """``manual`` with every tensor (weights, momentum, learning rates) kept as one flat buffer: the
-    layer weights are views into it, autograd returns one flat gradient, and the optimizer step is six
-    ops whatever the number of tensors. Not a peer: the library's flat layout
+    layer weights are views into it, autograd returns one flat gradient, and the optimizer step is the
+    same few ops whatever the number of tensors. Not a peer: the library's flat layout
     (``hypergradient.core.flat``) written out by hand, without a module (exact, but it sums some
     gradient terms in another order, so it agrees to rounding, not bitwise)."""
     shapes = [p.shape for p in task.params0]
@@ -167,13 +204,11 @@ def make_manual_flat(task: Task):
         lrs = task.lrs()
         lr = torch.cat([lr.expand(s).reshape(-1) for lr, s in zip(lrs, shapes)])
         flat = torch.cat([p.reshape(-1) for p in task.params0]).requires_grad_()
-        buf = None
+        state = None
         for t in range(T):
             x, y = task.batch(t)
             g, = torch.autograd.grad(F.cross_entropy(forward(flat, x), y), flat, create_graph=True)
-            g = g + WD * flat
-            buf = g if t == 0 else MOM * buf + g
-            flat = flat - lr * buf
+            (flat,), state = task.step([flat], state, [g], [lr], t)
         return list(torch.autograd.grad(F.cross_entropy(forward(flat, task.val[0]), task.val[1]), lrs))
     return run
 
@@ -186,8 +221,7 @@ def make_higher(task: Task, higher=None):
 
     def run(T):
         lrs = task.lrs()
-        opt = torch.optim.SGD([{"params": [p]} for p in model.parameters()], lr=LR0, momentum=MOM,
-                              weight_decay=WD)
+        opt = task.torch_optimizer([{"params": [p]} for p in model.parameters()])
         with higher.innerloop_ctx(model, opt, copy_initial_weights=True, override={"lr": lrs}) as (fm, dopt):
             for t in range(T):
                 x, y = task.batch(t)
@@ -217,8 +251,12 @@ def make_torchopt(task: Task):
     def run(T):
         lrs = task.lrs()
         params = tuple(p.clone().requires_grad_() for p in task.params0)
-        tx = torchopt.chain(flip_sign_and_add_weight_decay(WD), torchopt.transform.trace(momentum=MOM),
-                            scale_by_neg_lrs(lrs))
+        if task.opt == "sgd":
+            tx = torchopt.chain(flip_sign_and_add_weight_decay(WD), torchopt.transform.trace(momentum=MOM),
+                                scale_by_neg_lrs(lrs))
+        else:
+            tx = torchopt.chain(torchopt.transform.scale_by_adam(b1=B1, b2=B2, eps=EPS, eps_root=EPS_ROOT,
+                                                                 moment_requires_grad=True), scale_by_neg_lrs(lrs))
         state = tx.init(params)
         for t in range(T):
             grads = torch.autograd.grad(loss_at(params, task.batch(t)), params, create_graph=True)
@@ -235,7 +273,7 @@ def make_train(task: Task):
         with torch.no_grad():
             for p, p0 in zip(model.parameters(), task.params0):
                 p.copy_(p0)
-        opt = torch.optim.SGD(model.parameters(), lr=LR0, momentum=MOM, weight_decay=WD)
+        opt = task.torch_optimizer(model.parameters())
         for t in range(T):
             x, y = task.batch(t)
             opt.zero_grad(set_to_none=True)
@@ -255,7 +293,7 @@ def make(task: Task, impl: str):
 
 def build_cell(spec):
     """Child side of the peak-RSS measurement: one implementation on one cell."""
-    task = Task(spec["model"], spec["gran"])
+    task = Task(spec["model"], spec["gran"], spec.get("opt", "sgd"))
     run = make(task, spec["impl"])
     return (lambda: run(spec["T"])), (lambda: run(2))
 
@@ -277,9 +315,9 @@ def measure_cell(task: Task, runs: dict, T: int, repeats: int, tries: int, mem: 
     saved = {i: saved_bytes(lambda r=runs[i]: r(T)) for i in impls if i != "train"}
     rss = {}
     for i in mem:
-        m = C.peak_rss(script, {"model": task.name, "gran": task.gran, "T": T, "impl": i}, threads)
+        m = C.peak_rss(script, {"model": task.name, "gran": task.gran, "opt": task.opt, "T": T, "impl": i}, threads)
         rss[i] = None if m is None else m["peak"]
-    return {"model": task.name, "gran": task.gran, "T": T, "nparams": task.nparams,
+    return {"model": task.name, "opt": task.opt, "gran": task.gran, "T": T, "nparams": task.nparams,
             "ntensors": len(task.names), "time": {i: times[i]["median"] for i in impls},
             "time_min": {i: times[i]["min"] for i in impls},
             "time_samples": {i: times[i]["samples"] for i in impls},
@@ -293,6 +331,7 @@ def main(argv=None):
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)} (full mode)")
     p.add_argument("--horizons", help="comma-separated subset of T (full mode), e.g. 100,200")
+    p.add_argument("--opts", help=f"comma-separated subset of {','.join(OPTS)} (full mode)")
     p.add_argument("--render", metavar="FILE[,FILE]", help="recompute the tables and goals from the cells of "
                    "earlier runs' JSON (no measuring; a later file's cell replaces an earlier one's); with "
                    "--json, write the result")
@@ -305,21 +344,29 @@ def main(argv=None):
             with open(path) as f:
                 runs.append(json.load(f))
             for c in runs[-1]["cells"]:
-                cells[c["model"], c["gran"], c["T"]] = c
+                c.setdefault("opt", "sgd")                     # runs before the optimizer axis were SGD
+                cells[c["model"], c["opt"], c["gran"], c["T"]] = c
         args.quick = runs[-1]["quick"]
         settings = {**runs[-1]["settings"], "merged_from": args.render.split(","),
-                    "models": sorted({k[0] for k in cells}), "horizons": sorted({k[2] for k in cells})}
+                    "models": sorted({k[0] for k in cells}), "horizons": sorted({k[3] for k in cells})}
         return report(list(cells.values()), args, settings, runs[-1]["machine"])
     C.setup(args.threads)
     if args.quick:  # a smoke test: two models, short horizons, peak RSS at the longest one only
-        grid = [("mlp128", "tensor", [10, 30]), ("deep20", "element", [10, 20])]
+        grid = [("mlp128", "sgd", "tensor", [10, 30]), ("deep20", "sgd", "element", [10, 20]),
+                ("mlp128", "adam", "element", [10])]
         repeats, tries = 3, 1
         mem_impls = ("ours-graph", "ours-checkpoint", "torchfunc", "torchopt")
         mem_cell = lambda model, gran, T: T > 10  # noqa: E731
     else:
         models = args.models.split(",") if args.models else list(MODELS)
-        Ts = [int(x) for x in args.horizons.split(",")] if args.horizons else [10, 50, 100, 200]
-        grid = [(m, g, Ts) for m in models for g in ("tensor", "element")]
+        opts = args.opts.split(",") if args.opts else list(OPTS)
+        want = [int(x) for x in args.horizons.split(",")] if args.horizons else None
+
+        def horizons(model, opt):
+            if want:
+                return want
+            return [100] if opt == "adam" else [50, 100, 200] if model == "deep20" else [10, 50, 100, 200]
+        grid = [(m, o, g, horizons(m, o)) for o in opts for m in models for g in ("tensor", "element")]
         repeats, tries, mem_impls = 7, 3, IMPLS
         mem_cell = lambda model, gran, T: True  # noqa: E731
     impls = [i for i in IMPLS if available(i)]
@@ -328,8 +375,8 @@ def main(argv=None):
         print(f"skipping unavailable peers: {skipped}")
     script = os.path.abspath(__file__)
     cells = []
-    for model, gran, Ts in grid:
-        task = Task(model, gran)
+    for model, opt, gran, Ts in grid:
+        task = Task(model, gran, opt)
         runs = {i: make(task, i) for i in impls}
         for T in Ts:
             mem = [] if args.no_memory or not mem_cell(model, gran, T) else [i for i in impls if i in mem_impls]
@@ -339,9 +386,10 @@ def main(argv=None):
             print(row_summary(cell))
             sys.stdout.flush()
     settings = {"lr0": LR0, "momentum": MOM, "weight_decay": WD, "batch": BATCH, "repeats": repeats,
+                "adam": {"lr0": ADAM_LR0, "betas": [B1, B2], "eps": EPS, "eps_root (peers)": EPS_ROOT},
                 "dtype": "float32", "malloc_mmap_threshold": C.MMAP_THRESHOLD,
                 "peers": [p for p in PEERS if available(p)], "skipped": skipped, "models": sorted({g[0] for g in grid}),
-                "horizons": sorted({T for g in grid for T in g[2]})}
+                "opts": sorted({g[1] for g in grid}), "horizons": sorted({T for g in grid for T in g[3]})}
     report(cells, args, settings, C.machine(args.threads))
 
 
@@ -373,7 +421,7 @@ def time_ratio(cell, impl, against=PEERS):
 
 
 def row_summary(cell) -> str:
-    parts = [f"{cell['model']:7s} {cell['gran']:7s} T={cell['T']:<4d}"]
+    parts = [f"{cell['model']:7s} {cell.get('opt', 'sgd'):4s} {cell['gran']:7s} T={cell['T']:<4d}"]
     for i in cell["time"]:
         parts.append(f"{i}={cell['time'][i] * 1e3:.1f}ms")
     parts.append(f"graph/fastest peer={time_ratio(cell, 'ours-graph'):.3f}")
@@ -388,7 +436,7 @@ def table_rows(cells):
         pm, mp = fastest_peer(c, "rss_peak") if c["rss_peak"] else (None, None)
         for i in c["time"]:
             rows.append({
-                "model": c["model"], "lr": c["gran"], "T": c["T"], "impl": i,
+                "model": c["model"], "opt": c.get("opt", "sgd"), "lr": c["gran"], "T": c["T"], "impl": i,
                 "time ms": c["time"][i] * 1e3,
                 "÷ fastest peer": time_ratio(c, i),
                 "÷ train": time_ratio(c, i, ("train",)),
@@ -401,9 +449,9 @@ def table_rows(cells):
 
 
 def compute_goals(cells, quick: bool):
-    """The issue's goals, each at the horizon it names (or, in quick mode, the longest one run)."""
-    def at(model, want):
-        ms = [c for c in cells if c["model"] == model]
+    """The issues' goals (6 and 20), each at the horizon it names (or, in quick mode, the longest one run)."""
+    def at(model, want, opt="sgd"):
+        ms = [c for c in cells if c["model"] == model and c.get("opt", "sgd") == opt]
         if not ms:
             return [], None, ""
         T = want if any(c["T"] == want for c in ms) else max(c["T"] for c in ms)
@@ -443,6 +491,19 @@ def compute_goals(cells, quick: bool):
         goals.append(C.goal(f"rmd checkpoint time ÷ our graph, {model}, T={T}",
                             worst(time_ratio(c, "ours-checkpoint", ("ours-graph",)) for c in cs), 2.0,
                             "; ".join(x for x in (note, f"by fastest runs: {by_min:.3g}") if x)))
+    # issue 20: the deep narrow MLP at T = 50 and 100, against the peers and against manual-flat; Adam
+    for want in (50, 100):
+        cs, T, note = at("deep20", want)
+        if cs and T == want or (cs and quick and want == 50):
+            goals.append(C.goal(f"rmd graph time ÷ fastest peer, deep20, SGD, T={T} (worse lr granularity)",
+                                worst(time_ratio(c, "ours-graph") for c in cs), 0.6, note))
+            goals.append(C.goal(f"rmd graph time ÷ manual-flat, deep20, SGD, T={T} (worse lr granularity)",
+                                worst(time_ratio(c, "ours-graph", ("manual-flat",)) for c in cs), 1.05, note))
+    for model, target in (("mlp128", 0.9), ("mlp512", 0.95)):
+        cs, T, note = at(model, 100, "adam")
+        if cs:
+            goals.append(C.goal(f"rmd graph time ÷ fastest peer, {model}, Adam, T={T} (worse lr granularity)",
+                                worst(time_ratio(c, "ours-graph") for c in cs), target, note))
     return goals
 
 
@@ -452,7 +513,7 @@ def summary_rows(cells):
     for c in cells:
         p, _ = fastest_peer(c)
         pm, mp = fastest_peer(c, "rss_peak") if c["rss_peak"] else (None, None)
-        rows.append({"model": c["model"], "lr": c["gran"], "T": c["T"], "fastest peer": p,
+        rows.append({"model": c["model"], "opt": c.get("opt", "sgd"), "lr": c["gran"], "T": c["T"], "fastest peer": p,
                      "graph ÷ peer": time_ratio(c, "ours-graph"),
                      "manual-flat ÷ peer": time_ratio(c, "manual-flat"),
                      "graph ÷ train": time_ratio(c, "ours-graph", ("train",)),
@@ -468,7 +529,7 @@ def summary_rows(cells):
 
 
 def render(rows, goals, args, cells=None) -> str:
-    cols = ["model", "lr", "T", "impl", "time ms", "÷ fastest peer", "÷ train", "peak RSS MiB",
+    cols = ["model", "opt", "lr", "T", "impl", "time ms", "÷ fastest peer", "÷ train", "peak RSS MiB",
             "÷ leanest peer", "saved MiB", "rel. err"]
     out = C.table(rows, cols, "unroll: exact RMD through T steps (time: median; ratios: median over rounds)")
     if cells:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 import torch
 from torch import nn
 
+from .traced import Traced, global_hooks, trace
+
 __all__ = ["FunctionalModel", "Forward", "select", "seeded"]
 
 
@@ -78,7 +80,7 @@ class FunctionalModel:
         buffer_names: buffer names.
     """
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, *, trace: bool = True):
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
         self.names = tuple(n for n, _ in module.named_parameters())
@@ -99,6 +101,36 @@ class FunctionalModel:
         self._tied = _tied_names(module)  # from the user's module: moving to meta can untie a shared Parameter
         self._slots = _slots(skeleton, module)
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+        # the traced forward per mode (core/traced.py): None = not tried yet, a str = why not taken
+        self.trace = trace
+        self._traced: dict[bool, Traced | str | None] = {True: None, False: None}
+        self._verified = {True: False, False: False}
+
+    def forward_path(self, training: bool) -> str:
+        """How a forward in this mode runs: ``"traced"`` (with the submodules it calls as modules, if
+        any), ``"module: <why>"``, or ``"not run yet"`` (the trace is taken after a first call shows it
+        bitwise equal to the module's)."""
+        got = self._traced[training]
+        if not self.trace:
+            return "module: tracing is off (Settings(trace=False))"
+        if got is None:
+            return "not run yet"
+        if isinstance(got, str):
+            return f"module: {got}"
+        if not self._verified[training]:
+            return "module until a first call outside torch.func transforms checks the trace"
+        leaves = [leaf.module.__class__.__name__ for leaf in got.leaves]
+        return "traced" + (f" (as modules: {', '.join(leaves)})" if leaves else "")
+
+    def _trace(self, training: bool) -> Traced | None:
+        """The traced forward of this mode, traced on first use (None where it is not taken)."""
+        if not self.trace or global_hooks():
+            return None
+        got = self._traced[training]
+        if got is None:
+            names = list(self._slots)
+            got = self._traced[training] = trace(self._skeleton, training, names)
+        return got if isinstance(got, Traced) else None
 
     def parameters(self, module: nn.Module) -> dict[str, torch.Tensor]:
         """Detached copies of ``module``'s parameters (the initial point), keyed by name."""
@@ -110,14 +142,58 @@ class FunctionalModel:
     def __call__(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
                  args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, *,
                  training: bool = True) -> tuple[Any, dict[str, torch.Tensor]]:
-        """Run the module; returns ``(output, new_buffers)``. ``buffers`` is not modified."""
+        """Run the module; returns ``(output, new_buffers)``. ``buffers`` is not modified. Runs the
+        traced forward (:mod:`hypergradient.core.traced`) once a first call has shown it bitwise equal
+        to the module; the module otherwise."""
+        traced = self._trace(training)
+        if traced is not None and self._verified[training]:
+            new_buffers = {n: b.clone() for n, b in buffers.items()}
+            out, rebound = traced(self._tensors(params, new_buffers), args, kwargs)
+            new_buffers.update(rebound)
+            return out, new_buffers
+        check = traced is not None and not _transformed()
+        rng = _rng(params) if check else None
+        out, new_buffers = self._module_call(params, buffers, args, kwargs, training)
+        if check:
+            self._check(cast(Traced, traced), training, params, buffers, args, kwargs, out, new_buffers, cast(tuple, rng))
+        return out, new_buffers
+
+    def _tensors(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+        tensors = {**params, **buffers}
+        return _untie(self._tied, tensors) if self._tied else tensors
+
+    def _check(self, traced: Traced, training: bool, params: Mapping[str, torch.Tensor],
+               buffers: Mapping[str, torch.Tensor], args: tuple, kwargs: Mapping[str, Any] | None,
+               out: Any, new_buffers: Mapping[str, torch.Tensor], rng: tuple) -> None:
+        """Adopt ``traced`` for this mode if it gives bitwise the module's output and buffers on this
+        call (run again from the same random state, without a graph); otherwise record why not."""
+        before, after = rng, _rng(params)
+        _set_rng(before)
+        try:
+            with torch.no_grad():
+                bufs = {n: b.clone() for n, b in buffers.items()}
+                out2, rebound = traced(self._tensors(params, bufs), args, kwargs)
+                bufs.update(rebound)
+        except Exception as e:   # a trace that runs differently from the module is simply not taken
+            self._traced[training] = f"the traced forward failed where the module ran ({type(e).__name__}: {e})"[:200]
+            return
+        finally:
+            _set_rng(after)
+        if Traced.matches(out, out2) and Traced.matches(dict(new_buffers), bufs):
+            self._verified[training] = True
+        else:
+            self._traced[training] = "the traced forward's values differed from the module's on a first call"
+
+    def _module_call(self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                     args: tuple, kwargs: Mapping[str, Any] | None, training: bool
+                     ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The module itself, with the tensors swapped into its slots."""
         if training != self._training:
             self._skeleton.train(training)
             self._training = training
         new_buffers = {n: b.clone() for n, b in buffers.items()}
-        tensors = {**params, **new_buffers}
-        if self._tied:
-            tensors = _untie(self._tied, tensors)
+        tensors = self._tensors(params, new_buffers)
         # What torch.func.functional_call does, from maps computed once: put the tensors into the
         # skeleton's parameter and buffer slots, run it, read back buffers the module rebound, put its
         # own tensors back. functional_call resolves every name and re-derives the ties on every call,
@@ -138,6 +214,25 @@ class FunctionalModel:
                 d, k, home = slots[n]
                 d[k] = home
         return out, new_buffers
+
+
+def _transformed() -> bool:
+    """True inside a torch.func transform (vmap, grad, jvp), where values cannot be compared."""
+    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+    return peek is None or peek() is not None
+
+
+def _rng(tensors: Mapping[str, torch.Tensor]) -> tuple:
+    """The random states a forward may draw from: the CPU generator's, and each CUDA device's in use."""
+    cuda = sorted({x.device.index or 0 for x in tensors.values() if x.device.type == "cuda"})
+    return torch.get_rng_state(), [(d, torch.cuda.get_rng_state(d)) for d in cuda]
+
+
+def _set_rng(state: tuple) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    for d, s in cuda:
+        torch.cuda.set_rng_state(s, d)
 
 
 def _slots(skeleton: nn.Module, module: nn.Module) -> dict[str, tuple[dict[str, Any], str, torch.Tensor]]:

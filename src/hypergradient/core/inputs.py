@@ -93,6 +93,10 @@ class Settings:
             ``"constant"`` (they stay at their value, as with ``torch.optim``) or ``"train"``.
         divergence: the rule that calls a trajectory diverged although its loss is finite
             (:class:`~hypergradient.core.divergence.Divergence`; ``None``: off).
+        trace: run the model's forward traced to functional calls (:mod:`hypergradient.core.traced`:
+            bitwise the module's values, without ``nn.Module.__call__`` per submodule) where it traces
+            and a first call matched the module; ``False``: always call the module (e.g. a forward
+            that reads Python state which changes between calls). ``problem.diagnostics()`` says which.
     """
 
     val_mode: str = "train"
@@ -101,6 +105,7 @@ class Settings:
     layout: str = "auto"
     frozen: str = "constant"
     divergence: Divergence | None = field(default_factory=Divergence)
+    trace: bool = True
 
     def __post_init__(self) -> None:
         if self.val_mode not in ("train", "eval"):

@@ -94,7 +94,7 @@ class InnerProblem(Primitives, Probe):
         data = cast(Data, given)   # from_keywords raises when there is none
         if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
-        self.fmodel = FunctionalModel(model)
+        self.fmodel = FunctionalModel(model, trace=settings.trace)
         all_params = self.fmodel.parameters(model)
         if not all_params:
             raise ValueError(f"the model ({type(model).__name__}) has no parameters, so there is nothing for the "
@@ -210,6 +210,15 @@ class InnerProblem(Primitives, Probe):
         """Deprecated name of :attr:`spec` ('hparams' names the λ dict only)."""
         warn("problem.hparams", "problem.spec")
         return self.spec
+
+    def diagnostics(self) -> dict[str, Any]:
+        """How this problem runs: ``layout`` (``"flat"``: Φ on one buffer of all weights in differentiable
+        unrolls, or ``"tensors"``), ``forward`` (per mode, train / eval: ``"traced"`` or ``"module: <why>"``,
+        :meth:`FunctionalModel.forward_path <hypergradient.core.functional.FunctionalModel.forward_path>`),
+        ``optimizer`` and the number of inner weights."""
+        return {"layout": "flat" if self.layout is not None else "tensors",
+                "forward": {mode: self.fmodel.forward_path(mode == "train") for mode in ("train", "eval")},
+                "optimizer": repr(self.optimizer), "inner weights": sum(p.numel() for p in self._w0)}
 
     # ---- set-up -------------------------------------------------------------------------------------
     def _layout(self, layout: str) -> FlatLayout | None:
