@@ -235,3 +235,21 @@ def test_diagnostics():
     d = problem.diagnostics()
     assert d["forward"]["train"] == "traced" and d["layout"] == "flat" and d["inner weights"] == 6 * 20 + 15
     assert traced_mod.global_hooks() is False
+
+
+def test_a_vectorized_meta_batch_checks_the_trace_outside_vmap():
+    from hypergradient.core.stacked import stack_problems
+    g = torch.Generator().manual_seed(0)
+    tasks = [(torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (6,), generator=g))
+             for _ in range(3)]
+    ce = lambda f, b, hp: F.cross_entropy(f(b[0]), b[1])             # noqa: E731
+    out = []
+    for trace in (True, False):
+        torch.manual_seed(1)
+        ref = hg.InnerProblem(_mlp().double(), ce, ce, hg.optim.sgd(lr=Hyper(0.3, "tensor")), hg.Hypers(),
+                              hg.Data([tasks[0]], tasks[0]), horizon=3, settings=hg.Settings(trace=trace))
+        stacked = stack_problems([ref.with_data(hg.Data([b], b)) for b in tasks])
+        out.append(hg.estimate("rmd", stacked, stacked.init_hparams()).value)
+        assert stacked.diagnostics()["forward"]["train"] == ("traced" if trace else
+                                                             "module: tracing is off (Settings(trace=False))")
+    assert Traced.matches(out[0], out[1])

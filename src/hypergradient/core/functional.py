@@ -122,6 +122,11 @@ class FunctionalModel:
         leaves = [leaf.module.__class__.__name__ for leaf in got.leaves]
         return "traced" + (f" (as modules: {', '.join(leaves)})" if leaves else "")
 
+    def unchecked(self, training: bool) -> bool:
+        """True while this mode's trace is taken but not yet checked against the module (a first call
+        outside torch.func transforms checks it; inside one, the module runs)."""
+        return self._trace(training) is not None and not self._verified[training]
+
     def _trace(self, training: bool) -> Traced | None:
         """The traced forward of this mode, traced on first use (None where it is not taken)."""
         if not self.trace or global_hooks():

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch.func import vmap
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .functional import Forward, FunctionalModel
 from .inputs import Data
@@ -110,6 +110,8 @@ class StackedForward(Forward):
         vmap is handed a flat list of tensors (its pytree handling of nested inputs costs as much as a
         small model's arithmetic): the weights, the buffers and the batch's tensor leaves, rebuilt inside."""
         pn, bn = tuple(self.params), tuple(self.buffers)
+        if self._fm.unchecked(self.training):
+            self._check_trace(loss, batch, hp)
         leaves, spec = tree_flatten(batch)
         mapped = tuple(i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor))
 
@@ -126,6 +128,16 @@ class StackedForward(Forward):
             *self.params.values(), *self.buffers.values(), *(leaves[i] for i in mapped))
         self.buffers = dict(zip(bn, new))
         return losses.sum()
+
+
+    def _check_trace(self, loss: Callable, batch: Batch, hp: Any) -> None:
+        """Task 0's loss once outside vmap, without a graph and from a forked random state: the call
+        on which the functional model checks its traced forward (core/traced.py), which it cannot do
+        under vmap."""
+        first = lambda tree: tree_map(lambda x: x[0] if isinstance(x, torch.Tensor) else x, tree)  # noqa: E731
+        cuda = [self._device.index or 0] if self._device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+            loss(self._task(first(self.params), first(self.buffers), self._seed), first(batch), hp)
 
 
 class StackedProblem(InnerProblem):
