@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 import torch
 from torch import nn
 
-from .traced import Traced, global_hooks, trace
+from .traced import Traced, global_hooks, slot, trace
 
 __all__ = ["FunctionalModel", "Forward", "select", "seeded"]
 
@@ -244,14 +244,8 @@ def _slots(skeleton: nn.Module, module: nn.Module) -> dict[str, tuple[dict[str, 
     """{name: (the ``_parameters`` or ``_buffers`` dict of its submodule in ``skeleton``, key, the
     skeleton's own (meta) tensor there)} for every name of a parameter or buffer of ``module``,
     aliases of tied tensors included."""
-    out: dict[str, tuple[dict[str, Any], str, torch.Tensor]] = {}
-    for name, _ in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
-        prefix, _, key = name.rpartition(".")
-        sub = skeleton.get_submodule(prefix)
-        # Any: torch types these dicts' values as Optional, but a named parameter or buffer is a tensor
-        d: dict[str, Any] = sub._parameters if key in sub._parameters else sub._buffers
-        out[name] = (d, key, d[key])
-    return out
+    names = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    return {name: slot(skeleton, name) for name, _ in names}
 
 
 def _tied_names(module: nn.Module) -> dict[str, frozenset[str]]:

@@ -147,9 +147,7 @@ class InnerProblem(Primitives, Probe):
     def with_data(self, data: Data) -> "InnerProblem":
         """The same problem — model, losses, optimizer, λ's structure, settings, horizon: shared, not
         rebuilt — on other data (a meta-learner's next task), with its own cost counter and divergence
-        records. Much cheaper than a new ``InnerProblem`` (no copy of the model). The pre-flight probe's
-        answers (which λ entries nothing reaches; losses that ignore ``f``) are about the losses' structure,
-        so the problems of one reference share them: a meta-batch probes once per λ key set, not per task."""
+        records; no copy of the model. The probe's answers are about the losses' structure: shared."""
         if not isinstance(data, Data):
             raise TypeError(f"with_data takes a hypergradient Data(train=..., val=...), got {type(data).__name__}")
         new = copy.copy(self)
@@ -212,10 +210,8 @@ class InnerProblem(Primitives, Probe):
         return self.spec
 
     def diagnostics(self) -> dict[str, Any]:
-        """How this problem runs: ``layout`` (``"flat"``: Φ on one buffer of all weights in differentiable
-        unrolls, or ``"tensors"``), ``forward`` (per mode, train / eval: ``"traced"`` or ``"module: <why>"``,
-        :meth:`FunctionalModel.forward_path <hypergradient.core.functional.FunctionalModel.forward_path>`),
-        ``optimizer`` and the number of inner weights."""
+        """How this problem runs: ``layout`` (``"flat"`` or ``"tensors"``), ``forward`` per mode (``"traced"``
+        or ``"module: <why>"``: ``FunctionalModel.forward_path``), ``optimizer``, the number of inner weights."""
         return {"layout": "flat" if self.layout is not None else "tensors",
                 "forward": {mode: self.fmodel.forward_path(mode == "train") for mode in ("train", "eval")},
                 "optimizer": repr(self.optimizer), "inner weights": sum(p.numel() for p in self._w0)}

@@ -32,7 +32,7 @@ import torch
 from torch import fx, nn
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["Traced", "Leaf", "trace", "global_hooks"]
+__all__ = ["Traced", "Leaf", "trace", "global_hooks", "slot"]
 
 _CALL_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
@@ -54,7 +54,7 @@ class Leaf:
     def __init__(self, prefix: str, module: nn.Module, names: list[str]):
         self.names, self.module = names, module
         self.__name__ = self.__qualname__ = "leaf_" + prefix.replace(".", "_")     # fx's name for the call
-        self.slots = [_slot(module, n[len(prefix) + 1:]) for n in names]
+        self.slots = [slot(module, n[len(prefix) + 1:]) for n in names]
         self.rebound: dict[str, torch.Tensor] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -73,8 +73,9 @@ class Leaf:
         return out
 
 
-def _slot(module: nn.Module, name: str) -> tuple[dict[str, Any], str, torch.Tensor]:
-    """(the ``_parameters`` or ``_buffers`` dict holding ``name`` in ``module``, its key, the tensor there)."""
+def slot(module: nn.Module, name: str) -> tuple[dict[str, Any], str, torch.Tensor]:
+    """(the ``_parameters`` or ``_buffers`` dict holding ``name`` in ``module``, its key, the tensor there);
+    Any: torch types these dicts' values as Optional, but a named parameter or buffer is a tensor."""
     prefix, _, key = name.rpartition(".")
     sub = module.get_submodule(prefix)
     d: dict[str, Any] = sub._parameters if key in sub._parameters else sub._buffers
@@ -182,7 +183,7 @@ def trace(skeleton: nn.Module, training: bool, names: list[str]) -> Traced | str
     leaves: set[str] = set()
     for _ in range(len(list(skeleton.modules())) + 1):
         root = copy.deepcopy(skeleton).train(training)
-        slots = {n: _slot(root, n) for n in names}
+        slots = {n: slot(root, n) for n in names}
         before = _state(root)
         try:
             cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
