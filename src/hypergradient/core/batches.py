@@ -8,7 +8,15 @@ import torch
 
 from .types import Batch, Batches
 
-__all__ = ["stream"]
+__all__ = ["stream", "leaves"]
+
+
+def leaves(batch: Batch) -> list[torch.Tensor]:
+    """The tensors of a batch (a tensor, or nested tuples / lists / dicts of them)."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
+    return [x for item in items for x in leaves(item)]
 
 
 def stream(data: Batches, what: str) -> Callable[[int], Batch]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .autograd import grad_or_zero
-from .batches import stream
+from .batches import leaves, stream
 from .deprecation import warn
 from .divergence import Monitor
 from .flat import FlatLayout
@@ -37,6 +37,7 @@ from .inputs import OPTIMIZER_KEYWORDS, Data, HparamsView, Hypers, Settings, fro
 from .optimizer import Optimizer, get_optimizer
 from .primitives import Primitives, check_scalar
 from .probe import Probe
+from . import results
 from .state import Cost, DivergenceError, State
 from .types import Batch, HparamsLike, TrainGrad
 
@@ -45,14 +46,6 @@ __all__ = ["InnerProblem", "State", "Cost", "DivergenceError"]
 
 LAYOUTS = ("auto", "flat", "tensors")
 FLAT_MAX_MEAN = 16384  # "auto" takes the flat layout up to this mean number of elements per weight tensor
-
-
-def _leaves(batch: Batch) -> list[torch.Tensor]:
-    """The tensors of a batch (a tensor, or nested tuples / lists / dicts of them)."""
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
-    return [x for item in items for x in _leaves(item)]
 
 
 def _seed(base: int, t: int, tag: str) -> int:
@@ -95,6 +88,7 @@ class InnerProblem(Primitives, Probe):
         if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         self.fmodel = FunctionalModel(model, trace=settings.trace)
+        self.module = model          # the user's module: module_at / learned return copies of it, never it
         all_params = self.fmodel.parameters(model)
         if not all_params:
             raise ValueError(f"the model ({type(model).__name__}) has no parameters, so there is nothing for the "
@@ -261,6 +255,20 @@ class InnerProblem(Primitives, Probe):
     def params_dict(self, state: State) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, state.params))
 
+    # ---- results out (core/results.py) ----------------------------------------------------------------
+    def final_state(self, lam: HparamsLike, T: int | None = None) -> State:
+        """s_T: T inner steps (default: the horizon) from s_0 with λ, without a graph."""
+        return self.run(self.init_state(), {k: v.detach() for k, v in lam.items()}, self.horizon_or(T))[0]
+
+    def module_at(self, state: State, lam: HparamsLike | None = None) -> nn.Module:
+        """A copy of the user's module holding ``state``'s weights and buffers (:func:`results.module_at`)."""
+        return results.module_at(self, state, lam)
+
+    def learned(self, lam: HparamsLike) -> dict[str, Any]:
+        """λ by hyperparameter name as plain values: floats, schedules as lists, modules as modules
+        (:func:`results.learned`)."""
+        return results.learned(self, lam)
+
     def horizon_or(self, T: int | None) -> int:
         T = T if T is not None else self.horizon
         if T is None:
@@ -325,7 +333,7 @@ class InnerProblem(Primitives, Probe):
             loss = check_scalar(loss, "train_loss")
             self._loss = loss.item() if self.check_finite or self.divergence is not None else None
             if self.check_finite and not math.isfinite(cast(float, self._loss)):
-                bad = [x for x in _leaves(self._train(t) if batch is None else batch)
+                bad = [x for x in leaves(self._train(t) if batch is None else batch)
                        if x.is_floating_point() and not bool(torch.isfinite(x).all())]
                 if bad:
                     raise ValueError(f"the training batch of step {t} already holds NaN or inf values: the data is at "
