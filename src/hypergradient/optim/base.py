@@ -1,6 +1,7 @@
 """What the optimizers share: exact-zero tests, a square root safe under double backward, fused axpy,
-the two execution strategies of a per-tensor rule (per tensor, or as ``torch._foreach_*`` ops) and
-:class:`Rule`, the base that runs them and writes weight decay once. The protocol itself is
+the fused division step of the adaptive rules, the two execution strategies of a per-tensor rule (per
+tensor, or as ``torch._foreach_*`` ops) and :class:`Rule`, the base that runs them and writes weight
+decay once. The protocol itself is
 :class:`hypergradient.core.optimizer.Optimizer`."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ..core.optimizer import Coefficient, Coefficients, Optimizer
 from ..core.tree import is_number
 
 __all__ = ["Optimizer", "Rule", "TensorOps", "ForeachOps", "is_zero", "safe_sqrt", "zeros_like_all", "foreach_ok", "same_zero", "fmul", "axpy",
-           "shared_number", "faxpy"]
+           "shared_number", "faxpy", "sub_div", "add_div"]
 
 
 def is_zero(x: object) -> bool:
@@ -26,8 +27,8 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     finite where a gradient is exactly zero. Same values as ``torch.sqrt`` everywhere."""
     if not x.requires_grad:
         return x.sqrt()
-    pos = x > 0
-    return torch.where(pos, torch.where(pos, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
+    pos = x > 0      # Python scalars in the where: no ones_like / zeros_like buffers (4 ops, not 6)
+    return torch.where(pos, torch.where(pos, x, 1.0).sqrt(), 0.0)
 
 
 def zeros_like_all(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -93,7 +94,9 @@ def fmul(xs: Sequence[torch.Tensor], h: Sequence[Coefficient]) -> tuple[torch.Te
 
 # ---- fused axpy ------------------------------------------------------------------------------------------
 # y + a·x is one op (``torch.add(y, x, alpha=a)``, torch.optim's own form) when a is a number: one graph
-# node and one pass over memory instead of two, which matters once Φ runs on one flat buffer.
+# node and one pass over memory instead of two, which matters once Φ runs on one flat buffer. On AVX2 /
+# AVX-512 CPUs torch computes it as a fused multiply-add (one rounding, not two: bitwise torch.optim's
+# SGD, not the plain ``y + a * x``; see the fused division steps below).
 def axpy(y: torch.Tensor, a: Coefficient, x: torch.Tensor) -> torch.Tensor:
     """y + a·x: one fused op for a number a, ``y + a * x`` for a tensor."""
     return torch.add(y, x, alpha=a) if is_number(a) else y + a * x
@@ -114,6 +117,28 @@ def faxpy(ys: Sequence[torch.Tensor], h: Sequence[Coefficient], xs: Sequence[tor
     if shared_number(h):
         return torch._foreach_add(list(ys), list(xs), alpha=cast(float, h[0]))
     return torch._foreach_add(list(ys), fmul(xs, h))
+
+
+# ---- fused division steps (the adaptive rules) ------------------------------------------------------------
+# y − c·x/d, the step of Adam (AdamW), RMSprop, NAdam and RAdam, is one ``torch.addcdiv`` (torch.optim's
+# own form): one graph node and one pass over memory instead of three. addcdiv computes y + (v·a)/b with
+# a rounding after each operation (there is no fused multiply-add for a division), so it is bitwise the
+# plain ``y - (c * x) / d`` for a number c (v = −c) and for a tensor c (a = c·x, v = −1), torch.optim's
+# association, not the c·(x/d) these rules had before (one rounding apart); tests/test_optim_fused.py
+# checks it against the plain forms. Adagrad and Adamax keep c·(x/d), higher's association, which no
+# fused op computes: :mod:`hypergradient.higher` gives higher's numbers for them (rules/adagrad.py: why). The multiply-add forms (``add(alpha=)``,
+# ``addcmul``, ``lerp``) are not used in those rules: on AVX2 / AVX-512 CPUs torch computes them as one
+# fused multiply-add (a single rounding), bitwise equal to no plain form (measured with torch 2.13; plain
+# only under ATEN_CPU_CAPABILITY=default).
+def sub_div(y: torch.Tensor, c: Coefficient, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """y − (c·x)/d as one ``addcdiv`` for a number c, as ``addcdiv(y, c·x, d, value=−1)`` for a tensor
+    c; bitwise the plain ``y - (c * x) / d``."""
+    return torch.addcdiv(y, x, d, value=-c) if is_number(c) else torch.addcdiv(y, c * x, d, value=-1)
+
+
+def add_div(y: torch.Tensor, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """y + x/d as one ``addcdiv``; bitwise the plain ``y + x / d``."""
+    return torch.addcdiv(y, x, d)
 
 
 # ---- execution strategies --------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ For each parameter tensor, with β1, β2, ε, weight decay μ and lr α (t = 1, 
 (Kingma & Ba 2015, Algorithm 1; Loshchilov & Hutter 2019 for the decoupled decay, which AdamW is:
 torch's ``AdamW`` is ``Adam(decoupled_weight_decay=True)`` with weight decay 1e-2 by default.) The
 square root has a finite derivative at 0 (:func:`safe_sqrt`), so second-order hypergradients stay finite.
+The step w − (α/(1 − β1^t)) m_t / d_t is one fused ``addcdiv`` (:func:`~hypergradient.optim.base.sub_div`),
+bitwise the plain ``w - (c * m) / d``; the moments stay plain ops (torch's multiply-add forms round once,
+as an FMA, on AVX CPUs: bitwise no plain form).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 
 from ...core.optimizer import Coefficient, register_optimizer
-from ..base import Rule, safe_sqrt, zeros_like_all
+from ..base import Rule, safe_sqrt, sub_div, zeros_like_all
 
 
 class AdamState(NamedTuple):
@@ -68,7 +71,7 @@ class Adam(Rule):
         m, v = moments(g, m0, s0, b1, b2)
         smax = torch.maximum(smax0, v) if self.amsgrad else v
         denom = safe_sqrt(smax) / sqrt(1 - b2 ** t) + eps
-        return p - (lr / (1 - b1 ** t)) * (m / denom), (m, v, smax if self.amsgrad else None)
+        return sub_div(p, lr / (1 - b1 ** t), m, denom), (m, v, smax if self.amsgrad else None)  # fused, bitwise plain
 
 
 @register_optimizer

@@ -7,6 +7,11 @@ with torch's ε inside the max)::
     m_t = β1 m_{t-1} + (1 − β1) g_t
     u_t = max(β2 u_{t-1}, |g_t| + ε)
     w_t = w_{t-1} − α/(1 − β1^t) · m_t / u_t
+
+The step is not fused: it stays higher's association α/(1 − β1^t)·(m/u), bitwise ``higher``'s Adamax
+(as for :mod:`~hypergradient.optim.rules.adagrad`: ``addcdiv`` computes (c·m)/u, and where g is rounding
+noise u ≈ ε amplifies that one-ulp difference by α/ε; fused, 1.3e-10 off higher's weights in
+tests/test_higher_compat.py).
 """
 
 from __future__ import annotations
@@ -43,4 +48,4 @@ class Adamax(Rule):
         g = self.decay(o, g, p, c["weight_decay"])
         m = b1 * m0 + (1 - b1) * g
         u = torch.maximum(b2 * u0, g.abs() + c["eps"])
-        return p - (c["lr"] / (1 - b1 ** t)) * (m / u), (m, u)
+        return p - (c["lr"] / (1 - b1 ** t)) * (m / u), (m, u)      # higher's association (docstring)

@@ -9,7 +9,8 @@ For each parameter tensor, with β1, β2, ε, momentum decay ψ, weight decay μ
     w_t = w_{t-1} − α (1 − μ_t)/(1 − Π_t) · g_t/d_t − α μ_{t+1}/(1 − Π_t μ_{t+1}) · m_t/d_t
 
 Π is kept in the state per element (``mu_prod``: a learned, scheduled β1 makes it vary), where torch
-keeps one number per tensor.
+keeps one number per tensor. Each of the two steps is one fused ``addcdiv``
+(:func:`~hypergradient.optim.base.sub_div`), bitwise the plain ``w - (c * x) / d``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from ...core.optimizer import register_optimizer
 from .adam import moments
-from ..base import Rule, safe_sqrt, zeros_like_all
+from ..base import Rule, safe_sqrt, sub_div, zeros_like_all
 
 
 class NAdamState(NamedTuple):
@@ -56,6 +57,6 @@ class NAdam(Rule):
         prod = prod0 * mu
         m, v = moments(g, m0, s0, b1, b2)
         denom = safe_sqrt(v / (1 - b2 ** t)) + c["eps"]
-        p = p - (lr * (1.0 - mu) / (1.0 - prod)) * (g / denom)
-        p = p - (lr * mu_next / (1.0 - prod * mu_next)) * (m / denom)
+        p = sub_div(p, lr * (1.0 - mu) / (1.0 - prod), g, denom)              # fused, bitwise plain
+        p = sub_div(p, lr * mu_next / (1.0 - prod * mu_next), m, denom)
         return p, (m, v, prod)

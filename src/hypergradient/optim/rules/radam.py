@@ -9,7 +9,9 @@ For each parameter tensor, with β1, β2, ε, weight decay μ and lr α (t = 1, 
               w_t = w_{t-1} − α m̂_t · √(1 − β2^t)/(√s_t + ε) · r_t
     else:     w_t = w_{t-1} − α m̂_t
 
-With a learned (tensor) β2 the test ρ_t > 5 is taken element by element.
+With a learned (tensor) β2 the test ρ_t > 5 is taken element by element. With a number β2 the rectified
+step is one fused ``addcdiv`` (:func:`~hypergradient.optim.base.sub_div`), bitwise the plain
+``w - (c * m) / (√s_t + ε)`` with c = α √(1 − β2^t) r_t / (1 − β1^t).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from ...core.optimizer import register_optimizer
 from .adam import moments, sqrt
-from ..base import Rule, is_number, safe_sqrt, zeros_like_all
+from ..base import Rule, is_number, safe_sqrt, sub_div, zeros_like_all
 
 
 class RAdamState(NamedTuple):
@@ -50,17 +52,17 @@ class RAdam(Rule):
         lr, b1, b2, wd = c["lr"], c["beta1"], c["beta2"], c["weight_decay"]
         p, g = self.weight_decay(o, p, g, lr, wd)
         m, v = moments(g, s[0], s[1], b1, b2)
-        bc2 = 1 - b2 ** t
-        m_hat = m / (1 - b1 ** t)
+        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
         rho_inf = 2 / (1 - b2) - 1
         rho_t = rho_inf - 2 * t * (b2 ** t) / bc2
 
-        def rectified(rho: Any) -> Any:
-            rect = sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-            return sqrt(bc2) / (safe_sqrt(v) + c["eps"]) * rect
-        if is_number(rho_t):
-            step = m_hat * lr * rectified(rho_t) if rho_t > 5.0 else m_hat * lr
-        else:   # element by element; the rectified branch is evaluated at ρ = 6 where it is not taken
-            on = rho_t > 5.0
-            step = m_hat * lr * torch.where(on, rectified(torch.where(on, rho_t, torch.full_like(rho_t, 6.0))), 1.0)
-        return p - step, (m, v)
+        def rect(rho: Any) -> Any:
+            return sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+        if is_number(rho_t):    # a number β2: c = α √(1 − β2^t) r_t / (1 − β1^t), one fused addcdiv
+            if rho_t > 5.0:
+                return sub_div(p, lr * sqrt(bc2) * rect(rho_t) / bc1, m, safe_sqrt(v) + c["eps"]), (m, v)
+            return p - (lr / bc1) * m, (m, v)
+        # element by element; the rectified branch is evaluated at ρ = 6 where it is not taken
+        on = rho_t > 5.0
+        adaptive = sqrt(bc2) / (safe_sqrt(v) + c["eps"]) * rect(torch.where(on, rho_t, 6.0))
+        return p - m / bc1 * lr * torch.where(on, adaptive, 1.0), (m, v)

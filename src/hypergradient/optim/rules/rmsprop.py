@@ -7,7 +7,9 @@ For each parameter tensor, with smoothing a (``alpha``), ε, weight decay μ, mo
     centered:  ḡ_t = a ḡ_{t-1} + (1 − a) g_t,   d_t = √(s_t − ḡ_t²) + ε;   else d_t = √s_t + ε
     momentum:  b_t = β b_{t-1} + g_t / d_t,      w_t = w_{t-1} − α b_t;     else w_t = w_{t-1} − α g_t / d_t
 
-(Hinton's lecture 6e; Graves 2013 for the centered form.)
+(Hinton's lecture 6e; Graves 2013 for the centered form.) Fused, each bitwise its plain form: the
+step without momentum is one ``addcdiv`` (``w - (α * g) / d``), the momentum buffer one ``addcdiv``
+(``β * b + g / d``); :mod:`hypergradient.optim.base`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 
 from ...core.optimizer import register_optimizer
-from ..base import Rule, is_zero, safe_sqrt, zeros_like_all
+from ..base import Rule, add_div, is_zero, safe_sqrt, sub_div, zeros_like_all
 
 
 class RMSpropState(NamedTuple):
@@ -52,6 +54,6 @@ class RMSprop(Rule):
         ga = a * ga0 + (1 - a) * g if self.centered else None
         d = safe_sqrt(sq - ga * ga if ga is not None else sq) + eps
         if is_zero(mom):
-            return p - lr * (g / d), (sq, ga, b0)
-        b = mom * b0 + g / d
+            return sub_div(p, lr, g, d), (sq, ga, b0)       # fused, bitwise plain
+        b = add_div(mom * b0, g, d)                        # fused, bitwise plain
         return p - lr * b, (sq, ga, b)
