@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import types
+import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import torch
@@ -22,7 +23,34 @@ from torch import nn
 
 from .traced import Traced, global_hooks, slot, trace
 
-__all__ = ["FunctionalModel", "Forward", "select", "seeded"]
+__all__ = ["FunctionalModel", "Forward", "select", "seeded", "uncompiled"]
+
+
+def _compiled(module: nn.Module) -> bool:
+    """Is ``module`` torch.compile's wrapper (``torch._dynamo``'s OptimizedModule around ``_orig_mod``)?"""
+    return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
+
+
+def uncompiled(module: nn.Module) -> nn.Module:
+    """The module inside torch.compile's wrapper (``model._orig_mod``), with a warning; any other module
+    as it is. The inner loop runs it uncompiled: torch.compile's AOT autograd has no double backward,
+    which every hypergradient through the inner steps needs (and its compiled backward frees its buffers
+    after one use). λ keys and state names are the module's own (no ``_orig_mod.`` prefix). A compiled
+    submodule inside a plain module is an error naming the fix."""
+    if isinstance(module, nn.Module) and _compiled(module):
+        warnings.warn("hypergradient runs a torch.compile'd module uncompiled (model._orig_mod): torch.compile's "
+                      "AOT autograd has no double backward, which hypergradients through the inner steps need. "
+                      "λ keys use the module's own names; the traced forward (problem.diagnostics()['forward']) "
+                      "removes the per-module call overhead instead. Pass the uncompiled module to silence this.",
+                      stacklevel=3)
+        module = module._orig_mod
+    if isinstance(module, nn.Module):
+        inner = [n for n, m in module.named_modules() if _compiled(m)]
+        if inner:
+            raise TypeError(f"the submodules {inner} are torch.compile'd: torch.compile's AOT autograd has no double "
+                            "backward, which hypergradients through the inner steps need; put the uncompiled "
+                            f"submodules back (e.g. model.{inner[0]} = model.{inner[0]}._orig_mod)")
+    return module
 
 
 def select(names: Sequence[str], which: Callable[[str], bool] | str | Iterable[str] | None) -> list[str]:
@@ -83,6 +111,7 @@ class FunctionalModel:
     def __init__(self, module: nn.Module, *, trace: bool = True):
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
+        module = uncompiled(module)
         self.names = tuple(n for n, _ in module.named_parameters())
         self.buffer_names = tuple(n for n, _ in module.named_buffers())
         self.shapes = {n: p.shape for n, p in module.named_parameters()}

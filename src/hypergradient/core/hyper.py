@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deprecation import renamed_attributes
-from .functional import FunctionalModel
+from .functional import FunctionalModel, uncompiled
 from .optimizer import TORCH_RANGES, Coefficient, Optimizer
 from .view import HyperView
 from .types import Hparams, HparamsLike
@@ -157,6 +157,7 @@ class HyperSpec:
             self.loss_specs[name] = h
         self.modules: dict[str, tuple[FunctionalModel, dict[str, str], nn.Module]] = {}
         for name, m in dict(modules or {}).items():
+            m = uncompiled(m)        # torch.compile's wrapper: the module inside, with a warning
             fm = FunctionalModel(m)
             self.modules[name] = (fm, {n: f"loss.{name}.{n}" for n in fm.names}, m)
         self._check_schedules()

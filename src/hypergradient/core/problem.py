@@ -30,7 +30,7 @@ from .batches import leaves, stream
 from .deprecation import warn
 from .divergence import Monitor
 from .flat import FlatLayout
-from .functional import Forward, FunctionalModel, select
+from .functional import Forward, FunctionalModel, select, uncompiled
 from .groups import resolve_groups
 from .hyper import HyperSpec
 from .inputs import OPTIMIZER_KEYWORDS, Data, HparamsView, Hypers, Settings, from_keywords
@@ -87,6 +87,7 @@ class InnerProblem(Primitives, Probe):
         data = cast(Data, given)   # from_keywords raises when there is none
         if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        model = uncompiled(model)    # torch.compile's wrapper: the module inside, with a warning (functional.py)
         self.fmodel = FunctionalModel(model, trace=settings.trace)
         self.module = model          # the user's module: module_at / learned return copies of it, never it
         all_params = self.fmodel.parameters(model)
