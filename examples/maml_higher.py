@@ -96,10 +96,15 @@ def meta_gradient_native(net: nn.Module, tasks) -> list[torch.Tensor]:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--iterations", type=int, default=30, help="meta-training iterations after the check")
-    p.add_argument("--meta-batch", type=int, default=4)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a short run (3 iterations, meta-batches of 2)")
+    p.add_argument("--iterations", type=int, default=None, help="meta-training iterations after the check "
+                   "(default 30, quick 3)")
+    p.add_argument("--meta-batch", type=int, default=None, help="tasks per meta-batch (default 4, quick 2)")
     args = p.parse_args(argv)
+    args.iterations = args.iterations or (3 if args.quick else 30)
+    args.meta_batch = args.meta_batch or (2 if args.quick else 4)
     # 1. both ports give the same meta-gradient (float64)
     net = make_net(torch.float64)
     sample = digits_tasks(0, torch.float64)

@@ -23,7 +23,6 @@ from torch import nn
 import hypergradient as hg
 from hypergradient import Hyper, Hypers
 
-torch.set_default_dtype(torch.float64)
 WARNS = pytest.warns(UserWarning, match="uncompiled")
 
 

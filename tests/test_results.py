@@ -14,7 +14,6 @@ import hypergradient as hg
 from hypergradient import Hyper, Hypers
 from hypergradient.diagnostics.plots import plot_history, plot_schedules, schedules_of
 
-torch.set_default_dtype(torch.float64)
 
 
 def ce(f, batch, hp):
@@ -149,3 +148,13 @@ def test_plots(tmp_path):
     with pytest.raises(TypeError, match="history"):
         plot_history(3.0)
     assert math.isfinite(res.history["val_loss"][-1])
+
+
+def test_learned_reports_the_clipped_value_the_steps_use():
+    sgd = hg.optim.sgd(lr=0.1, momentum=Hyper(0.5, schedule=2, bounds=(0.0, 0.9), enforce="clip"))
+    p = hg.InnerProblem(nn.Linear(5, 3), ce, ce, sgd, data=data(), horizon=4)
+    lam = p.init_hparams()
+    lam["optim.momentum"] = torch.tensor([1.3, 0.4])
+    assert p.learned(lam)["momentum"] == pytest.approx([0.9, 0.4])
+    assert [float(v[0]) for v in (p.spec.coefficients(lam, 1)["momentum"], p.spec.coefficients(lam, 3)["momentum"])] \
+        == pytest.approx([0.9, 0.4])

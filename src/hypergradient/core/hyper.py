@@ -383,9 +383,11 @@ class HyperSpec:
         return HyperView(vals, {k: (fm, keys) for k, (fm, keys, _) in self.modules.items()}, lam)
 
     def value(self, lam: HparamsLike, key: str) -> torch.Tensor:
-        """The constrained value of one raw leaf (applies its positivity transform)."""
+        """The constrained value of one raw leaf, as the inner steps use it: its positivity transform, and
+        for an optimizer hyperparameter with ``enforce="clip"`` the clamp into its bounds."""
         if key in self.leaves:
-            return TRANSFORMS[self.leaves[key][1].positive][0](lam[key])
+            name, h, _ = self.leaves[key]
+            return (self._bounded(name, h, 0) if h.enforce == "clip" else TRANSFORMS[h.positive][0])(lam[key])
         if key.startswith("loss.") and key[5:] in self.loss_specs:
             return TRANSFORMS[self.loss_specs[key[5:]].positive][0](lam[key])
         return lam[key]
