@@ -43,7 +43,7 @@ def uncompiled(module: nn.Module) -> nn.Module:
                       "λ keys use the module's own names; the traced forward (problem.diagnostics()['forward']) "
                       "removes the per-module call overhead instead. Pass the uncompiled module to silence this.",
                       stacklevel=3)
-        module = module._orig_mod
+        module = cast(nn.Module, module._orig_mod)
     if isinstance(module, nn.Module):
         inner = [n for n, m in module.named_modules() if _compiled(m)]
         if inner:
