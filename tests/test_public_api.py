@@ -3,7 +3,7 @@
 import hypergradient as hg
 
 PUBLIC = {"Cost", "Data", "Hypers", "Settings", "DivergenceError", "Estimator", "EstimatorState", "FunctionalModel", "run_offline", "run_online", "Hyper", "HyperSpec", "Hypergradient",
-          "InnerProblem", "REGISTRY", "State", "estimate", "diagnostics", "drivers", "estimators", "learners", "linalg", "optim",
+          "InnerProblem", "REGISTRY", "State", "compare", "estimate", "diagnostics", "drivers", "estimators", "learners", "linalg", "optim",
           "__version__"}
 ESTIMATORS = {"rmd", "truncated_rmd", "online_rmd", "es", "pes", "sama", "fmd", "drmad", "ift", "one_step",
               "first_order", "hyperdistill", "evograd"}
