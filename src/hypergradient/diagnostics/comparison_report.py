@@ -16,7 +16,7 @@ WHY_NOT_EXACT: dict[str, str] = {
     "one_step": "approximate: the last inner step only (greedy, one-step lookahead)",
     "sama": "approximate: one_step with the optimizer's preconditioning and a finite-difference mixed term",
     "drmad": "approximate: reverse mode along the straight line s_0 -> s_T (exact on linear trajectories)",
-    "ift": "approximate: assumes w_T is a stationary point of the training loss; the linear solve is inexact",
+    "ift": "approximate: assumes w_T is a stationary point of the training loss (cg / neumann: an inexact solve too)",
     "first_order": "approximate: the direct term dL_val/dλ only (the indirect term is dropped)",
     "hyperdistill": "approximate and stochastic: one distilled VJP per step, theta fitted, random subsamples",
     "es": "stochastic: zeroth-order, antithetic random perturbations of λ (seeded)",
