@@ -48,11 +48,14 @@ def _num(x: float | None, fmt: str) -> str:
 def _bytes(n: int | None) -> str:
     if n is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    if abs(n) < 1024:
+        return f"{n} B"
+    x = n / 1024
+    for unit in ("KiB", "MiB"):
+        if abs(x) < 1024:
+            return f"{x:.1f} {unit}"
+        x /= 1024
+    return f"{x:.1f} GiB"
 
 
 COLUMNS = [("estimator", 20, "<"), ("exact", 6, ">"), ("cosine", 10, ">"), ("|g|/|g_ref|", 12, ">"),
