@@ -22,13 +22,51 @@ def is_zero(x: object) -> bool:
     return isinstance(x, (int, float)) and x == 0
 
 
+def _half_over(r: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """g / (2 r) where r > 0 (torch's own sqrt derivative, the same ops), 0 where r = 0; the inner where
+    keeps the untaken branch finite, so differentiating this again gives no 0·inf."""
+    pos = r > 0
+    return torch.where(pos, g / (2 * torch.where(pos, r, 1.0)), 0.0)
+
+
+class _SafeSqrt(torch.autograd.Function):
+    """√x whose derivative is 0 at x = 0: one op forward (``torch.sqrt``); backward, forward mode and
+    vmap from :func:`_half_over`, itself differentiable (double backward, as RMD through Adam needs)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return x.sqrt()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return _half_over(ctx.saved_tensors[0], g)
+
+    @staticmethod
+    def jvp(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+        return _half_over(ctx.saved_tensors[0], t)
+
+
 def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """sqrt with derivative 0 (not inf) at x = 0, so double backward through Adam / RMSprop stays
-    finite where a gradient is exactly zero. Same values as ``torch.sqrt`` everywhere."""
-    if not x.requires_grad:
+    finite where a gradient is exactly zero. Same values as ``torch.sqrt`` everywhere, and the same
+    derivative where x > 0. Under autograd one ``torch.sqrt`` in the graph (:class:`_SafeSqrt`), not
+    the four ops of the masked form ``where(x > 0, where(x > 0, x, 1).sqrt(), 0)``."""
+    if not x.requires_grad and not _functorch_wrapped(x):      # no derivative will be taken
         return x.sqrt()
-    pos = x > 0      # Python scalars in the where: no ones_like / zeros_like buffers (4 ops, not 6)
-    return torch.where(pos, torch.where(pos, x, 1.0).sqrt(), 0.0)
+    return cast(torch.Tensor, _SafeSqrt.apply(x))
+
+
+def _functorch_wrapped(x: torch.Tensor) -> bool:
+    """Inside torch.func transforms (grad, jvp, vmap) a tensor's ``requires_grad`` does not say whether
+    a derivative will be taken."""
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
 
 
 def zeros_like_all(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
