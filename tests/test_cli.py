@@ -63,7 +63,9 @@ def test_every_option_of_every_command_has_help_and_shows_its_default():
             assert action.help and action.help.strip(), f"{name} {action.dest} has no help"
             if action.option_strings and action.default is not argparse.SUPPRESS:
                 assert "default" in fmt._get_help_string(action), f"{name} {action.option_strings} hides its default"
-        parser.format_help()
+        text = parser.format_help()
+        assert "{'" not in text and "%%" not in text, f"{name}'s help is garbled"
+    assert "40% label noise" in subs["reproduce"].format_help()      # a literal % in a help text stays one
 
 
 def test_list_table_wraps_cells_instead_of_cutting_words(monkeypatch, capsys):

@@ -68,3 +68,12 @@ def test_lr_schedule_fmd(tmp_path):
     assert out["val_loss_after"] < 0.5 * out["val_loss_before"]
     assert len(out["lr"]) == out["K"] and all(0.0 <= m <= 0.99 + 1e-6 for m in out["momentum"])
     assert plot.stat().st_size > 1000
+
+
+def test_compare_estimators():
+    """Exact RMD is its own reference; one_step's cosine hides a norm several times too small."""
+    import compare_estimators
+    out = compare_estimators.main(["--quick", "--estimators", "rmd,fmd,one_step"])
+    rows = {r["name"]: r for r in out["rows"]}
+    assert rows["rmd"]["cosine"] == pytest.approx(1.0) and rows["fmd"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert rows["one_step"]["norm_ratio"] < 0.5

@@ -161,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_compare)
     r = command("reproduce", "reproduce a paper's experiment (results.json, table.md, plots)")
     r.add_argument("experiment", choices=list(REPRODUCTIONS),
-                   help="; ".join(f"{k}: {v[1]}" for k, v in REPRODUCTIONS.items()))
+                   help="; ".join(f"{k}: {v[1]}" for k, v in REPRODUCTIONS.items()).replace("%", "%%"))
     r.add_argument("--quick", action="store_true", help="a smoke-test size (minutes; the numbers mean nothing)")
     r.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 5; 1 with --quick)")
     r.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT, or "

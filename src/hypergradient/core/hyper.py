@@ -126,7 +126,8 @@ class HyperSpec:
     Args:
         optimizer: the inner optimizer, carrying its values (name -> float, a constant, or
             :class:`Hyper`, learned) for its ``hparam_names``.
-        param_names / param_shapes: the inner weights w (targets of optimizer hyperparameters).
+        param_names: the inner weights w (targets of optimizer hyperparameters).
+        param_shapes: name -> shape of each inner weight.
         groups: the optimizer's param groups resolved to the weights' names (name, weights, own values);
             None: one group of every weight.
         model: name -> tensor for the model parts that are hyperparameters.

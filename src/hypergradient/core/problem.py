@@ -254,6 +254,7 @@ class InnerProblem(Primitives, Probe):
         return dict(self._buffers0)
 
     def params_dict(self, state: State) -> dict[str, torch.Tensor]:
+        """The inner weights of ``state`` by parameter name."""
         return dict(zip(self.names, state.params))
 
     # ---- results out (core/results.py) ----------------------------------------------------------------
@@ -306,6 +307,7 @@ class InnerProblem(Primitives, Probe):
         return self._train(t)
 
     def val_loss_at(self, state: State, lam: HparamsLike, t: int | None = None) -> torch.Tensor:
+        """L_val(w, λ) at ``state``'s weights on the validation batch of step t (default: the state's)."""
         t = state.t if t is None else t
         f = self._forward(state.params, lam, state.buffers, self.val_mode == "train", _seed(self.seed, t, "val"))
         return self.val_loss(f, self._val(t), self.spec.view(lam))

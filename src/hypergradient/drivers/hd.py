@@ -98,8 +98,11 @@ class AdamHD(_HD):
     """Adam whose learning rate follows hypergradient descent (Adam-HD).
 
     Args:
-        lr: α_0. hypergrad_lr: β (Baydin et al. use 1e-7 … 1e-4 for Adam). betas, eps, weight_decay:
-        as ``torch.optim.Adam``.
+        lr: α_0.
+        hypergrad_lr: β (Baydin et al. use 1e-7 … 1e-4 for Adam).
+        betas: as ``torch.optim.Adam``.
+        eps: as ``torch.optim.Adam``.
+        weight_decay: as ``torch.optim.Adam``.
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, hypergrad_lr: float = 1e-7,

@@ -30,7 +30,10 @@ class ANIL(ProblemLearner):
     Args:
         model: e.g. :func:`anil_mlp`; ``body`` names (prefixes) its λ part.
         loss: criterion ``loss(pred, target)`` for both support and query (default MSE).
-        lr, momentum: the inner SGD's constants (paper: 0.01 and 0.9). horizon: T.
+        body: the λ part of the model: a name prefix, names, or a predicate on names.
+        lr: the inner SGD's learning rate (paper: 0.01).
+        momentum: the inner SGD's momentum (paper: 0.9).
+        horizon: T.
     """
 
     def __init__(self, model: nn.Module, loss: Callable = F.mse_loss, *,

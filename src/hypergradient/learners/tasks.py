@@ -23,7 +23,9 @@ class SinusoidTasks(TaskSampler):
     Args:
         shots: support examples per task (10-shot in the paper).
         query: query examples per task.
-        amplitude, phase, x_range: the uniform ranges.
+        amplitude: the uniform range of A.
+        phase: the uniform range of φ.
+        x_range: the uniform range of the inputs x.
         dtype: of the tensors.
     """
 
