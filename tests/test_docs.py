@@ -163,3 +163,12 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "site" / "index.html").exists()
+
+
+def test_table_rows_stay_on_one_line() -> None:
+    """A Markdown table row broken over two lines ends the table and shows its tail as a paragraph
+    (seen in the rendered rmd page); every line that starts a row must end it."""
+    bad = [f"{p.relative_to(ROOT)}:{i}" for p in DOCS.rglob("*.md")
+           for i, line in enumerate(p.read_text().splitlines(), 1)
+           if line.startswith("|") and not line.rstrip().endswith("|")]
+    assert not bad, bad
