@@ -167,3 +167,14 @@ def test_compare_bad_estimators_are_an_error(entry, capsys):
     assert "unknown estimator 'nope'" in capsys.readouterr().err
     assert cli.main(["compare", f"{entry}:make_problem", "--estimators", "ift[solver]"]) == 2
     assert "key=value" in capsys.readouterr().err
+
+
+def test_compare_reference_option(entry, tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    assert cli.main(["compare", f"{entry}:make_problem", "--estimators", "rmd,one_step", "--reference",
+                     "rmd[storage=recompute]", "--memory", "none", "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["rows"][0]["cosine"] == pytest.approx(1.0)
+    assert cli.main(["compare", f"{entry}:make_problem", "--reference", "rmd,fmd"]) == 2
+    assert "--reference takes one estimator" in capsys.readouterr().err
+    assert cli.main(["compare", f"{entry}:make_problem", "--estimators", "rmd", "--reference", "one_step"]) == 2
+    assert "must be an exact estimator" in capsys.readouterr().err

@@ -85,5 +85,12 @@ def test_a_compiled_hyperparameter_module_has_plain_keys():
 def test_a_compiled_submodule_is_a_clear_error():
     model = net()
     model[0] = torch.compile(model[0], backend="aot_eager")
-    with pytest.raises(TypeError, match=r"model\.0 = model\.0\._orig_mod"):
+    with pytest.raises(TypeError, match=r"model\[0\] = model\[0\]\._orig_mod"):
+        problem(model)
+
+
+def test_the_fix_for_a_compiled_sequential_entry_is_valid_python():
+    model = nn.Sequential(nn.Sequential(nn.Linear(5, 8), nn.Tanh()), nn.Linear(8, 3))
+    model[0][0] = torch.compile(model[0][0], backend="aot_eager")
+    with pytest.raises(TypeError, match=r"model\[0\]\[0\] = model\[0\]\[0\]\._orig_mod"):
         problem(model)

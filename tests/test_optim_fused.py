@@ -263,9 +263,9 @@ def test_safe_sqrt_values_and_derivatives():
 
 
 def test_safe_sqrt_under_torch_func_transforms():
-    """Forward mode, vmap and torch.func.grad see the same derivative (0 at 0), and gradcheck /
-    gradgradcheck pass at positive points."""
-    from torch.func import grad, jvp, vmap
+    """Forward mode (nested too), vmap and torch.func.grad see sqrt's derivatives (0 at 0), and
+    gradcheck / gradgradcheck pass at positive points."""
+    from torch.func import grad, jacfwd, jvp, vmap
     x = torch.tensor([0.0, 1e-3, 2.0, 4.0], dtype=torch.float64)
     _, t = jvp(safe_sqrt, (x,), (torch.ones_like(x),))
     torch.testing.assert_close(t, torch.tensor([0.0, 0.5 / 1e-3 ** 0.5, 0.5 / 2 ** 0.5, 0.25], dtype=torch.float64))
@@ -273,3 +273,5 @@ def test_safe_sqrt_under_torch_func_transforms():
     assert g[0, 0] == 0 and torch.allclose(g[1], 0.5 / (x + 1).sqrt())
     xp = torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(safe_sqrt, (xp,)) and torch.autograd.gradgradcheck(safe_sqrt, (xp,))
+    second = jacfwd(jacfwd(lambda v: safe_sqrt(v).sum()))(torch.tensor([0.5, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(second.diagonal(), -0.25 * torch.tensor([0.5, 4.0], dtype=torch.float64) ** -1.5)

@@ -158,3 +158,16 @@ def test_learned_reports_the_clipped_value_the_steps_use():
     assert p.learned(lam)["momentum"] == pytest.approx([0.9, 0.4])
     assert [float(v[0]) for v in (p.spec.coefficients(lam, 1)["momentum"], p.spec.coefficients(lam, 3)["momentum"])] \
         == pytest.approx([0.9, 0.4])
+
+
+def test_learned_decides_schedules_per_weight():
+    """A schedule on one param group does not turn another group's element-wise values into lists."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    sgd = hg.optim.sgd([{"params": "0.*", "lr": Hyper(0.1, schedule=2)},
+                        {"params": "2.*", "lr": Hyper(0.2, "element")}])
+    p = hg.InnerProblem(model, ce, ce, sgd, data=data(), horizon=4)
+    lr = p.learned(p.init_hparams())["lr"]
+    assert lr["0.weight"] == pytest.approx([0.1, 0.1]) and lr["0.bias"] == pytest.approx([0.1, 0.1])
+    assert isinstance(lr["2.bias"], torch.Tensor) and lr["2.bias"].shape == (3,)
+    assert isinstance(lr["2.weight"], torch.Tensor) and lr["2.weight"].shape == (3, 4)

@@ -95,7 +95,7 @@ def _compare(args: argparse.Namespace) -> int:
     from . import compare
     torch_threads(args.threads)
     return compare.run(args.entry, estimators=args.estimators, T=args.T, seed=args.seed, memory=args.memory,
-                       json_path=args.json, plot_path=args.plot)
+                       json_path=args.json, plot_path=args.plot, reference=args.reference)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -151,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
                    "or (problem, hparams): package.module:function or path/to/file.py:function")
     c.add_argument("--estimators", metavar="NAMES", default=None, help="comma-separated, options in brackets, e.g. "
                    "rmd,one_step,ift[solver=dense] (default: every registered estimator)")
+    c.add_argument("--reference", metavar="NAME", default="rmd", help="the exact estimator the others are measured "
+                   "against, options in brackets, e.g. rmd[storage=checkpoint] or fmd")
     c.add_argument("-T", type=int, default=None, help="inner steps (default: the problem's horizon)")
     c.add_argument("--seed", type=int, default=0, help="seed of the stochastic estimators and torch's generator")
     c.add_argument("--memory", choices=["saved", "heap", "both", "none"], default="saved",

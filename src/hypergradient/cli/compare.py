@@ -104,18 +104,23 @@ def parse_estimators(text: str) -> list[EstimatorSpec]:
 
 
 def run(entry: str, *, estimators: str | None, T: int | None, seed: int, memory: str, json_path: str | None,
-        plot_path: str | None) -> int:
+        plot_path: str | None, reference: str = "rmd") -> int:
     """The command: load, compare, print the table, write the JSON / plot; 2 with the message on an
     entry-point or option error."""
     try:
         specs = parse_estimators(estimators) if estimators else None
+        refs = parse_estimators(reference)
+        if len(refs) != 1:
+            raise EntryPointError(f"--reference takes one estimator, got {reference!r}")
         problem, lam = load(entry)
     except EntryPointError as e:
         print(f"hypergradient compare: error: {e}", file=sys.stderr)
         return 2
     try:
-        result = compare(problem, lam, specs, T=T, seed=seed, memory=None if memory == "none" else memory)
-    except (ValueError, TypeError) as e:      # compare's checks before any run (an estimator's failure is a row)
+        result = compare(problem, lam, specs, T=T, seed=seed, memory=None if memory == "none" else memory,
+                         reference=refs[0])
+    except (ValueError, TypeError, RuntimeError) as e:   # checks before any run, or the reference failed
+                                                         # (another estimator's failure is a row)
         print(f"hypergradient compare: error: {e}", file=sys.stderr)
         return 2
     print(result.table())

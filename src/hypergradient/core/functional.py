@@ -31,6 +31,11 @@ def _compiled(module: nn.Module) -> bool:
     return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
 
 
+def _path(name: str) -> str:
+    """A submodule's name as Python: ``model.body[0].conv`` for ``body.0.conv``."""
+    return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in name.split("."))
+
+
 def uncompiled(module: nn.Module) -> nn.Module:
     """The module inside torch.compile's wrapper (``model._orig_mod``), with a warning; any other module
     as it is. The inner loop runs it uncompiled: torch.compile's AOT autograd has no double backward,
@@ -49,7 +54,7 @@ def uncompiled(module: nn.Module) -> nn.Module:
         if inner:
             raise TypeError(f"the submodules {inner} are torch.compile'd: torch.compile's AOT autograd has no double "
                             "backward, which hypergradients through the inner steps need; put the uncompiled "
-                            f"submodules back (e.g. model.{inner[0]} = model.{inner[0]}._orig_mod)")
+                            f"submodules back (e.g. {_path(inner[0])} = {_path(inner[0])}._orig_mod)")
     return module
 
 

@@ -53,7 +53,7 @@ def module_at(problem: "InnerProblem", state: State, hparams: HparamsLike | None
 
 
 def _plain(x: Any, scheduled: bool) -> Any:
-    """A float for a number or a one-element tensor, a list of floats for a schedule of numbers
+    """A float for a number or a 0-dim tensor, a list of floats for a schedule of numbers
     (one value per window), else a detached copy of the tensor."""
     if not isinstance(x, torch.Tensor):
         return float(x)
@@ -79,9 +79,11 @@ def learned(problem: "InnerProblem", hparams: HparamsLike) -> dict[str, Any]:
     spec, view = problem.spec, problem.hparams_view(hparams)
     out: dict[str, Any] = {}
     for name in spec.optimizer.hparam_names:
-        sched = any(n == name and (h.schedule is not None or h.block is not None) for n, h, _ in spec.leaves.values())
+        scheduled = {w for n, h, ws in spec.leaves.values() if n == name and (h.schedule is not None or h.block is not None)
+                     for w in ws}                      # per weight: another group's schedule is not this one's
         v = view[name]
-        out[name] = {p: _plain(x, sched) for p, x in v.items()} if isinstance(v, Mapping) else _plain(v, sched)
+        out[name] = ({p: _plain(x, p in scheduled) for p, x in v.items()} if isinstance(v, Mapping)
+                     else _plain(v, bool(scheduled)))
     for name in spec.loss_specs:
         out[name] = _plain(view[name], False)
     for name, (_, keys, module) in spec.modules.items():

@@ -131,14 +131,19 @@ def _run(est: Estimator, problem: InnerProblem, lam: HparamsLike, T: int, state:
     """One call under the chosen meters, the global random generators seeded and restored afterwards."""
     gc.collect()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.random.fork_rng(devices=[]))
+        cuda = torch.cuda.is_available()
+        stack.enter_context(torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []))
         torch.manual_seed(seed)
         saved = stack.enter_context(SavedTensorMeter()) if memory in ("saved", "both") else None
         heap = stack.enter_context(HeapMeter()) if memory in ("heap", "both") else None
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         try:
             hg = est(problem, lam, T=T, state=state)
         finally:
+            if cuda:
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
     meta = {"seconds": seconds, "saved_peak_bytes": saved.peak if saved else None,
             "heap_peak_bytes": heap.peak if heap else None}
@@ -191,7 +196,8 @@ def compare(problem: InnerProblem, hparams: HparamsLike | None = None, estimator
     except Exception as e:
         raise RuntimeError(f"the reference {ref_est.name} failed on this problem ({type(e).__name__}: {e}); fix the "
                            "problem, or pick a reference that fits it, e.g. reference=('rmd', {'storage': "
-                           "'checkpoint'}) when memory runs out") from e
+                           "'checkpoint'}) (on the command line: --reference 'rmd[storage=checkpoint]') when memory "
+                           "runs out") from e
     ref = ref_hg.flat()
     rows = []
     for name, opts, est in built:
@@ -201,7 +207,8 @@ def compare(problem: InnerProblem, hparams: HparamsLike | None = None, estimator
                                "saved_peak_bytes": None, "heap_peak_bytes": None, "cost": None, "error": None}
         try:
             hg, meta = _run(est, problem, lam, T, state, seed, memory)
-            row.update(meta, **agreement(hg.flat(), ref), cost=_cost(hg))
+            g = torch.cat([hg.value[k].reshape(-1) for k in ref_hg.value])    # in the reference's key order
+            row.update(meta, **agreement(g, ref), cost=_cost(hg))
         except Exception as e:     # a failing estimator is a row, never the end of the comparison
             row["error"] = f"{type(e).__name__}: {e}"
         rows.append(row)

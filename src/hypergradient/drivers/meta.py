@@ -171,12 +171,20 @@ def meta_train(learner: MetaLearner, estimator: str | _base.Estimator, hparams: 
         estimator: a registry name (options as keyword arguments) or an :class:`Estimator`. Online
             ones update λ at every inner step from the mean over the B tasks; offline ones once per
             meta-iteration from the mean of B offline hypergradients.
-        hparams: λ from ``learner.init_hparams()``; ``outer`` a ``torch.optim`` optimizer over them.
-        sampler: the meta-training task distribution; tasks drawn from ``torch.Generator(seed)``.
+        hparams: λ from ``learner.init_hparams()`` (updated in place).
+        outer: a ``torch.optim`` optimizer over ``hparams.values()``.
+        sampler: the meta-training task distribution.
+        iterations: meta-iterations (meta-batches).
+        meta_batch: B, tasks per meta-iteration.
         T: inner steps (default: the problems' horizon).
         init: the starting φ (default ``learner.init_weights()``).
         init_update: ``"reptile"``, ``"fomaml"``, ``"maml"`` (second order: offline ``rmd`` /
-            ``truncated_rmd``), an :class:`InitUpdate` or ``None`` (φ fixed); ``init_lr`` is η.
+            ``truncated_rmd``), an :class:`InitUpdate` or ``None`` (φ fixed).
+        init_lr: η, the step size of φ's update: φ ← φ − η·(mean over the meta-batch of the update's
+            direction: φ − w_T for Reptile, dL_query/dw_T for first-order MAML, dL_query/dφ for MAML).
+        seed: the tasks are drawn from ``torch.Generator().manual_seed(seed)``.
+        nonfinite: what an online estimator does with a non-finite hypergradient (as
+            :func:`~hypergradient.drivers.run_online`: ``"raise"`` | ``"skip"``).
         lr_decay: decay the outer learning rate linearly to 0 over iterations × T inner steps (online).
         divergence: ``"raise"`` | ``"record"`` | ``"skip"`` | ``"restart"`` for a task whose inner loop
             diverges although its loss stays finite (:func:`~hypergradient.drivers.online.lockstep`).

@@ -45,7 +45,7 @@ class OfflineResult:
 
     hparams: HparamsLike           # λ: the caller's leaf tensors, updated in place by the outer optimizer
     last: Hypergradient | None     # the last outer step's hypergradient (None: the checkpoint had finished the run)
-    history: dict = field(default_factory=dict)  # per outer step: "val_loss" (at s_T), "hypergrad_norm"
+    history: dict = field(default_factory=dict)  # per outer step k: "val_loss" (at s_T, λ before step k), "hypergrad_norm"
     cost: Cost = field(default_factory=Cost)     # primitives spent over all outer steps
     est_state: EstimatorState | None = None      # the estimator's state after the run
 

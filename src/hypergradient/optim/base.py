@@ -57,8 +57,12 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """sqrt with derivative 0 (not inf) at x = 0, so double backward through Adam / RMSprop stays
     finite where a gradient is exactly zero. Same values as ``torch.sqrt`` everywhere, and the same
     derivative where x > 0. Under autograd one ``torch.sqrt`` in the graph (:class:`_SafeSqrt`), not
-    the four ops of the masked form ``where(x > 0, where(x > 0, x, 1).sqrt(), 0)``."""
-    if not x.requires_grad and not _functorch_wrapped(x):      # no derivative will be taken
+    the four ops of the masked form ``where(x > 0, where(x > 0, x, 1).sqrt(), 0)``, which runs inside
+    torch.func transforms (it composes under nested forward mode, the Function does not)."""
+    if _functorch_wrapped(x):    # inside torch.func transforms: the masked form composes under all of them
+        pos = x > 0              # (the Function's jvp rule is not differentiated by an outer forward level)
+        return torch.where(pos, torch.where(pos, x, 1.0).sqrt(), 0.0)
+    if not x.requires_grad:      # no derivative will be taken (a forward_ad dual tensor takes this path too)
         return x.sqrt()
     return cast(torch.Tensor, _SafeSqrt.apply(x))
 
