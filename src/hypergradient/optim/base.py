@@ -26,6 +26,8 @@ def _half_over(r: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """g / (2 r) where r > 0 (torch's own sqrt derivative, the same ops), 0 where r = 0; the inner where
     keeps the untaken branch finite, so differentiating this again gives no 0·inf."""
     pos = r > 0
+    if not torch.is_grad_enabled():    # nothing differentiates this: the untaken branch's inf / NaN is discarded
+        return torch.where(pos, g / (2 * r), 0.0)
     return torch.where(pos, g / (2 * torch.where(pos, r, 1.0)), 0.0)
 
 
